@@ -1,0 +1,219 @@
+"""Activities that wait for the outside world: ``action``, ``call``, ``delay`` and ``await``,
+and how each reacts to what it waits for.
+
+Their nodes hold the ids of what they wait on (``wi`` a workitem, ``timer`` and ``retry_timer``
+timers, ``child`` a subprocess), also kept in the state's indexes so that an incoming message
+finds its activity without a search. ``discard`` releases all of them when the activity is
+cancelled.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from bureaucrat.definition.model import Action, Activity, Await, Call, Delay
+from bureaucrat.engine import commands as cmd
+from bureaucrat.engine.commands import TimerKind
+
+if TYPE_CHECKING:
+    from bureaucrat.engine.runtime import Node, Runtime
+
+DONE, CRITICAL, ERROR = "done", "critical", "error"
+
+
+def _start_timer(runtime: Runtime, path: str, seconds: float, kind: TimerKind) -> str:
+    timer_id = f"{runtime.aid(path)}.{runtime.next_id()}"
+    runtime.state["timers"][timer_id] = path
+    runtime.emit(cmd.StartTimer(timer_id, runtime.aid(path), runtime.now + seconds, kind))
+    return timer_id
+
+
+def _cancel_timer(runtime: Runtime, timer_id: str | None) -> None:
+    path = runtime.state["timers"].pop(timer_id, None) if timer_id is not None else None
+    if timer_id is not None and path is not None:
+        runtime.emit(cmd.CancelTimer(timer_id, runtime.aid(path)))
+
+
+def discard(runtime: Runtime, spec: Activity, node: Node) -> None:
+    """Release the workitem, timers, subscription or subprocess the activity waits on."""
+    aid = runtime.aid(spec.path)
+    workitem = node.get("wi")
+    if workitem is not None and runtime.state["workitems"].pop(workitem, None) is not None:
+        runtime.emit(cmd.CancelWorkitem(workitem, aid))
+    for key in ("timer", "retry_timer"):
+        timer = node.get(key)
+        if timer is not None and runtime.state["timers"].pop(timer, None) is not None:
+            runtime.emit(cmd.CancelTimer(timer, aid))
+    event = runtime.state["awaits"].pop(spec.path, None)
+    if event is not None:
+        runtime.emit(cmd.Unsubscribe(event, aid))
+    child = node.get("child")
+    if child is not None and runtime.state["children"].pop(child, None) is not None:
+        runtime.emit(cmd.TerminateChild(child, aid))
+
+
+# action -----------------------------------------------------------------------------------------
+
+
+def start_action(runtime: Runtime, spec: Action) -> None:
+    """``<action participant=...>``: dispatches a workitem; completes on a ``done`` answer."""
+    dispatch(runtime, spec, attempt=1)
+
+
+def dispatch(runtime: Runtime, spec: Action, attempt: int) -> None:
+    path, aid = spec.path, runtime.aid(spec.path)
+    context = runtime.context(path)
+    workitem_id = f"{aid}.{runtime.next_id()}"
+    message = {
+        "name": "response",
+        "target": aid,
+        "origin": aid,
+        "payload": {**context, "status": DONE},
+        "workitem_id": workitem_id,
+        "process_id": runtime.process_id,
+    }
+    node: Node = {"n": runtime.nodes[path]["n"], "wi": workitem_id, "sent": context}
+    node["attempt"] = attempt
+    runtime.state["workitems"][workitem_id] = path
+    if spec.timeout is not None:
+        node["timer"] = _start_timer(runtime, path, spec.timeout, TimerKind.TIMEOUT)
+    runtime.set_node(path, node)
+    kind = spec.kind.value if spec.kind is not None else None
+    runtime.emit(
+        cmd.DispatchWorkitem(workitem_id, aid, spec.participant, kind, spec.queue, message)
+    )
+    runtime.record("dispatched", path, participant=spec.participant, workitem=workitem_id)
+
+
+def answer(runtime: Runtime, spec: Action, payload: dict[str, Any]) -> None:
+    """A participant answered the workitem the action waits for."""
+    path = spec.path
+    node = runtime.nodes[path]
+    status = payload.get("status")
+    if status not in (DONE, CRITICAL, ERROR):
+        runtime.record("reported", path, status=status)
+        return
+    runtime.state["workitems"].pop(node["wi"], None)
+    _cancel_timer(runtime, node.get("timer"))
+    runtime.record("answered", path, status=status, workitem=node["wi"])
+    if status == DONE:
+        runtime.apply_changes(path, node["sent"], payload)
+        runtime.complete(path)
+    elif status == CRITICAL:
+        error = payload.get("error")
+        runtime.fault(path, "ActionError", "" if error is None else str(error))
+    else:
+        _failed(runtime, spec, node, "" if payload.get("error") is None else str(payload["error"]))
+
+
+def _failed(runtime: Runtime, spec: Action, node: Node, error: str) -> None:
+    attempt = int(node["attempt"])
+    base: Node = {"n": node["n"], "attempt": attempt}
+    if attempt <= spec.retries:
+        runtime.record("retry", spec.path, attempt=attempt + 1, error=error)
+        if spec.retry_delay > 0:
+            timer = _start_timer(runtime, spec.path, spec.retry_delay, TimerKind.RETRY)
+            runtime.set_node(spec.path, {**base, "retry_timer": timer})
+        else:
+            dispatch(runtime, spec, attempt + 1)
+        return
+    runtime.set_node(spec.path, {**base, "failed": True, "error": error})
+    runtime.record("failed", spec.path, attempts=attempt, error=error)
+
+
+def retry(runtime: Runtime, spec: Action) -> None:
+    """An operator asked to retry a failed action: dispatch it afresh, retries renewed."""
+    runtime.record("retry", spec.path, attempt=1, operator=True)
+    dispatch(runtime, spec, attempt=1)
+
+
+def action_timer(runtime: Runtime, spec: Action, timer_id: str) -> None:
+    node = runtime.nodes[spec.path]
+    if node.get("retry_timer") == timer_id:
+        dispatch(runtime, spec, int(node["attempt"]) + 1)
+    elif node.get("timer") == timer_id:
+        discard(runtime, spec, {"wi": node.get("wi")})
+        runtime.fault(
+            spec.path,
+            "TimeoutError",
+            f"participant {spec.participant} did not answer within {spec.timeout:g} s",
+        )
+
+
+# delay, await, call -----------------------------------------------------------------------------
+
+
+def start_delay(runtime: Runtime, spec: Delay) -> None:
+    """``<delay duration="s"/>``: completes when its timer fires."""
+    timer = _start_timer(runtime, spec.path, spec.duration, TimerKind.DELAY)
+    runtime.update_node(spec.path, timer=timer)
+
+
+def start_await(runtime: Runtime, spec: Await) -> None:
+    """``<await event="e">``: completes on an event ``e`` for which a condition holds."""
+    runtime.state["awaits"][spec.path] = spec.event
+    runtime.emit(cmd.Subscribe(spec.event, runtime.aid(spec.path)))
+    if spec.timeout is not None:
+        timer = _start_timer(runtime, spec.path, spec.timeout, TimerKind.TIMEOUT)
+        runtime.update_node(spec.path, timer=timer)
+
+
+def await_event(runtime: Runtime, spec: Await, data: dict[str, Any]) -> bool:
+    """Offer an event to a waiting ``await``; True when it took it."""
+    holds = runtime.holds(spec.conditions, spec.path, event=data)
+    if not holds:
+        if holds is False:
+            runtime.record("event", spec.path, event=spec.event, taken=False)
+        return False
+    runtime.record("event", spec.path, event=spec.event, taken=True)
+    discard(runtime, spec, runtime.nodes[spec.path])
+    runtime.complete(spec.path)
+    return True
+
+
+def await_timeout(runtime: Runtime, spec: Await) -> None:
+    discard(runtime, spec, {})
+    runtime.fault(
+        spec.path,
+        "TimeoutError",
+        f"event {spec.event} did not arrive within {spec.timeout:g} s",
+    )
+
+
+def start_call(runtime: Runtime, spec: Call) -> None:
+    """``<call process="$p"/>``: runs the definition in property ``p`` as a subprocess with the
+    caller's visible context as fields; completes with the subprocess, taking its changes."""
+    context = runtime.context(spec.path)
+    source = context.get(spec.process)
+    if not isinstance(source, str) or not source.strip():
+        runtime.fault(
+            spec.path,
+            "CallError",
+            f'call process="${spec.process}": the property holds no process definition',
+        )
+        return
+    child = f"{runtime.process_id}.{runtime.next_id()}"
+    runtime.state["children"][child] = spec.path
+    runtime.update_node(spec.path, child=child, sent=context)
+    runtime.emit(cmd.LaunchChild(child, runtime.aid(spec.path), source, context))
+    runtime.record("launched", spec.path, child=child)
+
+
+def child_finished(
+    runtime: Runtime,
+    spec: Call,
+    status: str,
+    context: dict[str, Any],
+    fault: dict[str, Any] | None,
+) -> None:
+    node = runtime.nodes[spec.path]
+    child = node["child"]
+    runtime.record("child", spec.path, child=child, status=status)
+    if status == "completed":
+        runtime.apply_changes(spec.path, node["sent"], context)
+        runtime.complete(spec.path)
+    elif status == "faulted":
+        fault = fault or {}
+        runtime.fault(spec.path, str(fault.get("code", "Fault")), str(fault.get("message", "")))
+    else:
+        runtime.fault(spec.path, "TerminatedError", f"subprocess {child} was terminated")

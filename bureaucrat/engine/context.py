@@ -1,0 +1,78 @@
+"""Lexically scoped contexts: which properties an activity sees, and where a write lands.
+
+Scopes are kept by the path of the block that owns them (the root's is ``""``). Reads walk from
+the innermost enclosing scope outward; a write updates the innermost scope that declares the
+name, and a name nobody declares is created in the root scope, so results survive the block.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from bureaucrat.definition.model import Definition
+
+if TYPE_CHECKING:
+    from bureaucrat.engine.runtime import Runtime
+
+PROTOCOL_KEYS = frozenset({"status", "error"})
+"""Payload keys that belong to the wire protocol, never to the context."""
+
+ENGINE_PREFIX = "inst:"
+"""Properties the engine maintains (``inst:current``, ``inst:fault``...); participants can't set them."""
+
+
+def chain(definition: Definition, scopes: dict[str, Any], path: str) -> list[str]:
+    """The scopes visible from ``path``, innermost first, ending with the root's."""
+    found: list[str] = []
+    current: str | None = path
+    while current is not None:
+        if current in scopes:
+            found.append(current)
+        current = definition.activities[current].parent
+    if not found or found[-1] != "":
+        found.append("")
+    return found
+
+
+def visible(scopes: dict[str, dict[str, Any]], scope_chain: list[str]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for scope in reversed(scope_chain):
+        merged.update(scopes.get(scope, {}))
+    return merged
+
+
+def write(runtime: Runtime, scope_chain: list[str], name: str, value: Any) -> None:
+    for scope in scope_chain:
+        if name in runtime.scopes.get(scope, {}):
+            runtime.scope_for_write(scope)[name] = value
+            return
+    runtime.scope_for_write("")[name] = value
+
+
+def same(a: Any, b: Any) -> bool:
+    """JSON equality: ``1``, ``1.0`` and ``True`` are different values."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+def changes(sent: dict[str, Any], received: dict[str, Any]) -> dict[str, Any]:
+    """What a participant changed: the keys it added or whose value differs from what it got."""
+    return {
+        name: value
+        for name, value in received.items()
+        if name not in PROTOCOL_KEYS
+        and not name.startswith(ENGINE_PREFIX)
+        and (name not in sent or not same(sent[name], value))
+    }
+
+
+def apply_changes(
+    runtime: Runtime, scope_chain: list[str], sent: dict[str, Any], received: dict[str, Any]
+) -> None:
+    for name, value in changes(sent, received).items():
+        write(runtime, scope_chain, name, value)

@@ -1,0 +1,226 @@
+"""The machinery of one step: a working copy of the state, the agenda and the commands.
+
+A ``Runtime`` is created for one event and thrown away after it. It copies the parts of the state
+it changes (never the caller's dicts), derives ids from the state's counter, and collects the
+commands of the step in order. Activities start through an agenda rather than by recursion, so a
+sequence of thousands of instantaneous activities needs no deep stack; completion climbs the tree
+directly, which is bounded by the nesting depth of the definition.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from bureaucrat.definition.expressions import Expression
+from bureaucrat.definition.model import Activity, Block, Definition, Foreach
+from bureaucrat.engine import commands as cmd
+from bureaucrat.engine.context import apply_changes, chain, visible, write
+from bureaucrat.engine.state import State, Status, activity_id
+from bureaucrat.errors import ExpressionError
+
+MAX_STARTS_PER_STEP = 100_000
+"""Activities one step may start; a loop of instantaneous activities beyond it faults."""
+
+Node = dict[str, Any]
+
+
+class Runtime:
+    """The state being evolved by one step, with the operations activities use."""
+
+    def __init__(self, definition: Definition, state: State, now: float) -> None:
+        self.definition = definition
+        self.now = now
+        self.state: State = dict(state)
+        for key in ("scopes", "nodes", "workitems", "timers", "awaits", "children"):
+            self.state[key] = dict(state[key])
+        self.nodes: dict[str, Node] = self.state["nodes"]
+        self.scopes: dict[str, dict[str, Any]] = self.state["scopes"]
+        self._copied_scopes: set[str] = set()
+        self.commands: list[cmd.Command] = []
+        self._agenda: deque[tuple[str, str | None, int | None]] = deque()
+        self._starts = 0
+
+    # ids and commands -------------------------------------------------------------------------
+
+    @property
+    def process_id(self) -> str:
+        return str(self.state["id"])
+
+    @property
+    def running(self) -> bool:
+        return bool(self.state["status"] == Status.RUNNING.value)
+
+    def aid(self, path: str) -> str:
+        return activity_id(self.process_id, path)
+
+    def next_id(self) -> int:
+        self.state["seq"] = int(self.state["seq"]) + 1
+        return int(self.state["seq"])
+
+    def emit(self, command: cmd.Command) -> None:
+        self.commands.append(command)
+
+    def record(self, kind: str, path: str, **details: Any) -> None:
+        self.emit(cmd.Record(kind, self.aid(path), details))
+
+    def spec(self, path: str) -> Activity:
+        return self.definition.activities[path]
+
+    # nodes and the agenda ---------------------------------------------------------------------
+
+    def set_node(self, path: str, node: Node) -> None:
+        self.nodes[path] = node
+
+    def update_node(self, path: str, **changes: Any) -> Node:
+        node = {**self.nodes[path], **changes}
+        self.nodes[path] = node
+        return node
+
+    def schedule(self, path: str, parent: str | None) -> None:
+        """Start the activity at ``path`` once the current work is done, if its parent still runs."""
+        token = None if parent is None else self.nodes[parent]["n"]
+        self._agenda.append((path, parent, token))
+
+    def drain(self) -> None:
+        from bureaucrat.engine.activities import start
+
+        while self._agenda and self.running:
+            path, parent, token = self._agenda.popleft()
+            if parent is not None and self.nodes.get(parent, {}).get("n") != token:
+                continue  # the parent was cancelled or restarted meanwhile
+            self._starts += 1
+            if self._starts > MAX_STARTS_PER_STEP:
+                self._agenda.clear()
+                self.fault(
+                    parent if parent is not None else path,
+                    "StepLimitError",
+                    f"more than {MAX_STARTS_PER_STEP} activities started without waiting once; "
+                    "is a loop missing a way out?",
+                )
+                return
+            self.set_node(path, {"n": self.next_id()})
+            start(self, self.spec(path))
+
+    # contexts ---------------------------------------------------------------------------------
+
+    def open_scope(self, block: Block) -> None:
+        """Create the scope of a block that owns a context (or is a foreach).
+
+        The root's scope is made when the instance starts, from the fields it was given."""
+        if block.path and (block.context is not None or isinstance(block, Foreach)):
+            values = block.context.initial_values() if block.context is not None else {}
+            self.scopes[block.path] = values
+            self._copied_scopes.add(block.path)
+
+    def scope_for_write(self, path: str) -> dict[str, Any]:
+        if path not in self._copied_scopes:
+            self.scopes[path] = dict(self.scopes[path])
+            self._copied_scopes.add(path)
+        return self.scopes[path]
+
+    def context(self, path: str) -> dict[str, Any]:
+        """Every property visible from the activity at ``path``."""
+        return visible(self.scopes, chain(self.definition, self.scopes, path))
+
+    def write(self, path: str, name: str, value: Any) -> None:
+        write(self, chain(self.definition, self.scopes, path), name, value)
+
+    def apply_changes(self, path: str, sent: dict[str, Any], received: dict[str, Any]) -> None:
+        apply_changes(self, chain(self.definition, self.scopes, path), sent, received)
+
+    def evaluate(
+        self, expression: Expression, path: str, event: Any = None
+    ) -> tuple[bool, Any]:
+        """(True, value), or (False, None) after raising ``ExpressionError`` at ``path``."""
+        names: dict[str, Any] = {"context": self.context(path)}
+        if event is not None:
+            names["event"] = event
+        try:
+            return True, expression.evaluate(names)
+        except ExpressionError as error:
+            self.fault(path, "ExpressionError", str(error))
+            return False, None
+
+    def holds(
+        self, conditions: tuple[Expression, ...], path: str, event: Any = None
+    ) -> bool | None:
+        """Whether any condition holds (True when there are none); None after a fault."""
+        if not conditions:
+            return True
+        for condition in conditions:
+            ok, value = self.evaluate(condition, path, event)
+            if not ok:
+                return None
+            if value:
+                return True
+        return False
+
+    # completion, faults, cancellation ---------------------------------------------------------
+
+    def complete(self, path: str) -> None:
+        """The activity at ``path`` is done: drop it and let its parent carry on."""
+        from bureaucrat.engine.activities import child_done
+
+        spec = self.spec(path)
+        del self.nodes[path]
+        if spec.parent is None:
+            self.finish(Status.COMPLETED, None)
+            return
+        if path in self.scopes:
+            del self.scopes[path]
+        child_done(self, self.spec(spec.parent), path)
+
+    def fault(self, origin: str, code: str, message: str) -> None:
+        """Raise a fault at ``origin``: the nearest enclosing handler catches it, else the root."""
+        from bureaucrat.engine.activities.blocks import catch
+
+        fault = {"code": code, "message": message, "activity": self.aid(origin)}
+        self.record("fault", origin, code=code, message=message)
+        path: str | None = origin
+        while path is not None:
+            spec = self.spec(path)
+            node = self.nodes.get(path)
+            if node is not None and isinstance(spec, Block) and "h" not in node:
+                handlers = spec.context.handlers if spec.context is not None else ()
+                index = spec.context.handler_for(code) if spec.context is not None else None
+                if handlers and index is not None:
+                    catch(self, spec, index, fault)
+                    return
+            path = spec.parent
+        self.finish(Status.FAULTED, fault)
+
+    def cancel_below(self, path: str) -> None:
+        """Cancel every activity in progress under ``path`` (``path`` itself is kept)."""
+        from bureaucrat.engine.activities import discard
+
+        prefix = path + "_" if path else ""
+        doomed = [p for p in self.nodes if p != path and p.startswith(prefix)]
+        for p in sorted(doomed, key=len, reverse=True):
+            discard(self, self.spec(p), self.nodes.pop(p))
+            if p in self.scopes:
+                del self.scopes[p]
+
+    def finish(self, status: Status, fault: dict[str, Any] | None) -> None:
+        """The instance ends: release everything it waits on and tell the world."""
+        self.cancel_below("")
+        self.nodes.clear()
+        self._agenda.clear()
+        self.state["status"] = status.value
+        self.state["fault"] = fault
+        context = dict(self.scopes.get("", {}))
+        public_fault = None if fault is None else {k: fault[k] for k in ("code", "message")}
+        self.record(status.value, "", **({"fault": public_fault} if public_fault else {}))
+        self.emit(cmd.ProcessFinished(status.value, context, public_fault))
+        parent = self.state["parent"]
+        if parent is not None:
+            self.emit(
+                cmd.NotifyParent(
+                    parent["process_id"],
+                    parent["activity"],
+                    self.process_id,
+                    status.value,
+                    context,
+                    public_fault,
+                )
+            )

@@ -1,0 +1,42 @@
+"""The exceptions bureaucrat raises.
+
+Domain outcomes inside a running process (a fault, a failed action) are never exceptions: the
+engine turns them into state and commands. Exceptions are for callers that hand us bad input.
+
+    BureaucratError
+     ├── DefinitionError        a process definition that cannot be accepted (carries the line)
+     ├── ExpressionError        an expression that failed while it was evaluated
+     ├── ParticipantNotFound    the local runner was asked for a participant it was not given
+     └── StepLimitExceeded      the local runner stopped a process that would not finish
+"""
+
+from __future__ import annotations
+
+
+class BureaucratError(Exception):
+    """The root of every exception bureaucrat raises on purpose."""
+
+
+class DefinitionError(BureaucratError):
+    """A process definition is malformed or invalid.
+
+    ``line`` is the 1-based line of the offending XML element (None when unknown) and
+    ``problem`` the description without the line prefix.
+    """
+
+    def __init__(self, problem: str, line: int | None = None) -> None:
+        self.problem = problem
+        self.line = line
+        super().__init__(f"line {line}: {problem}" if line is not None else problem)
+
+
+class ExpressionError(BureaucratError):
+    """An expression raised an error or exceeded a limit while it was evaluated."""
+
+
+class ParticipantNotFound(BureaucratError):
+    """The local runner met an action whose participant it was not given."""
+
+
+class StepLimitExceeded(BureaucratError):
+    """The local runner gave up on a process that kept going past ``max_steps``."""
