@@ -25,7 +25,7 @@ JSON = Any
 """A value that survives a JSON round trip (None, bool, int, float, str, list, dict)."""
 
 
-class PropertyType(str, enum.Enum):
+class PropertyType(enum.StrEnum):
     """The types a ``<property type=...>`` may declare."""
 
     INT = "int"
@@ -153,7 +153,7 @@ class Foreach(Block):
     select: str
 
 
-class ParticipantKind(str, enum.Enum):
+class ParticipantKind(enum.StrEnum):
     """How an action's workitem reaches its participant."""
 
     CELERY = "celery"

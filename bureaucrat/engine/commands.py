@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-class TimerKind(str, enum.Enum):
+class TimerKind(enum.StrEnum):
     DELAY = "delay"
     TIMEOUT = "timeout"
     RETRY = "retry"

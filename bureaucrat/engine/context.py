@@ -18,7 +18,7 @@ PROTOCOL_KEYS = frozenset({"status", "error"})
 """Payload keys that belong to the wire protocol, never to the context."""
 
 ENGINE_PREFIX = "inst:"
-"""Properties the engine maintains (``inst:current``, ``inst:fault``...); participants can't set them."""
+"""Properties the engine maintains (``inst:current``, ``inst:fault``...): not participants'."""
 
 
 def chain(definition: Definition, scopes: dict[str, Any], path: str) -> list[str]:

@@ -74,6 +74,4 @@ class Retry:
     activity: str | None = None
 
 
-Event = (
-    Start | ParticipantResponse | TimerFired | EventReceived | ChildFinished | Terminate | Retry
-)
+Event = Start | ParticipantResponse | TimerFired | EventReceived | ChildFinished | Terminate | Retry

@@ -78,7 +78,7 @@ class Runtime:
         return node
 
     def schedule(self, path: str, parent: str | None) -> None:
-        """Start the activity at ``path`` once the current work is done, if its parent still runs."""
+        """Start the activity at ``path`` after the work in hand, if its parent still runs."""
         token = None if parent is None else self.nodes[parent]["n"]
         self._agenda.append((path, parent, token))
 
@@ -129,9 +129,7 @@ class Runtime:
     def apply_changes(self, path: str, sent: dict[str, Any], received: dict[str, Any]) -> None:
         apply_changes(self, chain(self.definition, self.scopes, path), sent, received)
 
-    def evaluate(
-        self, expression: Expression, path: str, event: Any = None
-    ) -> tuple[bool, Any]:
+    def evaluate(self, expression: Expression, path: str, event: Any = None) -> tuple[bool, Any]:
         """(True, value), or (False, None) after raising ``ExpressionError`` at ``path``."""
         names: dict[str, Any] = {"context": self.context(path)}
         if event is not None:
@@ -197,7 +195,10 @@ class Runtime:
         prefix = path + "_" if path else ""
         doomed = [p for p in self.nodes if p != path and p.startswith(prefix)]
         for p in sorted(doomed, key=len, reverse=True):
-            discard(self, self.spec(p), self.nodes.pop(p))
+            node = self.nodes.pop(p)
+            if _waits(node) or p in self.state["awaits"]:
+                self.record("cancelled", p)
+            discard(self, self.spec(p), node)
             if p in self.scopes:
                 del self.scopes[p]
 
@@ -224,3 +225,7 @@ class Runtime:
                     public_fault,
                 )
             )
+
+
+def _waits(node: Node) -> bool:
+    return any(key in node for key in ("wi", "timer", "retry_timer", "child"))

@@ -28,7 +28,7 @@ State = dict[str, Any]
 STATE_VERSION = 1
 
 
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
     RUNNING = "running"
     COMPLETED = "completed"
     FAULTED = "faulted"

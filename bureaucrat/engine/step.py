@@ -78,7 +78,9 @@ def _response(runtime: Runtime, event: ev.ParticipantResponse) -> None:
     else:
         path = None
     if path is None:
-        _ignore(runtime, "", "no action waits for this workitem", workitem=workitem_id, target=target)
+        _ignore(
+            runtime, "", "no action waits for this workitem", workitem=workitem_id, target=target
+        )
         return
     payload = message.get("payload")
     if not isinstance(payload, Mapping):

@@ -160,7 +160,7 @@ def catch(runtime: Runtime, spec: Block, index: int, fault: dict[str, Any]) -> N
     runtime.cancel_below(spec.path)
     handler = spec.context.handlers[index] if spec.context is not None else None
     assert handler is not None
-    runtime.record("handled", spec.path, code=fault["code"], handler=handler.path)
+    runtime.record("handled", spec.path, code=fault["code"], handler=runtime.aid(handler.path))
     runtime.set_node(spec.path, {"n": runtime.nodes[spec.path]["n"], "h": index, "i": 0})
     runtime.scope_for_write(spec.path)["inst:fault"] = {
         "code": fault["code"],

@@ -1,0 +1,231 @@
+"""Run a process definition in-process, with Python callables as participants.
+
+``run_process`` is the unit-test harness for users' definitions: no broker, no database, and a
+simulated clock that jumps to the next timer whenever nothing else can happen::
+
+    result = run_process("approval.xml", {"amount": 120},
+                         participants={"review": lambda payload: {**payload, "ok": True}})
+    assert result.status == "completed" and result.context["ok"] is True
+
+It drives the same pure engine as the daemon, subprocesses (``call``) included.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bureaucrat.definition import Definition, parse_definition
+from bureaucrat.engine import commands as cmd
+from bureaucrat.engine import events as ev
+from bureaucrat.engine.state import State, is_finished, root_context
+from bureaucrat.engine.step import step
+from bureaucrat.errors import (
+    BureaucratError,
+    DefinitionError,
+    ParticipantNotFound,
+    StepLimitExceeded,
+)
+
+Participant = Callable[[dict[str, Any]], "dict[str, Any] | None"]
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    """How a local run ended.
+
+    ``status`` is completed, faulted, terminated, or waiting when nothing more could happen.
+    ``calls`` lists (participant, payload sent) in dispatch order; ``trace`` the journal of
+    every instance, one line each; ``state`` the root instance's final engine state.
+    """
+
+    status: str
+    context: dict[str, Any]
+    fault: dict[str, Any] | None
+    calls: list[tuple[str, dict[str, Any]]]
+    trace: list[str] = field(default_factory=list)
+    state: State = field(default_factory=dict, repr=False)
+
+
+def run_process(
+    definition: str | Path,
+    fields: dict[str, Any] | None = None,
+    *,
+    participants: Mapping[str, Participant] = {},
+    events: Sequence[tuple[str, dict[str, Any]]] = (),
+    max_steps: int = 100_000,
+    process_id: str = "process",
+    check_json: bool = False,
+) -> ProcessResult:
+    """Run ``definition`` (XML text or a path) to its end, or until nothing more can happen.
+
+    A participant receives the workitem payload (the visible context plus ``"status": "done"``)
+    and returns the payload to send back (None: unchanged; a missing ``status`` means done). A
+    participant that raises answers ``critical`` with the exception's text as ``error``.
+    ``events`` are delivered in order, each when the process has nothing else to do now and an
+    ``await`` is waiting (or nothing else will ever happen). With ``check_json`` the state makes
+    a JSON round trip after every step, as it would through a store, and must come back equal.
+    """
+    runner = _Runner(participants, max_steps, check_json)
+    return runner.run(_load(definition), dict(fields or {}), list(events), process_id)
+
+
+def _load(definition: str | Path) -> Definition:
+    if isinstance(definition, Path) or not definition.lstrip().startswith("<"):
+        return parse_definition(Path(definition).read_bytes())
+    return parse_definition(definition)
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+class _Runner:
+    def __init__(
+        self, participants: Mapping[str, Participant], max_steps: int, check_json: bool
+    ) -> None:
+        self.participants = participants
+        self.max_steps = max_steps
+        self.check_json = check_json
+        self.now = 0.0
+        self.steps = 0
+        self.instances: dict[str, tuple[Definition, State]] = {}
+        self.launching: dict[str, Definition] = {}
+        self.queue: deque[tuple[str, ev.Event]] = deque()
+        self.timers: list[tuple[float, int, str, str]] = []
+        self.order = itertools.count()
+        self.cancelled: set[str] = set()
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.trace: list[str] = []
+
+    def run(
+        self,
+        definition: Definition,
+        fields: dict[str, Any],
+        events: list[tuple[str, dict[str, Any]]],
+        process_id: str,
+    ) -> ProcessResult:
+        self._apply(process_id, definition, None, ev.Start(process_id, _jsonable(fields)))
+        pending_events = deque(events)
+        while True:
+            if self.queue:
+                pid, event = self.queue.popleft()
+                if pid in self.instances:
+                    definition, state = self.instances[pid]
+                    self._apply(pid, definition, state, event)
+                elif pid in self.launching:
+                    self._apply(pid, self.launching.pop(pid), None, event)
+            elif pending_events and (self._awaiting() or not self._live_timers()):
+                name, data = pending_events.popleft()
+                self._deliver(name, data)
+            elif self._live_timers():
+                due, _, pid, timer_id = heapq.heappop(self.timers)
+                self.now = max(self.now, due)
+                self.queue.append((pid, ev.TimerFired(timer_id)))
+            else:
+                break
+        state = self.instances[process_id][1]
+        status = state["status"] if is_finished(state) else "waiting"
+        fault = state["fault"]
+        return ProcessResult(
+            status=status,
+            context=root_context(state),
+            fault=None if fault is None else {"code": fault["code"], "message": fault["message"]},
+            calls=self.calls,
+            trace=self.trace,
+            state=state,
+        )
+
+    def _awaiting(self) -> bool:
+        return any(state["awaits"] for _, state in self.instances.values())
+
+    def _live_timers(self) -> bool:
+        while self.timers and self.timers[0][3] in self.cancelled:
+            heapq.heappop(self.timers)
+        return bool(self.timers)
+
+    def _deliver(self, name: str, data: dict[str, Any]) -> None:
+        body = _jsonable({**data, "event": name})
+        targets = [pid for pid, (_, s) in self.instances.items() if name in s["awaits"].values()]
+        for pid in targets or list(self.instances)[:1]:
+            self.queue.append((pid, ev.EventReceived(name, body)))
+
+    def _apply(
+        self, pid: str, definition: Definition, state: State | None, event: ev.Event
+    ) -> None:
+        self.steps += 1
+        if self.steps > self.max_steps:
+            raise StepLimitExceeded(f"the process did not finish within {self.max_steps} steps")
+        result = step(definition, state, event, self.now)
+        new_state = result.state
+        if self.check_json:
+            new_state = _jsonable(result.state)
+            if new_state != result.state:
+                raise BureaucratError(f"state of {pid} changed through a JSON round trip")
+        self.instances[pid] = (definition, new_state)
+        for command in result.commands:
+            self._carry_out(pid, command)
+
+    def _carry_out(self, pid: str, command: cmd.Command) -> None:
+        if isinstance(command, cmd.Record):
+            self._trace(command)
+        elif isinstance(command, cmd.DispatchWorkitem):
+            self._dispatch(pid, command)
+        elif isinstance(command, cmd.StartTimer):
+            heapq.heappush(self.timers, (command.due, next(self.order), pid, command.timer_id))
+        elif isinstance(command, cmd.CancelTimer):
+            self.cancelled.add(command.timer_id)
+        elif isinstance(command, cmd.LaunchChild):
+            self._launch(pid, command)
+        elif isinstance(command, cmd.NotifyParent):
+            finished = ev.ChildFinished(
+                command.child_id, command.status, command.context, command.fault
+            )
+            self.queue.append((command.parent_id, finished))
+        elif isinstance(command, cmd.TerminateChild):
+            self.queue.append((command.process_id, ev.Terminate("the parent ended")))
+
+    def _trace(self, record: cmd.Record) -> None:
+        details = " ".join(
+            f"{key}={json.dumps(value, sort_keys=True)}"
+            for key, value in sorted(record.details.items())
+        )
+        self.trace.append(f"{self.now:g} {record.kind} {record.activity} {details}".rstrip())
+
+    def _dispatch(self, pid: str, command: cmd.DispatchWorkitem) -> None:
+        payload = _jsonable(command.message["payload"])
+        self.calls.append((command.participant, _jsonable(payload)))
+        participant = self.participants.get(command.participant)
+        if participant is None:
+            known = ", ".join(sorted(self.participants)) or "none"
+            raise ParticipantNotFound(
+                f"participant {command.participant!r} (activity {command.activity}) was not "
+                f"given to run_process; participants given: {known}"
+            )
+        try:
+            answer = participant(payload)
+            answered = payload if answer is None else dict(answer)
+            answered.setdefault("status", "done")
+        except Exception as error:  # a participant's failure is the process's business
+            answered = {**_jsonable(command.message["payload"])}
+            answered.update(status="critical", error=str(error))
+        response = {**command.message, "payload": _jsonable(answered)}
+        self.queue.append((pid, ev.ParticipantResponse(response)))
+
+    def _launch(self, pid: str, command: cmd.LaunchChild) -> None:
+        try:
+            definition = parse_definition(command.definition)
+        except DefinitionError as error:
+            fault = {"code": "DefinitionError", "message": str(error)}
+            finished = ev.ChildFinished(command.process_id, "faulted", {}, fault)
+            self.queue.append((pid, finished))
+            return
+        start = ev.Start(command.process_id, command.fields, ev.ParentLink(pid, command.activity))
+        self.launching[command.process_id] = definition
+        self.queue.append((command.process_id, start))

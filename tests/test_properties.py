@@ -1,0 +1,114 @@
+"""Property-based: random well-formed definitions always end, and their state is always JSON.
+
+Definitions are drawn from every activity kind, nested, with participants that answer at once
+(echo, increment, or critical). Loops are bounded by a counter of their own context, awaits by a
+timeout, so every drawn process must reach completed or faulted within a bound of steps, and its
+state must come back equal from a JSON round trip after every step (``check_json``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bureaucrat.definition import parse_definition
+from bureaucrat.testing import run_process
+
+CHILD = "&lt;process&gt;&lt;action participant=&quot;inc_c&quot;/&gt;&lt;/process&gt;"
+
+leaves = st.one_of(
+    st.sampled_from(["echo", "inc_x", "inc_y", "fail"]).map(
+        lambda p: f'<action participant="{p}"/>'
+    ),
+    st.integers(0, 3).map(lambda n: f'<assign property="a">context.get("a", 0) + {n}</assign>'),
+    st.sampled_from(["0", "0.5", "2"]).map(lambda d: f'<delay duration="{d}"/>'),
+    st.sampled_from(["E1", "E2"]).map(lambda c: f'<fault code="{c}" message="drawn"/>'),
+    st.sampled_from(["go", "stop"]).map(lambda e: f'<await event="{e}" timeout="5"/>'),
+    st.just('<call process="$child"/>'),
+)
+
+
+def blocks(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    body = st.lists(children, min_size=0, max_size=4).map("".join)
+    nonempty = st.lists(children, min_size=1, max_size=3).map("".join)
+    condition = st.sampled_from(["True", "False", 'context.get("x", 0) &gt; 0'])
+    handlers = st.sampled_from(
+        [
+            "",
+            '<context><faults><case code="E1">{}</case></faults></context>',
+            "<context><faults><default>{}</default></faults></context>",
+        ]
+    )
+    return st.one_of(
+        body.map(lambda b: f"<sequence>{b}</sequence>"),
+        st.tuples(handlers, body, body).map(
+            lambda t: f"<sequence>{t[0].format(t[2])}{t[1]}</sequence>"
+        ),
+        body.map(lambda b: f"<all>{b}</all>"),
+        st.tuples(condition, body, body).map(
+            lambda t: (
+                f"<switch><case><condition>{t[0]}</condition>{t[1]}</case>"
+                f"<default>{t[2]}</default></switch>"
+            )
+        ),
+        st.tuples(st.integers(0, 3), nonempty).map(
+            lambda t: (
+                "<while><context><property name='i' type='int'>0</property></context>"
+                f"<condition>context['i'] &lt; {t[0]}</condition>"
+                f"<assign property='i'>context['i'] + 1</assign>{t[1]}</while>"
+            )
+        ),
+        body.map(lambda b: f'<foreach select="items">{b}</foreach>'),
+    )
+
+
+activities = st.recursive(leaves, blocks, max_leaves=12)
+processes = st.lists(activities, min_size=1, max_size=4).map(
+    lambda body: (
+        "<process><context>"
+        '<property name="items" type="json">[1, 2]</property>'
+        f'<property name="child" type="str">{CHILD}</property>'
+        f"</context>{''.join(body)}</process>"
+    )
+)
+
+
+def answer(name: str) -> Any:
+    def participant(payload: dict[str, Any]) -> dict[str, Any]:
+        if name == "fail":
+            return {**payload, "status": "critical", "error": "drawn failure"}
+        if name.startswith("inc_"):
+            return {**payload, name[4:]: payload.get(name[4:], 0) + 1}
+        return payload
+
+    return participant
+
+
+PARTICIPANTS = {name: answer(name) for name in ("echo", "inc_x", "inc_y", "inc_c", "fail")}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(processes, st.lists(st.sampled_from(["go", "stop", "other"]), max_size=4))
+def test_random_definitions_always_end_with_json_state(source: str, names: list[str]) -> None:
+    parse_definition(source)  # drawn definitions are well formed by construction
+    result = run_process(
+        source,
+        participants=PARTICIPANTS,
+        events=[(name, {"n": index}) for index, name in enumerate(names)],
+        max_steps=20_000,
+        check_json=True,
+    )
+    assert result.status in ("completed", "faulted"), result.trace[-5:]
+    assert json.loads(json.dumps(result.state)) == result.state
+    if result.status == "faulted":
+        assert result.fault is not None and result.fault["code"] in (
+            "E1",
+            "E2",
+            "ActionError",
+            "TimeoutError",
+        )
+    else:
+        assert result.fault is None
