@@ -6,8 +6,8 @@ engine turns them into state and commands. Exceptions are for callers that hand 
     BureaucratError
      ├── DefinitionError        a process definition that cannot be accepted (carries the line)
      ├── ExpressionError        an expression that failed while it was evaluated
-     ├── ParticipantNotFound    the local runner was asked for a participant it was not given
-     └── StepLimitExceeded      the local runner stopped a process that would not finish
+     ├── ParticipantNotFoundError    the local runner was asked for a participant it was not given
+     └── StepLimitError      the local runner stopped a process that would not finish
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ class ExpressionError(BureaucratError):
     """An expression raised an error or exceeded a limit while it was evaluated."""
 
 
-class ParticipantNotFound(BureaucratError):
+class ParticipantNotFoundError(BureaucratError):
     """The local runner met an action whose participant it was not given."""
 
 
-class StepLimitExceeded(BureaucratError):
+class StepLimitError(BureaucratError):
     """The local runner gave up on a process that kept going past ``max_steps``."""

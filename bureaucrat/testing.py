@@ -29,8 +29,8 @@ from bureaucrat.engine.step import step
 from bureaucrat.errors import (
     BureaucratError,
     DefinitionError,
-    ParticipantNotFound,
-    StepLimitExceeded,
+    ParticipantNotFoundError,
+    StepLimitError,
 )
 
 Participant = Callable[[dict[str, Any]], "dict[str, Any] | None"]
@@ -161,7 +161,7 @@ class _Runner:
     ) -> None:
         self.steps += 1
         if self.steps > self.max_steps:
-            raise StepLimitExceeded(f"the process did not finish within {self.max_steps} steps")
+            raise StepLimitError(f"the process did not finish within {self.max_steps} steps")
         result = step(definition, state, event, self.now)
         new_state = result.state
         if self.check_json:
@@ -204,7 +204,7 @@ class _Runner:
         participant = self.participants.get(command.participant)
         if participant is None:
             known = ", ".join(sorted(self.participants)) or "none"
-            raise ParticipantNotFound(
+            raise ParticipantNotFoundError(
                 f"participant {command.participant!r} (activity {command.activity}) was not "
                 f"given to run_process; participants given: {known}"
             )

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bureaucrat.errors import ParticipantNotFound
+from bureaucrat.errors import ParticipantNotFoundError
 from bureaucrat.testing import run_process
 
 
@@ -252,7 +252,7 @@ def test_participant_that_raises_answers_critical_with_its_text() -> None:
 
 
 def test_missing_participant_is_reported_clearly() -> None:
-    with pytest.raises(ParticipantNotFound, match=r"'ghost'.*process_0"):
+    with pytest.raises(ParticipantNotFoundError, match=r"'ghost'.*process_0"):
         run_process('<process><action participant="ghost"/></process>', participants={"p": echo})
 
 

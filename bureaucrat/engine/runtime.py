@@ -131,14 +131,17 @@ class Runtime:
 
     def evaluate(self, expression: Expression, path: str, event: Any = None) -> tuple[bool, Any]:
         """(True, value), or (False, None) after raising ``ExpressionError`` at ``path``."""
-        names: dict[str, Any] = {"context": self.context(path)}
-        if event is not None:
-            names["event"] = event
         try:
-            return True, expression.evaluate(names)
+            return True, expression.evaluate(self._names(path, event))
         except ExpressionError as error:
             self.fault(path, "ExpressionError", str(error))
             return False, None
+
+    def _names(self, path: str, event: Any) -> dict[str, Any]:
+        names: dict[str, Any] = {"context": self.context(path)}
+        if event is not None:
+            names["event"] = event
+        return names
 
     def holds(
         self, conditions: tuple[Expression, ...], path: str, event: Any = None
@@ -146,12 +149,14 @@ class Runtime:
         """Whether any condition holds (True when there are none); None after a fault."""
         if not conditions:
             return True
+        names = self._names(path, event)
         for condition in conditions:
-            ok, value = self.evaluate(condition, path, event)
-            if not ok:
+            try:
+                if condition.holds(names):
+                    return True
+            except ExpressionError as error:
+                self.fault(path, "ExpressionError", str(error))
                 return None
-            if value:
-                return True
         return False
 
     # completion, faults, cancellation ---------------------------------------------------------

@@ -1,0 +1,210 @@
+"""Safe XML parsing, and the reading of single elements: attributes, text, children, values.
+
+Every check raises ``DefinitionError`` at the element's line, with the problem said the way a
+person who wrote the XML would say it (``<action> needs the attribute participant``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Collection
+from typing import TypeVar
+
+from lxml import etree
+
+from bureaucrat.definition import values
+from bureaucrat.definition.expressions import Expression, compile_expression
+from bureaucrat.definition.model import Property
+from bureaucrat.errors import DefinitionError
+
+Element = etree._Element
+T = TypeVar("T")
+
+ACTIVITY_TAGS = frozenset(
+    {"sequence", "action", "switch", "while", "foreach", "all", "call", "delay", "await"}
+    | {"fault", "assign"}
+)
+KNOWN_TAGS = ACTIVITY_TAGS | {"process", "context", "property", "faults", "case", "default"}
+KNOWN_TAGS |= {"condition"}
+"""Tags with a meaning somewhere: out of place, they are "not allowed", not "unknown"."""
+
+_DECLARATION = re.compile(r"""^(\ufeff?<\?xml[^>]*?encoding\s*=\s*)(["'])[^"']*\2""")
+_LOCATION = re.compile(r", line \d+, column \d+$")
+
+
+def parse_xml(source: str | bytes) -> Element:
+    """Parse with a hardened parser; the root element, or ``DefinitionError``."""
+    data = _as_bytes(source)
+    parser = etree.XMLParser(
+        resolve_entities=False,
+        no_network=True,
+        remove_comments=True,
+        remove_pis=True,
+        huge_tree=False,
+    )
+    try:
+        root: Element = etree.fromstring(data, parser)
+    except etree.XMLSyntaxError as error:
+        problem = _LOCATION.sub("", error.msg or str(error))
+        raise DefinitionError(f"malformed XML: {problem}", error.lineno) from None
+    doctype: str = getattr(root.getroottree().docinfo, "doctype", "")
+    if doctype:
+        raise DefinitionError("DOCTYPE declarations are not allowed", _line_of(data, b"<!DOCTYPE"))
+    return root
+
+
+def _as_bytes(source: str | bytes) -> bytes:
+    """lxml refuses a str with an encoding declaration: encode it to UTF-8, and say so."""
+    if isinstance(source, bytes):
+        return source
+    try:
+        return _DECLARATION.sub(r"\1\2utf-8\2", source, count=1).encode("utf-8")
+    except UnicodeEncodeError:
+        raise DefinitionError("the definition is not valid Unicode text") from None
+
+
+def _line_of(data: bytes, marker: bytes) -> int:
+    index = data.find(marker)
+    return data.count(b"\n", 0, index) + 1 if index >= 0 else 1
+
+
+def line(element: Element) -> int:
+    number = element.sourceline
+    return number if isinstance(number, int) else 0
+
+
+def error(element: Element, problem: str) -> DefinitionError:
+    return DefinitionError(problem, line(element))
+
+
+def name(element: Element) -> str:
+    return f"<{element.tag}>"
+
+
+def attributes(element: Element, *allowed: str) -> dict[str, str]:
+    """The element's attributes, after refusing any not in ``allowed``."""
+    found = {str(key): str(value) for key, value in element.attrib.items()}
+    for key in found:
+        if key not in allowed:
+            expected = f"expected {', '.join(allowed)}" if allowed else "it takes none"
+            raise error(element, f"unknown attribute {key} on {name(element)} ({expected})")
+    return found
+
+
+def required(element: Element, found: dict[str, str], key: str) -> str:
+    """Attribute ``key``, stripped; it must be present and not blank."""
+    value = found.get(key)
+    if value is None:
+        raise error(element, f"{name(element)} needs the attribute {key}")
+    if not value.strip():
+        raise error(element, f"{name(element)}: the attribute {key} is empty")
+    return value.strip()
+
+
+def optional(
+    element: Element, found: dict[str, str], key: str, convert: Callable[[str], T]
+) -> T | None:
+    """Attribute ``key`` converted, or None when absent; conversion errors name the attribute."""
+    if key not in found:
+        return None
+    try:
+        return convert(found[key])
+    except ValueError as problem:
+        raise error(element, f"{name(element)} attribute {key}: {problem}") from None
+
+
+def not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("the value is empty")
+    return text.strip()
+
+
+def children(element: Element) -> list[Element]:
+    """The child elements, after refusing text between them (whitespace is fine)."""
+    check_text(element, element.text)
+    found: list[Element] = []
+    for child in element:
+        if not isinstance(child.tag, str):
+            raise error(child, f"unexpected content inside {name(element)}")
+        check_text(child, child.tail, inside=element)
+        found.append(child)
+    return found
+
+
+def check_text(element: Element, text: str | None, inside: Element | None = None) -> None:
+    if text and text.strip():
+        shown = " ".join(text.split())
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        raise error(
+            element,
+            f'unexpected text "{shown}" inside {name(element if inside is None else inside)}',
+        )
+
+
+def text(element: Element) -> str:
+    """The text of an element that holds text only (``<condition>``, ``<property>``...)."""
+    for child in element:
+        raise error(child, f"{name(element)} cannot contain {name(child)}")
+    return element.text or ""
+
+
+def leaf(element: Element) -> None:
+    """Refuse any content in an element that has none (``<action/>``, ``<delay/>``...)."""
+    text(element)
+    check_text(element, element.text)
+
+
+def misplaced(
+    child: Element, parent: Element, *, context: bool, conditions: Collection[str] = ()
+) -> DefinitionError:
+    """The error for a child that is not allowed where it is.
+
+    ``context``: the parent may own a ``<context>`` (as its first child); ``conditions``: the
+    tags the parent accepts before its activities.
+    """
+    where = name(parent)
+    if child.tag == "context" and context:
+        return error(child, f"<context> must be the first child of {where}, and only one")
+    if child.tag in conditions:
+        return error(child, f"{name(child)} must come before the activities of {where}")
+    if child.tag in KNOWN_TAGS:
+        return error(child, f"{name(child)} is not allowed inside {where}")
+    return error(child, f"unknown element {name(child)} inside {where}")
+
+
+# elements that hold a value ----------------------------------------------------------------------
+
+
+def condition(element: Element) -> Expression:
+    """``<condition>expression</condition>``."""
+    attributes(element)
+    source = text(element)
+    if not source.strip():
+        raise error(element, "<condition> is empty: it needs an expression")
+    return compile_expression(source, line(element))
+
+
+def property_spec(element: Element, earlier: list[Property]) -> Property:
+    """``<property name= type=>value</property>``; ``earlier``: the context's properties so far."""
+    found = attributes(element, "name", "type")
+    prop = required(element, found, "name")
+    if any(known.name == prop for known in earlier):
+        raise error(element, f'property "{prop}" is declared twice in this <context>')
+    try:
+        kind = values.property_type(found.get("type", "str"))
+        value = values.CONVERTERS[kind](text(element))
+    except ValueError as problem:
+        raise error(element, f'property "{prop}": {problem}') from None
+    return Property(prop, kind, value, line(element))
+
+
+def fault_codes(element: Element) -> tuple[str, ...]:
+    """The codes of a ``<faults>`` child: ``<case code="A, B">`` or ``<default>`` (none)."""
+    if element.tag == "default":
+        attributes(element)
+        return ()
+    raw = required(element, attributes(element, "code"), "code")
+    codes = tuple(code.strip() for code in raw.split(","))
+    if not all(codes):
+        raise error(element, f'<case code="{raw}">: one of the fault codes is empty')
+    return codes

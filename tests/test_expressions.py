@@ -1,0 +1,240 @@
+"""The expression language: what works, what is refused at parse time, what fails at run time."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from bureaucrat.definition import Expression, compile_expression, truthy
+from bureaucrat.errors import DefinitionError, ExpressionError
+
+CONTEXT: dict[str, Any] = {
+    "x": 3,
+    "flag": True,
+    "items": ["a", "b"],
+    "tags": ["a", "urgent"],
+    "a": {"b": 7},
+    "done": False,
+    "n": 4,
+    "name": "Report.PDF",
+    "big": [1] * 100_000,
+}
+NAMES: dict[str, Any] = {"context": CONTEXT, "event": {"ok": True, "size": 2}}
+
+
+def value(source: str, names: dict[str, Any] | None = None) -> Any:
+    return compile_expression(source, 1).evaluate(NAMES if names is None else names)
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ('context["x"] > 0', True),
+        ('context["flag"] is True', True),
+        ("True", True),
+        ('len(context["items"]) == 2', True),
+        ('"a" in context["tags"]', True),
+        ('event["ok"]', True),
+        ('context.get("x", 0) + 1', 4),
+        ('context.get("missing", 0) + 1', 1),
+        ('context["a"]["b"]', 7),
+        ('not context["done"]', True),
+        ('context["n"] % 2 == 0', True),
+        ('context["name"].lower().endswith(".pdf")', True),
+        ('context["name"].split(".")', ["Report", "PDF"]),
+        ('sorted(context["a"].keys())', ["b"]),
+        ('context["items"][::-1]', ["b", "a"]),
+        ('"yes" if context["x"] > 2 else "no"', "yes"),
+        ('context["x"] in {1, 2, 3}', True),
+        ("sum([1, 2.5]) + max(1, 2) - min([4, 3]) + abs(-1)", 3.5),
+        ("round(2.675, 1)", 2.7),
+        ('int("12") + float("0.5")', 12.5),
+        ('str(3) + "!"', "3!"),
+        ("sorted([3, 1, 2], reverse=True)", [3, 2, 1]),
+        ("dict(a=1)", {"a": 1}),
+        ('any([False, context["flag"]]) and all([1, 2])', True),
+        ("list('ab')", ["a", "b"]),
+        ("2 ** 10 + (1 << 3) - 7 // 2 + 7 / 2", 1024 + 8 - 3 + 3.5),
+        ("-context['x'] + +1", -2),
+        ("1 < context['x'] <= 3", True),
+        ("(1,\n 2)", [1, 2]),
+        ("  context['x']  ", 3),
+        ("None", None),
+    ],
+)
+def test_what_works(source: str, expected: Any) -> None:
+    assert value(source) == expected
+
+
+def test_results_are_json_values() -> None:
+    assert value("(1, (2, 3))") == [1, [2, 3]]
+    assert value("context['a'].items()") == [["b", 7]]
+    assert value("{3, 1, 2}") == [1, 2, 3]
+    assert value("{'k': (1,)}") == {"k": [1]}
+    assert value("context['a']") is not CONTEXT["a"]
+
+
+@pytest.mark.parametrize(
+    ("source", "reason"),
+    [
+        ('__import__("os")', "name __import__ not allowed"),
+        ("context.__class__", "attribute access (.__class__) not allowed"),
+        ("().__class__.__bases__", "attribute access (.__bases__) not allowed"),
+        ("context.__class__()", "method .__class__() not allowed"),
+        ('context.pop("x")', "method .pop() not allowed"),
+        ('"{0.__class__}".format(context)', "method .format() not allowed"),
+        ("context.x", "attribute access (.x) not allowed"),
+        ("open('/etc/passwd')", "unknown function open()"),
+        ("rand()", "unknown function rand()"),
+        ("randint(3)", "unknown function randint()"),
+        ("eval('1')", "unknown function eval()"),
+        ("len", "len can only be called"),
+        ("os", "unknown name os"),
+        ("_secret", "name _secret not allowed"),
+        ("context['f']()", "only functions and methods can be called"),
+        ("lambda: 1", "lambda not allowed"),
+        ("[x for x in context]", "comprehensions not allowed"),
+        ("{k: 1 for k in context}", "comprehensions not allowed"),
+        ("sum(x for x in [1])", "generator expressions not allowed"),
+        ("(y := 1)", "assignment (:=) not allowed"),
+        ("[*context['items']]", "unpacking (*) not allowed"),
+        ("{**context}", "unpacking (**) not allowed"),
+        ("dict(**context)", "unpacking (**) not allowed"),
+        ("f'{context}'", "f-strings not allowed"),
+        ("b'x'", "bytes literals not allowed"),
+        ("1j", "complex literals not allowed"),
+        ("context['a'] @ 1", "the @ operator not allowed"),
+        ("0x" + "f" * 3000, "integer literal over 10000 bits"),
+        ("9" * 5000, "integer literal too long"),
+        ("1 +\n 2", "syntax error"),
+        ("x = 1", "syntax error"),
+        ("import os", "syntax error"),
+        ("", "the expression is empty"),
+        ("   ", "the expression is empty"),
+        ("1 + " * 2600 + "1", "longer than 10000 characters"),
+        ("not " * 150 + "1", "nested more than 100 levels deep"),
+        ("x" + "[0]" * 3000, "cannot be parsed"),
+        ("(" * 300 + ")" * 300, "syntax error: too many nested parentheses"),
+    ],
+)
+def test_refused_at_parse_time(source: str, reason: str) -> None:
+    with pytest.raises(DefinitionError) as raised:
+        compile_expression(source, 12)
+    assert raised.value.line == 12
+    assert str(raised.value).startswith("line 12: expression ")
+    assert reason in raised.value.problem
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "9**9**9",
+        "10**10**6",
+        "2**100000",
+        '"a"*10**9',
+        "10**9 * 'a'",
+        "[1]*10**9",
+        "(1,)*10**9",
+        "2**100000 * 2**100000",
+        "2**9000 * 2**9000",
+        "1 << 10**9",
+        "round(5, -10**9)",
+        "[[1]*100000]*100000",
+        "[context['big']] * 2",
+        "context['big'] + context['big']",
+        "'ab' * 60000",
+        "sum([[1]*1000]*1000, [])",
+        "'%*d' % (10**9, 1)",
+        "int('9' * 4000)",
+        "float('nan')",
+        "(-8) ** 0.5",
+        "10.0 ** 400",
+    ],
+)
+def test_hostile_expressions_fail_fast(source: str) -> None:
+    started = time.perf_counter()
+    with pytest.raises(ExpressionError) as raised:
+        value(source)
+    assert time.perf_counter() - started < 0.5
+    assert source[:20] in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("source", "names", "reason"),
+    [
+        ('context["nope"]', NAMES, "key 'nope' not found"),
+        ('event["ok"]', {"context": {}}, "name event is not defined here"),
+        ("context['items'][5]", NAMES, "index out of range"),
+        ("1 / 0", NAMES, "ZeroDivisionError"),
+        ("'a' < 1", NAMES, "TypeError"),
+        ("int('x')", NAMES, "ValueError"),
+        ("context['x'].lower()", NAMES, "not allowed on"),
+        ("len(context['x'])", NAMES, "TypeError"),
+        ("context['items'].index('zzz')", NAMES, "ValueError"),
+        ("{1: 2}", NAMES, "key 1 that is not a string"),
+        ("min()", NAMES, "TypeError"),
+        ("context['x']", {"context": None}, "TypeError"),
+        ("str(2 ** 9999 * 2 ** 9)", NAMES, "integer result over 10000 bits"),
+    ],
+)
+def test_run_time_failures_are_expression_errors(
+    source: str, names: dict[str, Any], reason: str
+) -> None:
+    with pytest.raises(ExpressionError) as raised:
+        value(source, names)
+    assert str(raised.value).startswith(f"expression {source!r} failed: ")
+    assert reason in str(raised.value)
+
+
+def test_truthy_means_any_condition_holds() -> None:
+    yes = compile_expression("context['x'] > 0", 1)
+    no = compile_expression("context['done']", 2)
+    assert truthy([], NAMES) is True
+    assert truthy([no, yes], NAMES) is True
+    assert truthy([no], NAMES) is False
+    assert truthy([compile_expression("context['items']", 3)], NAMES) is True
+
+
+def test_truthy_raises_expression_errors() -> None:
+    broken = compile_expression("context['nope']", 1)
+    with pytest.raises(ExpressionError):
+        truthy([broken], NAMES)
+
+
+def test_expression_is_a_frozen_value() -> None:
+    first = compile_expression(" context['x'] ", 4)
+    assert first == compile_expression("context['x']", 4)
+    assert first.source == "context['x']"
+    assert first.line == 4
+    assert hash(first) == hash(Expression("context['x']", 4, first.tree))
+    with pytest.raises(AttributeError):
+        first.line = 5  # type: ignore[misc]
+
+
+def test_evaluation_takes_microseconds() -> None:
+    expression = compile_expression('context["x"] > 0 and "a" in context["tags"]', 1)
+    runs = 2000
+    started = time.perf_counter()
+    for _ in range(runs):
+        expression.evaluate(NAMES)
+    per_run = (time.perf_counter() - started) / runs
+    assert per_run < 100e-6
+
+
+def test_evaluation_is_safe_across_threads() -> None:
+    expression = compile_expression('context["n"] * 2', 1)
+    results: list[Any] = []
+
+    def run(number: int) -> None:
+        names = {"context": {"n": number}}
+        results.extend(expression.evaluate(names) == number * 2 for _ in range(500))
+
+    threads = [threading.Thread(target=run, args=(number,)) for number in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [True] * 4000
