@@ -31,6 +31,7 @@ class DispatchWorkitem:
     kind: str | None
     queue: str | None
     message: dict[str, Any]
+    attempt: int = 1
 
 
 @dataclass(frozen=True, slots=True)

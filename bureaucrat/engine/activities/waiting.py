@@ -80,7 +80,7 @@ def dispatch(runtime: Runtime, spec: Action, attempt: int) -> None:
     runtime.set_node(path, node)
     kind = spec.kind.value if spec.kind is not None else None
     runtime.emit(
-        cmd.DispatchWorkitem(workitem_id, aid, spec.participant, kind, spec.queue, message)
+        cmd.DispatchWorkitem(workitem_id, aid, spec.participant, kind, spec.queue, message, attempt)
     )
     runtime.record("dispatched", path, participant=spec.participant, workitem=workitem_id)
 
