@@ -6,6 +6,9 @@ engine turns them into state and commands. Exceptions are for callers that hand 
     BureaucratError
      ├── DefinitionError        a process definition that cannot be accepted (carries the line)
      ├── ExpressionError        an expression that failed while it was evaluated
+     ├── ConfigError            a config file or setting that cannot be used
+     ├── BrokerError            RabbitMQ cannot be reached or was lost (worth a reconnect)
+     │    └── PublishError      RabbitMQ refused a message or could not route it
      ├── ParticipantNotFoundError    the local runner was asked for a participant it was not given
      └── StepLimitError      the local runner stopped a process that would not finish
 """
@@ -40,3 +43,15 @@ class ParticipantNotFoundError(BureaucratError):
 
 class StepLimitError(BureaucratError):
     """The local runner gave up on a process that kept going past ``max_steps``."""
+
+
+class ConfigError(BureaucratError):
+    """A configuration file or setting that cannot be used."""
+
+
+class BrokerError(BureaucratError):
+    """RabbitMQ cannot be reached or the connection was lost; a reconnect may help."""
+
+
+class PublishError(BrokerError):
+    """RabbitMQ refused a published message (nack) or could not route it."""
