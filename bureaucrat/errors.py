@@ -9,6 +9,9 @@ engine turns them into state and commands. Exceptions are for callers that hand 
      ├── ConfigError            a config file or setting that cannot be used
      ├── BrokerError            RabbitMQ cannot be reached or was lost (worth a reconnect)
      │    └── PublishError      RabbitMQ refused a message or could not route it
+     ├── StoreError             the database failed or cannot be used (worth a retry)
+     ├── SchemaOutdatedError    the database schema is older than this bureaucrat: run
+     │                          `bureaucratctl db upgrade` (retrying would not help)
      ├── ParticipantNotFoundError    the local runner was asked for a participant it was not given
      └── StepLimitError      the local runner stopped a process that would not finish
 """
@@ -55,3 +58,14 @@ class BrokerError(BureaucratError):
 
 class PublishError(BrokerError):
     """RabbitMQ refused a published message (nack) or could not route it."""
+
+
+class StoreError(BureaucratError):
+    """The database failed (connection lost, lock timeout, constraint) or cannot be used."""
+
+
+class SchemaOutdatedError(BureaucratError):
+    """The database schema is older than this bureaucrat; ``bureaucratctl db upgrade`` fixes it.
+
+    Not a ``StoreError``: waiting and retrying cannot help, an operator has to act.
+    """

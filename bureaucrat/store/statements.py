@@ -1,0 +1,53 @@
+"""Prepared statements of the hot paths, built once (some differ between dialects)."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from bureaucrat.store.tables import (
+    definitions,
+    journal,
+    outbox,
+    processed_messages,
+    subscriptions,
+    timers,
+    workitems,
+)
+
+delete_timer = sa.delete(timers).where(timers.c.id == sa.bindparam("tid"))
+delete_subscription = sa.delete(subscriptions).where(
+    subscriptions.c.instance_id == sa.bindparam("iid"),
+    subscriptions.c.activity == sa.bindparam("act"),
+)
+update_workitem = (
+    sa.update(workitems)
+    .where(workitems.c.id == sa.bindparam("wid"))
+    .values(status=sa.bindparam("new_status"), answered_at=sa.bindparam("at"))
+)
+insert_journal = sa.insert(journal)
+
+
+@dataclass(frozen=True)
+class DialectStatements:
+    """The statements that need the dialect's own ``INSERT ... ON CONFLICT DO NOTHING``."""
+
+    insert_processed: Any
+    insert_outbox: Any
+    insert_definition: Any
+
+
+@functools.cache
+def for_dialect(name: str) -> DialectStatements:
+    insert: Any = postgresql.insert if name == "postgresql" else sqlite.insert
+    if name not in ("postgresql", "sqlite"):
+        raise ValueError(f"unsupported database dialect {name!r}: use SQLite or PostgreSQL")
+    return DialectStatements(
+        insert_processed=insert(processed_messages).on_conflict_do_nothing(),
+        insert_outbox=insert(outbox).on_conflict_do_nothing(index_elements=["message_id"]),
+        insert_definition=insert(definitions).on_conflict_do_nothing(),
+    )

@@ -1,0 +1,314 @@
+"""The durable store: process instances and everything they wait on, in SQLite or PostgreSQL.
+
+``Store(url)`` opens the database (creating the schema in a fresh one, refusing an outdated one
+with ``SchemaOutdatedError``). The service works in transactions (``store.transaction()``, see
+``bureaucrat.store.transaction``); the timers loop claims due timers; the outbox relay reads
+unsent messages; ``bureaucratctl`` reads instances, journals and workitems.
+
+Every database failure comes out as ``StoreError``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+
+from bureaucrat.definition import Definition, parse_definition
+from bureaucrat.errors import StoreError
+from bureaucrat.store import statements as sql
+from bureaucrat.store.codec import UndecodableError, loads_lenient, loads_object
+from bureaucrat.store.database import (
+    READ_ONLY,
+    is_sqlite,
+    make_engine,
+    resolve_url,
+    safe_url,
+    translated,
+)
+from bureaucrat.store.records import (
+    InstanceRecord,
+    JournalEntry,
+    OutboxRecord,
+    Outgoing,
+    TimerRecord,
+    WorkitemRecord,
+)
+from bureaucrat.store.schema import ensure_schema
+from bureaucrat.store.tables import (
+    definitions,
+    instances,
+    journal,
+    outbox,
+    processed_messages,
+    timers,
+    workitems,
+)
+from bureaucrat.store.transaction import BROKEN, Tx, instance_record
+
+LOG = logging.getLogger(__name__)
+
+SUPPORTED = ("sqlite", "postgresql")
+
+
+class Store:
+    """The database of one bureaucrat installation (thread-safe; one connection per thread)."""
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url = resolve_url(url)
+        self.engine = make_engine(self.url)
+        self._definitions: dict[str, Definition] = {}
+        if self.engine.dialect.name not in SUPPORTED:
+            self.engine.dispose()
+            raise StoreError(f"unsupported database {safe_url(self.url)}: use SQLite or PostgreSQL")
+        try:
+            ensure_schema(self.engine)
+        except BaseException:
+            self.engine.dispose()
+            raise
+
+    def __repr__(self) -> str:
+        return f"Store({safe_url(self.url)!r})"
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the pooled connections (the store can be used again; it reconnects)."""
+        self.engine.dispose()
+
+    @property
+    def is_sqlite(self) -> bool:
+        return is_sqlite(self.engine)
+
+    # transactions -----------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        """One write transaction: committed when the block ends, rolled back if it raises."""
+        with translated("in a transaction"), self.engine.begin() as connection:
+            yield Tx(connection)
+
+    @contextmanager
+    def _read(self, doing: str) -> Iterator[sa.Connection]:
+        with translated(doing), self.engine.connect() as connection:
+            connection.execution_options(**{READ_ONLY: True})
+            with connection.begin():
+                yield connection
+
+    # definitions ------------------------------------------------------------------------------
+
+    def add_definition(self, source: str) -> str:
+        """Store the definition ``source`` (once: its sha256 is its key); its hash.
+
+        Raises ``DefinitionError`` when ``source`` is not a valid definition."""
+        digest = hashlib.sha256(source.encode("utf-8")).hexdigest()
+        if digest in self._definitions:
+            return digest
+        definition = parse_definition(source)
+        row = {"hash": digest, "name": definition.name, "source": source, "created_at": time.time()}
+        with self.transaction() as tx:
+            tx.connection.execute(sql.for_dialect(self.engine.dialect.name).insert_definition, row)
+        self._definitions[digest] = definition
+        return digest
+
+    def definition(self, digest: str) -> Definition:
+        """The parsed definition stored under ``digest`` (parsed once, then cached)."""
+        cached = self._definitions.get(digest)
+        if cached is not None:
+            return cached
+        with self._read("reading a definition") as connection:
+            source = connection.execute(
+                sa.select(definitions.c.source).where(definitions.c.hash == digest)
+            ).scalar_one_or_none()
+        if source is None:
+            raise StoreError(f"no definition {digest} in the database")
+        definition = parse_definition(source)
+        self._definitions[digest] = definition
+        return definition
+
+    # timers -----------------------------------------------------------------------------------
+
+    def claim_due_timers(self, now: float, limit: int, lease: float = 30.0) -> list[TimerRecord]:
+        """Claim up to ``limit`` due timers for ``lease`` seconds, earliest first.
+
+        A claimed timer is not handed out again until its lease runs out (the claimer crashed);
+        firing it deletes it. Daemons sharing PostgreSQL skip each other's locked rows."""
+        due = (
+            sa.select(timers.c.id)
+            .where(
+                timers.c.due <= now,
+                sa.or_(timers.c.claimed_until.is_(None), timers.c.claimed_until < now),
+            )
+            .order_by(timers.c.due)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        claim = (
+            sa.update(timers)
+            .where(timers.c.id.in_(due.scalar_subquery()))
+            .values(claimed_until=now + lease)
+            .returning(*timers.c)
+        )
+        with self.transaction() as tx:
+            rows = tx.connection.execute(claim).all()
+        records = [TimerRecord(**row._asdict()) for row in rows]
+        return sorted(records, key=lambda timer: (timer.due, timer.id))
+
+    def next_timer_due(self) -> float | None:
+        """When the next timer is due (or a claimed one's lease ends); None without timers."""
+        unclaimed = (
+            sa.select(timers.c.due)
+            .where(timers.c.claimed_until.is_(None))
+            .order_by(timers.c.due)
+            .limit(1)
+        )
+        lease_end = sa.select(sa.func.min(timers.c.claimed_until))
+        with self._read("reading timers") as connection:
+            times = [connection.execute(q).scalar() for q in (unclaimed, lease_end)]
+        found = [float(t) for t in times if t is not None]
+        return min(found) if found else None
+
+    # outbox -----------------------------------------------------------------------------------
+
+    def unsent(self, limit: int = 500) -> list[OutboxRecord]:
+        """The oldest outbox messages not yet sent, in the order they were written."""
+        query = sa.select(outbox).where(outbox.c.sent_at.is_(None)).order_by(outbox.c.id)
+        with self._read("reading the outbox") as connection:
+            rows = connection.execute(query.limit(limit)).all()
+        return [_outbox_record(row) for row in rows]
+
+    def mark_sent(self, ids: list[int], now: float) -> None:
+        if not ids:
+            return
+        statement = sa.update(outbox).where(outbox.c.id.in_(ids)).values(sent_at=now)
+        with self.transaction() as tx:
+            tx.connection.execute(statement)
+
+    def prune(self, before: float) -> int:
+        """Forget sent messages and processed message ids older than ``before``; rows deleted."""
+        deleted = 0
+        with self.transaction() as tx:
+            for statement in (
+                sa.delete(outbox).where(outbox.c.sent_at < before),
+                sa.delete(processed_messages).where(processed_messages.c.processed_at < before),
+            ):
+                deleted += tx.connection.execute(statement).rowcount
+        return deleted
+
+    # the read side ----------------------------------------------------------------------------
+
+    def instance(self, instance_id: str) -> InstanceRecord | None:
+        """One instance; ``state`` None if it is broken or cannot be decoded."""
+        query = sa.select(instances).where(instances.c.id == instance_id)
+        with self._read("reading an instance") as connection:
+            row = connection.execute(query).first()
+        return None if row is None else _read_instance(row)
+
+    def list_instances(
+        self,
+        status: str | None = None,
+        name: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 50,
+        after: str | None = None,
+    ) -> list[InstanceRecord]:
+        """Instances by creation time (then id), filtered; ``after``: the last id of the page
+        before (keyset pagination: each page costs the same however deep it is)."""
+        query = sa.select(instances).order_by(instances.c.created_at, instances.c.id)
+        for column, value in ((instances.c.status, status), (instances.c.name, name)):
+            if value is not None:
+                query = query.where(column == value)
+        if since is not None:
+            query = query.where(instances.c.created_at >= since)
+        if until is not None:
+            query = query.where(instances.c.created_at < until)
+        with self._read("listing instances") as connection:
+            if after is not None:
+                query = query.where(_after(connection, after))
+            rows = connection.execute(query.limit(limit)).all()
+        return [_read_instance(row) for row in rows]
+
+    def journal(self, instance_id: str, limit: int | None = None) -> list[JournalEntry]:
+        """The instance's journal, oldest first (only the latest ``limit`` entries, if given)."""
+        query = sa.select(journal).where(journal.c.instance_id == instance_id)
+        query = query.order_by(journal.c.id.desc()).limit(limit)
+        with self._read("reading a journal") as connection:
+            rows = connection.execute(query).all()
+        return [_journal_entry(row) for row in reversed(rows)]
+
+    def pending_workitems(self, instance_id: str) -> list[WorkitemRecord]:
+        """The workitems the instance still waits on, oldest first."""
+        query = (
+            sa.select(workitems)
+            .where(workitems.c.instance_id == instance_id, workitems.c.status == "pending")
+            .order_by(workitems.c.dispatched_at, workitems.c.id)
+        )
+        with self._read("reading workitems") as connection:
+            rows = connection.execute(query).all()
+        return [WorkitemRecord(**row._asdict()) for row in rows]
+
+    def counts_by_status(self) -> dict[str, int]:
+        query = sa.select(instances.c.status, sa.func.count()).group_by(instances.c.status)
+        with self._read("counting instances") as connection:
+            rows = connection.execute(query).all()
+        return {status: int(count) for status, count in rows}
+
+
+def _after(connection: sa.Connection, after: str) -> sa.ColumnElement[bool]:
+    created = connection.execute(
+        sa.select(instances.c.created_at).where(instances.c.id == after)
+    ).scalar_one_or_none()
+    if created is None:
+        raise StoreError(f"no instance {after} to list from")
+    return sa.tuple_(instances.c.created_at, instances.c.id) > sa.tuple_(
+        sa.literal(created, sa.Double()), sa.literal(after)
+    )
+
+
+def _read_instance(row: Any) -> InstanceRecord:
+    if row.status == BROKEN:
+        return instance_record(row, None)
+    try:
+        return instance_record(row, loads_object(row.state))
+    except UndecodableError:
+        return instance_record(row, None)
+
+
+def _outbox_record(row: Any) -> OutboxRecord:
+    message = Outgoing(
+        message_id=row.message_id,
+        exchange=row.exchange,
+        routing_key=row.routing_key,
+        body=bytes(row.body),
+        properties=_properties(row),
+    )
+    return OutboxRecord(id=row.id, message=message, instance_id=row.instance_id)
+
+
+def _properties(row: Any) -> dict[str, Any]:
+    try:
+        return loads_object(row.properties)
+    except UndecodableError as error:
+        LOG.error("outbox message %s: properties dropped, %s", row.message_id, error)
+        return {}
+
+
+def _journal_entry(row: Any) -> JournalEntry:
+    return JournalEntry(
+        id=row.id,
+        instance_id=row.instance_id,
+        at=row.at,
+        activity=row.activity,
+        kind=row.kind,
+        details=loads_lenient(row.details),
+    )
