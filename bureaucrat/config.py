@@ -78,11 +78,12 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] = os.
     config = Config()
     if path is not None:
         config = _from_file(Path(path))
-    overrides = {
-        "amqp_url": environ.get("BUREAUCRAT_AMQP_URL"),
-        "database_url": environ.get("BUREAUCRAT_DATABASE_URL"),
-    }
-    config = replace(config, **{k: v for k, v in overrides.items() if v})
+    amqp_url = environ.get("BUREAUCRAT_AMQP_URL")
+    database_url = environ.get("BUREAUCRAT_DATABASE_URL")
+    if amqp_url:
+        config = replace(config, amqp_url=amqp_url)
+    if database_url:
+        config = replace(config, database_url=database_url)
     _check(config)
     return config
 

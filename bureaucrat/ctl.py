@@ -1,49 +1,292 @@
-"""``bureaucratctl``: the operator's tool."""
+"""``bureaucratctl``: the operator's tool.
+
+Reading commands (``list``, ``show``) read the database; commands that change a process
+(``launch``, ``terminate``, ``retry``, ``event``) send messages to the engine through RabbitMQ,
+so they take effect in the same order and with the same guarantees as everything else.
+"""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bureaucrat import __version__
-from bureaucrat.errors import DefinitionError
+from bureaucrat.config import Config, load_config
+from bureaucrat.errors import BureaucratError, DefinitionError
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="bureaucratctl", description="Operate the bureaucrat workflow engine."
+        prog="bureaucratctl",
+        description="Operate the bureaucrat workflow engine.",
+        epilog="Exit status: 0 on success, 1 when the command failed, 2 on bad usage.",
     )
+    parser.add_argument("-c", "--config", metavar="CONFIG", help="bureaucrat config file")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    validate = commands.add_parser(
-        "validate", help="check a process definition and report its problems with line numbers"
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    launch = sub.add_parser("launch", help="launch a process from a definition file")
+    launch.add_argument("file", metavar="FILE", type=Path)
+    launch.add_argument(
+        "-F",
+        "--field",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a field of the root context (VALUE is JSON if it parses, else a string)",
     )
-    validate.add_argument("file", metavar="FILE", type=Path, help="the definition's XML file")
+    launch.add_argument("--id", help="the process id (default: a new one)")
+
+    listing = sub.add_parser("list", help="list process instances, newest first")
+    listing.add_argument("--status", help="running, completed, faulted, terminated, broken")
+    listing.add_argument("--name", help="only processes of this definition name")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--after", metavar="ID", help="continue after this instance id")
+
+    show = sub.add_parser("show", help="show a process: status, context, fault, journal")
+    show.add_argument("id", metavar="ID")
+    show.add_argument("--json", action="store_true", help="print JSON")
+
+    terminate = sub.add_parser("terminate", help="terminate a process and what it waits on")
+    terminate.add_argument("id", metavar="ID")
+    retry = sub.add_parser("retry", help="re-dispatch the failed actions of a process")
+    retry.add_argument("id", metavar="ID")
+    retry.add_argument("--activity", help="only this activity id")
+
+    event = sub.add_parser("event", help="send an event")
+    event.add_argument("name", metavar="NAME")
+    event.add_argument("--data", default="{}", help="the event's data, a JSON object")
+    event.add_argument("--process", metavar="ID", help="only to this process")
+
+    validate = sub.add_parser("validate", help="check a definition; problems with line numbers")
+    validate.add_argument("file", metavar="FILE", type=Path)
+
+    db = sub.add_parser("db", help="database administration")
+    db_sub = db.add_subparsers(dest="db_command", metavar="SUBCOMMAND", required=True)
+    db_sub.add_parser("upgrade", help="create or upgrade the schema to this version")
     return parser
 
 
-def validate(path: Path) -> int:
+def fail(message: str) -> int:
+    print(f"bureaucratctl: {message}", file=sys.stderr)
+    return 1
+
+
+def cmd_validate(args: argparse.Namespace, config: Config) -> int:
     from bureaucrat.definition import parse_definition
 
+    path: Path = args.file
     try:
         definition = parse_definition(path.read_bytes())
     except OSError as error:
-        print(f"{path}: cannot read: {error.strerror}", file=sys.stderr)
-        return 1
+        return fail(f"{path}: cannot read: {error.strerror}")
     except DefinitionError as error:
         print(f"{path}:{error.line or 0}: {error.problem}", file=sys.stderr)
         return 1
-    activities = len(definition.activities) - 1
-    print(f"{path}: valid ({activities} activities)")
+    print(f"{path}: valid ({len(definition.activities) - 1} activities)")
     return 0
+
+
+def _field(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise BureaucratError(f"-F {text!r}: expected KEY=VALUE")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def cmd_launch(args: argparse.Namespace, config: Config) -> int:
+    from bureaucrat.launcher import Launcher
+
+    fields = dict(_field(text) for text in args.field)
+    try:
+        with Launcher(config=config) as launcher:
+            process_id = launcher.launch(args.file, fields, process_id=args.id)
+    except OSError as error:
+        return fail(f"{args.file}: cannot read: {error.strerror}")
+    except DefinitionError as error:
+        return fail(f"{args.file}:{error.line or 0}: {error.problem}")
+    print(process_id)
+    return 0
+
+
+def _control(name: str, process_id: str, config: Config, **extra: Any) -> None:
+    from bureaucrat.launcher import Launcher
+
+    with Launcher(config=config) as launcher:
+        launcher.send_control(name, process_id, **extra)
+
+
+def cmd_terminate(args: argparse.Namespace, config: Config) -> int:
+    _require_instance(args.id, config)
+    _control("terminate", args.id, config, reason="bureaucratctl terminate")
+    print(f"terminate sent to {args.id}")
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace, config: Config) -> int:
+    _require_instance(args.id, config)
+    _control("retry", args.id, config, activity=args.activity)
+    print(f"retry sent to {args.id}")
+    return 0
+
+
+def cmd_event(args: argparse.Namespace, config: Config) -> int:
+    from bureaucrat.launcher import Launcher
+
+    try:
+        data = json.loads(args.data)
+    except ValueError as error:
+        return fail(f"--data is not valid JSON: {error}")
+    if not isinstance(data, dict):
+        return fail("--data must be a JSON object")
+    with Launcher(config=config) as launcher:
+        launcher.send_event(args.name, data, process_id=args.process)
+    print(f"event {args.name} sent")
+    return 0
+
+
+def _store(config: Config) -> Any:
+    from bureaucrat.store import Store
+
+    return Store(config.database_url)
+
+
+def _require_instance(process_id: str, config: Config) -> None:
+    store = _store(config)
+    try:
+        if store.instance(process_id) is None:
+            raise BureaucratError(f"no process {process_id}")
+    finally:
+        store.close()
+
+
+def _when(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def cmd_list(args: argparse.Namespace, config: Config) -> int:
+    store = _store(config)
+    try:
+        rows = store.list_instances(
+            status=args.status, name=args.name, limit=args.limit, after=args.after
+        )
+    finally:
+        store.close()
+    print(f"{'ID':<36} {'STATUS':<11} {'NAME':<20} {'CREATED':<19} UPDATED")
+    for row in rows:
+        name = (row.name or "-")[:20]
+        print(
+            f"{row.id:<36} {row.status:<11} {name:<20} "
+            f"{_when(row.created_at):<19} {_when(row.updated_at)}"
+        )
+    return 0
+
+
+def cmd_show(args: argparse.Namespace, config: Config) -> int:
+    store = _store(config)
+    try:
+        record = store.instance(args.id)
+        if record is None:
+            return fail(f"no process {args.id}")
+        journal = store.journal(args.id)
+        pending = store.pending_workitems(args.id)
+    finally:
+        store.close()
+    state = record.state or {}
+    report = {
+        "id": record.id,
+        "name": record.name,
+        "status": record.status,
+        "parent": record.parent_id,
+        "created": _when(record.created_at),
+        "updated": _when(record.updated_at),
+        "context": state.get("scopes", {}).get("", {}),
+        "fault": _public_fault(state.get("fault")),
+        "error": record.error,
+        "pending_workitems": [
+            {"id": w.id, "activity": w.activity, "participant": w.participant} for w in pending
+        ],
+        "journal": [
+            {"at": _when(e.at), "activity": e.activity, "kind": e.kind, "details": e.details}
+            for e in journal
+        ],
+    }
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+        return 0
+    _print_report(report)
+    return 0
+
+
+def _public_fault(fault: Any) -> Any:
+    if isinstance(fault, dict):
+        return {"code": fault.get("code"), "message": fault.get("message")}
+    return None
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    print(f"process  {report['id']} ({report['name'] or 'unnamed'})")
+    print(f"status   {report['status']}")
+    print(f"created  {report['created']}   updated {report['updated']}")
+    if report["parent"]:
+        print(f"parent   {report['parent']}")
+    if report["fault"]:
+        print(f"fault    {report['fault']['code']}: {report['fault']['message']}")
+    if report["error"]:
+        print(f"error    {report['error']}")
+    print("context  " + json.dumps(report["context"], sort_keys=True))
+    for item in report["pending_workitems"]:
+        print(f"waiting  {item['participant']} ({item['activity']}, workitem {item['id']})")
+    print("journal")
+    for entry in report["journal"]:
+        details = " ".join(f"{k}={json.dumps(v)}" for k, v in sorted(entry["details"].items()))
+        print(f"  {entry['at']}  {entry['kind']:<10} {entry['activity']}  {details}".rstrip())
+
+
+def cmd_db(args: argparse.Namespace, config: Config) -> int:
+    from bureaucrat.store import upgrade
+
+    upgrade(config.database_url)
+    print(f"database schema is up to date ({config.database_url.split('@')[-1]})")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
+    "launch": cmd_launch,
+    "list": cmd_list,
+    "show": cmd_show,
+    "terminate": cmd_terminate,
+    "retry": cmd_retry,
+    "event": cmd_event,
+    "validate": cmd_validate,
+    "db": cmd_db,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "validate":
-        return validate(args.file)
-    return 2  # pragma: no cover - argparse rejects unknown commands
+    try:
+        config = load_config(args.config)
+        from dataclasses import replace
+
+        from bureaucrat.cli import absolute_database_url
+
+        config = replace(
+            config, database_url=absolute_database_url(config.database_url, Path.cwd())
+        )
+        return COMMANDS[args.command](args, config)
+    except BureaucratError as error:
+        return fail(str(error))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import socket
 import uuid
 from collections.abc import Iterable
 
-import pika  # type: ignore[import-untyped]
+import pika
 import pytest
 
 AMQP_URL = os.environ.get("BUREAUCRAT_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")

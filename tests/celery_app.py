@@ -10,7 +10,7 @@ import json
 import os
 from typing import Any
 
-import pika  # type: ignore[import-untyped]
+import pika
 from celery import Celery, Task  # type: ignore[import-untyped]
 from celery.signals import task_success  # type: ignore[import-untyped]
 

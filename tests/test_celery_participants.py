@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pika  # type: ignore[import-untyped]
+import pika
 import pytest
 from celery import Celery  # type: ignore[import-untyped]
 

@@ -1,0 +1,174 @@
+"""The daemon's main loop: consume, handle, fire timers, reconnect, stop cleanly.
+
+Signal handlers only set a flag; the loop does the work (huey's habit). On SIGTERM or SIGINT the
+daemon stops consuming, finishes the message in hand, closes its connections and exits 0.
+When RabbitMQ or the database goes away it logs, waits with growing back-off and carries on;
+unacknowledged messages come back from RabbitMQ and are recognised if they were handled.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from bureaucrat.amqp import Broker, Delivery, Topology
+from bureaucrat.config import Config
+from bureaucrat.errors import BrokerError, StoreError
+from bureaucrat.service import Outcome, Service, Verdict
+from bureaucrat.store import Outgoing, Store
+
+LOG = logging.getLogger("bureaucrat.daemon")
+MAX_BACKOFF = 30.0
+
+
+class BrokerPublisher:
+    """Publishes outbox messages through the broker, declaring workers' queues on demand."""
+
+    def __init__(self, broker: Broker, config: Config) -> None:
+        self.broker = broker
+        self.routed = {config.exchange, ""}
+
+    def publish(self, message: Outgoing) -> None:
+        if message.exchange == "":
+            self.broker.ensure_queue(message.routing_key)
+        self.broker.publish(
+            message.exchange,
+            message.routing_key,
+            message.body,
+            message.properties,
+            mandatory=message.exchange in self.routed,
+        )
+
+
+class Daemon:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.stopping = False
+
+    def request_stop(self, signum: int, frame: FrameType | None = None) -> None:
+        LOG.info("signal %s: stopping after the message in hand", signal.Signals(signum).name)
+        self.stopping = True
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    def run(self) -> int:
+        backoff = 1.0
+        store: Store | None = None
+        while not self.stopping:
+            try:
+                if store is None:
+                    store = Store(self.config.database_url)
+                self._serve(store)
+                backoff = 1.0
+            except (BrokerError, StoreError) as error:
+                LOG.error("%s; retrying in %.0f s", error, backoff)
+                self._sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+        if store is not None:
+            store.close()
+        LOG.info("stopped")
+        return 0
+
+    def _serve(self, store: Store) -> None:
+        config = self.config
+        broker = Broker(
+            config.amqp_url, heartbeat=config.heartbeat, topology=Topology.from_config(config)
+        )
+        try:
+            service = Service(store, config, BrokerPublisher(broker, config))
+            sent = service.flush_outbox()
+            fired = service.fire_due_timers()
+            LOG.info(
+                "serving %s, %s, %s (published %d pending messages, fired %d due timers)",
+                config.launch_queue,
+                config.message_queue,
+                config.event_queue,
+                sent,
+                fired,
+            )
+            queues = [config.launch_queue, config.message_queue, config.event_queue]
+            broker.consume(queues, config.prefetch, lambda d: self._on_message(service, broker, d))
+            while not self.stopping:
+                broker.run(config.timer_interval)
+                if not self.stopping:
+                    while service.fire_due_timers() and not self.stopping:
+                        pass
+            broker.cancel()
+        finally:
+            broker.close()
+
+    def _on_message(self, service: Service, broker: Broker, delivery: Delivery) -> None:
+        try:
+            verdict = service.handle(delivery)
+        except (BrokerError, StoreError):
+            raise  # reconnect; the message comes back
+        except Exception as error:  # a defect must not turn a message into a poison pill
+            LOG.exception("internal error on a message from %s", delivery.queue)
+            verdict = Verdict.dead(f"internal error: {type(error).__name__}: {error}")
+        if verdict.outcome is Outcome.DEAD:
+            LOG.warning("dead-lettered a message from %s: %s", delivery.queue, verdict.reason)
+            self._dead_letter(broker, delivery, verdict.reason)
+        if verdict.outcome is Outcome.RETRY:
+            broker.requeue(delivery)
+        else:
+            broker.ack(delivery)
+
+    def _dead_letter(self, broker: Broker, delivery: Delivery, reason: str) -> None:
+        headers = dict(delivery.headers or {})
+        headers["x-bureaucrat-error"] = reason[:4000]
+        headers["x-bureaucrat-queue"] = delivery.queue
+        fields: dict[str, Any] = {
+            "content_type": delivery.content_type,
+            "message_id": delivery.message_id,
+            "correlation_id": delivery.correlation_id,
+            "headers": headers,
+            "delivery_mode": 2,
+        }
+        broker.publish("", self.config.dead_letter_queue, delivery.body, fields, mandatory=True)
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < deadline:
+            time.sleep(min(0.2, deadline - time.monotonic()))
+
+
+def setup_logging(config: Config, foreground: bool) -> list[Any]:
+    """Configure the root logger; return the streams a daemon must keep open."""
+    handlers: list[logging.Handler] = []
+    if config.log_file:
+        handlers.append(logging.handlers.WatchedFileHandler(config.log_file))
+    if config.syslog:
+        handlers.append(logging.handlers.SysLogHandler(address=_syslog_address()))
+    if foreground and not handlers:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    if not handlers:  # a daemon with nowhere said: syslog when there is one, else a file
+        if Path("/dev/log").exists():
+            handlers.append(logging.handlers.SysLogHandler(address="/dev/log"))
+        else:
+            handlers.append(logging.handlers.WatchedFileHandler(os.path.abspath("bureaucrat.log")))
+    formatter = logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s")
+    root = logging.getLogger()
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
+    root.setLevel(config.log_level.upper())
+    logging.getLogger("pika").setLevel(logging.WARNING)
+    streams: list[Any] = []
+    for handler in handlers:
+        stream = getattr(handler, "stream", None) or getattr(handler, "socket", None)
+        if stream is not None:
+            streams.append(stream)
+    return streams
+
+
+def _syslog_address() -> str | tuple[str, int]:
+    return "/dev/log" if Path("/dev/log").exists() else ("localhost", 514)

@@ -1,0 +1,381 @@
+"""Handling one message: decode, drop duplicates, lock, step, commit, publish; then the ack.
+
+``Service.handle`` is the whole life of an incoming message (DESIGN.md section 1):
+
+1. decode it (bad input: a ``Verdict`` to dead-letter it, with the reason);
+2. drop it if its id was processed already;
+3. lock and load the instance, run the engine's ``step``;
+4. in one transaction: the new state, timers, subscriptions, workitems, journal, the outbox
+   (every message the step sends) and the message's id as processed;
+5. publish the outbox with publisher confirms and mark it sent;
+6. only then does the caller ack the message.
+
+A crash anywhere in between loses nothing: the transaction is all or nothing, unsent outbox
+rows are published at the next start, and a redelivered message is recognised by its id (or,
+without one, by the hash of its body). Every outgoing message carries a stable id.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from bureaucrat import messages as wire
+from bureaucrat.config import Config
+from bureaucrat.definition import parse_definition
+from bureaucrat.engine import commands as cmd
+from bureaucrat.engine import events as ev
+from bureaucrat.engine.step import step
+from bureaucrat.errors import DefinitionError
+from bureaucrat.messages import MessageError
+from bureaucrat.store import Outgoing, Store
+
+LOG = logging.getLogger(__name__)
+
+
+class Outcome(enum.Enum):
+    ACK = "ack"  # done with (handled, a duplicate, or nothing to do)
+    DEAD = "dead"  # not acceptable: publish to the dead-letter queue, then ack
+    RETRY = "retry"  # could not be handled now (database or broker trouble): requeue
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: Outcome
+    reason: str = ""
+
+    @classmethod
+    def dead(cls, reason: str) -> Verdict:
+        return cls(Outcome.DEAD, reason)
+
+
+ACK = Verdict(Outcome.ACK)
+
+
+class Incoming(Protocol):
+    """What the service needs of a delivered message (``bureaucrat.amqp.Delivery`` has it)."""
+
+    @property
+    def queue(self) -> str: ...
+    @property
+    def body(self) -> bytes: ...
+    @property
+    def redelivered(self) -> bool: ...
+    @property
+    def content_type(self) -> str | None: ...
+    @property
+    def message_id(self) -> str | None: ...
+
+
+class Publisher(Protocol):
+    def publish(self, message: Outgoing) -> None: ...
+
+
+class Service:
+    """The engine's I/O shell around the pure core, one message at a time."""
+
+    def __init__(
+        self,
+        store: Store,
+        config: Config,
+        publisher: Publisher | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.publisher = publisher
+        self.clock = clock
+
+    # incoming messages ------------------------------------------------------------------------
+
+    def handle(self, message: Incoming) -> Verdict:
+        key = _dedupe_key(message)
+        try:
+            if message.queue == self.config.launch_queue:
+                return self._launch(
+                    wire.decode_launch(message.body, message.content_type), message, key
+                )
+            if message.queue == self.config.event_queue:
+                return self._event(wire.decode_event(message.body), key)
+            decoded = wire.decode_message(message.body)
+        except MessageError as error:
+            return Verdict.dead(str(error))
+        if isinstance(decoded, wire.Control):
+            return self._control(decoded, key)
+        return self._response(decoded, key)
+
+    def _launch(self, launch: wire.Launch, message: Incoming, key: Key) -> Verdict:
+        try:
+            definition = parse_definition(launch.definition)
+        except DefinitionError as error:
+            return Verdict.dead(f"invalid definition: {error}")
+        process_id = launch.process_id or message.message_id or uuid.uuid4().hex
+        definition_hash = self.store.add_definition(launch.definition)
+        parent = None if launch.parent is None else ev.ParentLink(**launch.parent)
+        start = ev.Start(process_id, launch.fields, parent)
+        created = self.advance(
+            process_id,
+            start,
+            key,
+            create=(definition_hash, definition.name, launch.parent),
+        )
+        if created:
+            LOG.info("launched %s (%s)", process_id, definition.name or "unnamed")
+        return ACK
+
+    def _response(self, response: wire.Response, key: Key) -> Verdict:
+        process_id = self._route(response)
+        if process_id is None:
+            LOG.warning(
+                "response for an unknown workitem (workitem %s, target %s): ignored",
+                response.workitem_id,
+                response.target,
+            )
+            return ACK
+        self.advance(process_id, ev.ParticipantResponse(response.workitem), key)
+        return ACK
+
+    def _route(self, response: wire.Response) -> str | None:
+        with self.store.transaction() as tx:
+            if response.workitem_id is not None:
+                workitem = tx.workitem(response.workitem_id)
+                if workitem is not None:
+                    return workitem.instance_id
+            target = response.target
+            if target is None:
+                return None
+            for candidate in _process_id_candidates(target):
+                if tx.instance_exists(candidate):
+                    return candidate
+        return None
+
+    def _control(self, control: wire.Control, key: Key) -> Verdict:
+        body = control.body
+        event: ev.Event
+        if control.name == "terminate":
+            event = ev.Terminate(str(body.get("reason") or ""))
+        elif control.name == "retry":
+            activity = body.get("activity")
+            event = ev.Retry(activity if isinstance(activity, str) else None)
+        else:
+            event = ev.ChildFinished(
+                body["child_id"], body["status"], body.get("context") or {}, body.get("fault")
+            )
+        if not self.advance(control.process_id, event, key):
+            LOG.warning("%s for unknown process %s: ignored", control.name, control.process_id)
+        return ACK
+
+    def _event(self, event: wire.Event, key: Key) -> Verdict:
+        with self.store.transaction() as tx:
+            subscribers = tx.subscribers(event.name, event.process_id)
+        if not subscribers:
+            LOG.info("event %s: no process waits for it", event.name)
+        for process_id in subscribers:
+            self.advance(process_id, ev.EventReceived(event.name, event.data), key.per(process_id))
+        return ACK
+
+    # timers -----------------------------------------------------------------------------------
+
+    def fire_due_timers(self, limit: int = 100) -> int:
+        """Fire the timers that are due; the number fired."""
+        fired = 0
+        for timer in self.store.claim_due_timers(self.clock(), limit):
+            if self.advance(timer.instance_id, ev.TimerFired(timer.id), None, timer=timer.id):
+                fired += 1
+        return fired
+
+    # the transaction --------------------------------------------------------------------------
+
+    def advance(
+        self,
+        process_id: str,
+        event: ev.Event,
+        key: Key | None,
+        *,
+        create: tuple[str, str | None, dict[str, str] | None] | None = None,
+        timer: str | None = None,
+    ) -> bool:
+        """Apply ``event`` to one instance in one transaction, then publish what it sends.
+
+        False when there was nothing to apply it to (unknown, broken, a duplicate)."""
+        now = self.clock()
+        with self.store.transaction() as tx:
+            seen = key is not None and tx.processed(key.id)
+            if seen and key is not None and key.trusted:
+                LOG.info("message %s was processed already: dropped", key.id)
+                return False
+            record = tx.lock_instance(process_id)
+            if create is not None and record is not None:
+                LOG.info("process %s exists already: launch ignored", process_id)
+                return False
+            if create is None and (record is None or record.state is None):
+                return False
+            if timer is not None and tx.timer(timer) is None:
+                return False  # fired by another daemon meanwhile
+            if create is not None:
+                definition_hash, name, parent = create
+                tx.create_instance(
+                    process_id,
+                    definition_hash,
+                    name,
+                    None if parent is None else parent["process_id"],
+                    None if parent is None else parent["activity"],
+                    now,
+                )
+                state = None
+            else:
+                assert record is not None
+                definition_hash, state = record.definition_hash, record.state
+            definition = self.store.definition(definition_hash)
+            result = step(definition, state, event, now)
+            tx.apply(process_id, result, now, self.encode(process_id, result.commands), timer)
+            if key is not None and not seen:
+                tx.mark_processed(key.id)
+        self.flush_outbox()
+        return True
+
+    # outgoing messages ------------------------------------------------------------------------
+
+    def encode(self, process_id: str, commands: Sequence[cmd.Command]) -> list[Outgoing]:
+        """The messages a step sends, each with a stable id."""
+        out: list[Outgoing] = []
+        for command in commands:
+            message = self._encode(process_id, command)
+            if message is not None:
+                out.append(message)
+        return out
+
+    def _encode(self, process_id: str, command: cmd.Command) -> Outgoing | None:
+        config = self.config
+        if isinstance(command, cmd.DispatchWorkitem):
+            return self.workitem(command)
+        if isinstance(command, cmd.LaunchChild):
+            body: dict[str, Any] = {
+                "definition": command.definition,
+                "fields": command.fields,
+                "parent": {"process_id": process_id, "activity": command.activity},
+            }
+            return _message(command.process_id, "", config.launch_queue, body, wire.JSON_TYPE)
+        if isinstance(command, cmd.NotifyParent):
+            body = {
+                "name": "child_finished",
+                "process_id": command.parent_id,
+                "activity": command.activity,
+                "child_id": command.child_id,
+                "status": command.status,
+                "context": command.context,
+                "fault": command.fault,
+            }
+            return _message(f"{command.child_id}:finished", "", config.message_queue, body)
+        if isinstance(command, cmd.TerminateChild):
+            body = {"name": "terminate", "process_id": command.process_id, "reason": "parent ended"}
+            return _message(f"{command.process_id}:terminate", "", config.message_queue, body)
+        if isinstance(command, cmd.ProcessFinished):
+            body = {
+                "process_id": process_id,
+                "status": command.status,
+                "context": command.context,
+                "fault": command.fault,
+            }
+            exchange = config.notifications_exchange
+            return _message(
+                f"{process_id}:{command.status}",
+                exchange,
+                f"process.{command.status}",
+                body,
+                wire.JSON_TYPE,
+            )
+        return None
+
+    def workitem(self, command: cmd.DispatchWorkitem) -> Outgoing:
+        kind = command.kind or self.config.taskqueue_type
+        if kind == "celery":
+            from bureaucrat.participants.celery import celery_message
+
+            return celery_message(command, self.config)
+        queue = command.queue or self.config.worker_queue(command.participant)
+        return _message(command.workitem_id, "", queue, command.message)
+
+    def flush_outbox(self, limit: int = 500) -> int:
+        """Publish unsent outbox rows (with confirms) and mark them sent; the number sent."""
+        if self.publisher is None:
+            return 0
+        sent = 0
+        while True:
+            rows = self.store.unsent(limit)
+            if not rows:
+                return sent
+            done: list[int] = []
+            try:
+                for row in rows:
+                    self.publisher.publish(row.message)
+                    done.append(row.id)
+            finally:
+                if done:
+                    self.store.mark_sent(done, self.clock())
+            sent += len(done)
+            if len(rows) < limit:
+                return sent
+
+
+def _message(
+    message_id: str,
+    exchange: str,
+    routing_key: str,
+    body: dict[str, Any],
+    content_type: str = wire.WORKITEM_TYPE,
+) -> Outgoing:
+    return Outgoing(
+        message_id=message_id,
+        exchange=exchange,
+        routing_key=routing_key,
+        body=wire.dumps(body),
+        properties={
+            "content_type": content_type,
+            "delivery_mode": 2,
+            "message_id": message_id,
+            "correlation_id": message_id,
+        },
+    )
+
+
+@dataclass(frozen=True)
+class Key:
+    """The id a message is known by: its ``message_id``, else the hash of its body.
+
+    A body hash is only trusted to mean "seen before" when the broker says the message is a
+    redelivery: two identical events sent on purpose are two events."""
+
+    id: str
+    trusted: bool
+
+    def per(self, process_id: str) -> Key:
+        return Key(f"{self.id}:{process_id}", self.trusted)
+
+
+def _dedupe_key(message: Incoming) -> Key:
+    if message.message_id:
+        return Key(f"{message.queue}:{message.message_id}", True)
+    digest = hashlib.sha256(message.body).hexdigest()
+    return Key(f"{message.queue}:sha256:{digest}", message.redelivered)
+
+
+def _process_id_candidates(target: str) -> list[str]:
+    """The process ids an activity id could belong to, longest first.
+
+    ``<pid>_0_2``: the process id is the target minus a tail of ``_<n>`` or ``_f<n>`` segments;
+    process ids may hold ``_`` themselves, so each split is tried, longest first."""
+    candidates = [target]
+    rest = target
+    while "_" in rest:
+        rest, segment = rest.rsplit("_", 1)
+        if not (segment.isdigit() or (segment[:1] == "f" and segment[1:].isdigit())):
+            break
+        candidates.append(rest)
+    return candidates

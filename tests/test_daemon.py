@@ -1,0 +1,150 @@
+"""End to end: the daemon in a subprocess, taskqueue workers in subprocesses, the real broker
+and the real databases (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import Installation
+
+EVERYTHING = """<process name="everything">
+  <context>
+    <property name="items" type="json">["a", "b", "c"]</property>
+    <property name="child" type="str"
+      >&lt;process&gt;&lt;action participant="inc"/&gt;&lt;/process&gt;</property>
+    <faults><case code="Late">
+      <assign property="late">context["inst:fault"]["message"]</assign>
+    </case></faults>
+  </context>
+  <action participant="inc"/>
+  <sequence><action participant="inc"/></sequence>
+  <switch>
+    <case><condition>context["n"] == 2</condition><assign property="switched">True</assign></case>
+    <default><fault code="Wrong" message="switch took the default"/></default>
+  </switch>
+  <while>
+    <context><property name="i" type="int">0</property></context>
+    <condition>context["i"] &lt; 2</condition>
+    <assign property="i">context["i"] + 1</assign>
+    <action participant="inc"/>
+  </while>
+  <foreach select="items"><assign property="last">context["inst:current"]</assign></foreach>
+  <all>
+    <action participant="mark_left"/>
+    <action participant="mark_right"/>
+  </all>
+  <call process="$child"/>
+  <delay duration="0.3"/>
+  <await event="go"><condition>event["ok"] is True</condition></await>
+  <sequence>
+    <context><faults><default>
+      <assign property="recovered">context["inst:fault"]["code"]</assign>
+    </default></faults></context>
+    <action participant="fail"/>
+  </sequence>
+  <fault code="Late" message="the last word"/>
+</process>"""
+
+
+pytestmark = pytest.mark.usefixtures("rabbitmq")
+
+
+@pytest.fixture
+def installation(database_url: str, tmp_path: Path) -> Iterator[Installation]:
+    install = Installation(tmp_path, database_url)
+    try:
+        yield install
+    finally:
+        install.close()
+
+
+def start_everything(install: Installation) -> None:
+    install.start_daemon()
+    install.start_worker("inc", "tests.participants:inc")
+    install.start_worker("fail", "tests.participants:fail")
+    install.start_worker("mark_left", "tests.participants:mark", {"MARK": "left"})
+    install.start_worker("mark_right", "tests.participants:mark", {"MARK": "right"})
+
+
+def test_every_activity_through_the_broker(installation: Installation) -> None:
+    start_everything(installation)
+    with installation.launcher() as launcher:
+        pid = launcher.launch(EVERYTHING, {"n": 0})
+        installation.wait_for(lambda: installation.awaits(pid) == ["go"], what="the await")
+        launcher.send_event("go", {"ok": False})
+        launcher.send_event("unrelated", {})
+        launcher.send_event("go", {"ok": True}, process_id=pid)
+    record = installation.wait_finished(pid)
+    assert record.status == "completed", installation.log_text()[-4000:]
+    context = record.state["scopes"][""]
+    assert context["n"] == 5  # two actions, two loop rounds, one in the subprocess
+    assert context["switched"] is True and context["last"] == "c"
+    assert context["left"] is True and context["right"] is True
+    assert context["recovered"] == "ActionError"
+    assert context["late"] == "the last word"
+    assert "i" not in context
+    assert installation.store.pending_workitems(pid) == []
+
+
+def test_launch_twice_with_one_id_starts_one_process(installation: Installation) -> None:
+    installation.start_daemon()
+    installation.start_worker("inc", "tests.participants:inc")
+    definition = '<process><action participant="inc"/></process>'
+    with installation.launcher() as launcher:
+        first = launcher.launch(definition, {"n": 10}, process_id="same-id")
+        second = launcher.launch(definition, {"n": 10}, process_id="same-id")
+    assert first == second == "same-id"
+    record = installation.wait_finished("same-id")
+    assert record.state["scopes"][""]["n"] == 11
+    launched = [e for e in installation.store.journal("same-id") if e.kind == "launched"]
+    assert len(launched) == 1
+
+
+def test_terminate_cancels_the_waiting_process_and_its_child(installation: Installation) -> None:
+    installation.start_daemon()
+    child = '<process><await event="never"/></process>'
+    definition = '<process><all><call process="$child"/><delay duration="3600"/></all></process>'
+    with installation.launcher() as launcher:
+        pid = launcher.launch(definition, {"child": child})
+        installation.wait_for(
+            lambda: any(r.parent_id == pid for r in installation.store.list_instances()),
+            what="the subprocess",
+        )
+        launcher.send_control("terminate", pid)
+    assert installation.wait_finished(pid).status == "terminated"
+    (child_record,) = [r for r in installation.store.list_instances() if r.parent_id == pid]
+    assert installation.wait_finished(child_record.id).status == "terminated"
+
+
+def test_notifications_and_dead_letters(installation: Installation) -> None:
+    installation.start_daemon()
+    installation.publish_raw(installation.config.launch_queue, b"<process><bogus/></process>")
+    installation.publish_raw(
+        installation.config.launch_queue, b"<process/>", message_id="plain-xml"
+    )
+    assert installation.wait_finished("plain-xml").status == "completed"
+    ((body, headers),) = installation.dead_letters(1)
+    assert body == b"<process><bogus/></process>"
+    assert "unknown element <bogus>" in headers["x-bureaucrat-error"]
+    assert "line 1" in headers["x-bureaucrat-error"]
+
+
+def test_sigterm_exits_zero(installation: Installation) -> None:
+    installation.start_daemon()
+    with installation.launcher() as launcher:
+        pid = launcher.launch("<process/>")
+    installation.wait_finished(pid)
+    assert installation.stop_daemon() == 0
+
+
+def test_json_round_trip_of_context_through_show(installation: Installation) -> None:
+    installation.start_daemon()
+    with installation.launcher() as launcher:
+        pid = launcher.launch("<process/>", {"nested": {"a": [1, 2.5, None, "x"]}})
+    record = installation.wait_finished(pid)
+    assert json.loads(json.dumps(record.state)) == record.state
+    assert record.state["scopes"][""]["nested"] == {"a": [1, 2.5, None, "x"]}
