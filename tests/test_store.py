@@ -21,10 +21,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from bureaucrat.engine import Step, step
+from bureaucrat.engine import commands as cmd
 from bureaucrat.engine import events as ev
 from bureaucrat.errors import DefinitionError, SchemaOutdatedError, StoreError
 from bureaucrat.store import Outgoing, Store, resolve_url, upgrade
 from bureaucrat.store import tables as t
+from bureaucrat.store.changes import changes_of
 from bureaucrat.store.schema import alembic_config, head_revisions
 from tests.store_fixtures import postgres_url, store, store_url
 
@@ -596,6 +598,43 @@ def test_the_hot_paths_use_indexes(store: Store) -> None:
         for sql, params in checked:
             found = plan(store, connection, sql, params)
             assert not full_scan(found), (sql, found)
+
+
+def test_a_steps_commands_are_folded_into_their_net_effect() -> None:
+    commands: list[cmd.Command] = [
+        cmd.DispatchWorkitem("w1", "p_0", "clerk", None, None, {}, 2),
+        cmd.CancelWorkitem("w1", "p_0"),
+        cmd.CancelWorkitem("w0", "p_1"),
+        cmd.StartTimer("t1", "p_0", T0 + 5, cmd.TimerKind.TIMEOUT),
+        cmd.CancelTimer("t1", "p_0"),
+        cmd.StartTimer("t2", "p_2", T0 + 9, cmd.TimerKind.DELAY),
+        cmd.Subscribe("go", "p_3"),
+        cmd.Unsubscribe("go", "p_3"),
+        cmd.Subscribe("again", "p_3"),
+        cmd.Unsubscribe("old", "p_4"),
+        cmd.Record("answered", "p_5", {"workitem": "w5", "status": "done"}),
+    ]
+    changes = changes_of("p", commands, T0, [message(1)], fired_timer="t0")
+    assert [(w["id"], w["status"], w["attempt"]) for w in changes.workitem_rows()] == [
+        ("w1", "cancelled", 2)
+    ]
+    assert changes.workitem_status_updates() == [
+        {"wid": "w0", "new_status": "cancelled", "at": None},
+        {"wid": "w5", "new_status": "answered", "at": T0},
+    ]
+    assert changes.timer_deletes() == [{"tid": "t0"}, {"tid": "t1"}]
+    assert [(r["id"], r["kind"], r["due"]) for r in changes.timer_inserts()] == [
+        ("t2", "delay", T0 + 9)
+    ]
+    assert changes.subscription_deletes() == [
+        {"iid": "p", "act": "p_3"},
+        {"iid": "p", "act": "p_4"},
+    ]
+    assert changes.subscription_inserts() == [
+        {"instance_id": "p", "activity": "p_3", "event": "again"}
+    ]
+    assert [r["kind"] for r in changes.journal] == ["answered"]
+    assert [r["message_id"] for r in changes.outbox] == ["m1"]
 
 
 # concurrency ------------------------------------------------------------------------------------
