@@ -85,7 +85,7 @@ def _optional_str(body: dict[str, Any], key: str, what: str) -> str | None:
 def decode_launch(body: bytes, content_type: str | None) -> Launch:
     if len(body) > MAX_BODY:
         raise MessageError(f"launch message is {len(body)} bytes, over the limit of {MAX_BODY}")
-    if content_type == JSON_TYPE or body.lstrip()[:1] == b"{":
+    if content_type == JSON_TYPE or body.lstrip()[:1] in (b"{", b"["):
         envelope = _json_object(body, "launch message")
         definition = envelope.get("definition")
         if not isinstance(definition, str) or not definition.strip():

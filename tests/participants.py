@@ -12,7 +12,9 @@ def echo(payload: dict[str, Any]) -> None:
 
 
 def inc(payload: dict[str, Any]) -> dict[str, Any]:
-    """Adds one to ``n`` and appends the step to ``seen`` (so order and count show)."""
+    """Adds one to ``n`` and appends the step to ``seen`` (so order and count show); takes
+    INC_DELAY seconds when the worker's environment sets it."""
+    time.sleep(float(os.environ.get("INC_DELAY", "0")))
     payload["n"] = payload.get("n", 0) + 1
     payload["seen"] = [*payload.get("seen", []), payload.get("step", payload["n"])]
     return payload

@@ -1,0 +1,81 @@
+"""Crashes lose nothing and repeat nothing: the daemon is killed with SIGKILL at random moments
+while 200 processes of 5 actions run; every process still completes with the right context and
+no workitem is left pending."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import Installation
+
+pytestmark = [pytest.mark.usefixtures("rabbitmq"), pytest.mark.slow]
+
+PROCESSES = 200
+FIVE = (
+    "<process>"
+    + "".join(
+        f'<assign property="step">{i}</assign><action participant="inc"/>' for i in range(1, 6)
+    )
+    + "</process>"
+)
+
+
+@pytest.fixture
+def installation(database_url: str, tmp_path: Path) -> Iterator[Installation]:
+    install = Installation(tmp_path, database_url)
+    try:
+        yield install
+    finally:
+        install.close()
+
+
+def test_sigkill_at_random_moments_loses_and_repeats_nothing(installation: Installation) -> None:
+    rng = random.Random(20261122)
+    installation.start_daemon()
+    for _ in range(2):
+        installation.start_worker("inc", "tests.participants:inc", {"INC_DELAY": "0.004"})
+    with installation.launcher() as launcher:
+        pids = [launcher.launch(FIVE, {"n": 0}, process_id=f"crash-{i}") for i in range(PROCESSES)]
+    unfinished_at_kill: list[int] = []
+    answered = 0
+    while len(unfinished_at_kill) < 5:
+        # Once the restarted daemon is at work again, kill it at a random moment.
+        installation.wait_for(_progress(installation, answered), timeout=30, what="work")
+        time.sleep(rng.uniform(0.0, 0.6))
+        installation.kill_daemon()
+        answered = _answered(installation)
+        unfinished_at_kill.append(PROCESSES - _completed(installation))
+        installation.start_daemon()
+    for pid in pids:
+        record = installation.wait_finished(pid, timeout=120)
+        assert record.status == "completed", pid
+        context = record.state["scopes"][""]
+        assert context["n"] == 5, (pid, context)
+        assert context["seen"] == [1, 2, 3, 4, 5], (pid, context)
+        assert installation.store.pending_workitems(pid) == []
+    print("unfinished processes at each kill:", unfinished_at_kill)
+    # The kills fell while processes ran, not after they had all finished.
+    assert sum(1 for unfinished in unfinished_at_kill if unfinished > 0) >= 4, unfinished_at_kill
+
+
+def _completed(installation: Installation) -> int:
+    return installation.store.counts_by_status().get("completed", 0)
+
+
+def _answered(installation: Installation) -> int:
+    """Workitems answered so far, over all processes."""
+    return sum(
+        1
+        for i in range(PROCESSES)
+        for e in installation.store.journal(f"crash-{i}")
+        if e.kind == "answered"
+    )
+
+
+def _progress(installation: Installation, answered: int) -> Callable[[], bool]:
+    return lambda: _answered(installation) > answered
