@@ -27,7 +27,8 @@ import pika
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bureaucrat.launcher import Launcher
-from tests.harness import AMQP_URL, Installation
+from tests.brokers import AMQP_URL
+from tests.harness import Installation
 
 TEN = "<process>" + '<action participant="bench"/>' * 10 + "</process>"
 
@@ -133,27 +134,37 @@ def main() -> None:
 
 def run(install: Installation, processes: int) -> None:
     config = install.config
-    steps = processes * 10
-    worker = Worker(config.worker_queue("bench"), config.message_queue, steps)
-    worker.start()
     install.start_daemon()
     with Launcher(config=config) as launcher:
-        for index in range(processes):
-            launcher.launch(TEN, {"i": index})
-    if not worker.done.wait(600):
-        raise SystemExit(
-            f"only {worker.count} of {steps} steps in 600 s\n{install.log_text()[-3000:]}"
-        )
-    elapsed = worker.last - worker.first
+        busy = phase(install, launcher, processes, concurrent=True)
+        alone = phase(install, launcher, 20, concurrent=False)
     raw = raw_round_trip(500)
-    mean, p99 = statistics.mean(worker.latencies), percentile(worker.latencies, 0.99)
     raw_mean, raw_p99 = statistics.mean(raw), percentile(raw, 0.99)
     print(f"database: {install.database_url.split('?')[0]}")
-    print(f"{processes} processes x 10 actions: {steps} action steps in {elapsed:.2f} s")
-    print(f"throughput: {steps / elapsed:,.0f} action steps/s")
-    print(f"step latency:   mean {mean * 1000:.2f} ms   p99 {p99 * 1000:.2f} ms")
-    print(f"raw pika round trip: mean {raw_mean * 1000:.2f} ms   p99 {raw_p99 * 1000:.2f} ms")
-    print(f"ratio step/raw: mean {mean / raw_mean:.1f}x   p99 {p99 / raw_p99:.1f}x")
+    for title, worker in ((f"{processes} processes at once", busy), ("one at a time", alone)):
+        elapsed = worker.last - worker.first
+        mean, p99 = statistics.mean(worker.latencies), percentile(worker.latencies, 0.99)
+        print(f"{title}: {worker.count} action steps in {elapsed:.2f} s")
+        print(f"  throughput {worker.count / elapsed:,.0f} action steps/s")
+        print(f"  step latency mean {mean * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms")
+        print(
+            f"  ratio to the raw round trip: mean {mean / raw_mean:.1f}x, p99 {p99 / raw_p99:.1f}x"
+        )
+    print(f"raw pika request/response: mean {raw_mean * 1000:.2f} ms, p99 {raw_p99 * 1000:.2f} ms")
+
+
+def phase(install: Installation, launcher: Launcher, processes: int, concurrent: bool) -> Worker:
+    """Run ``processes`` processes of ten actions, all at once or one after the other."""
+    config = install.config
+    worker = Worker(config.worker_queue("bench"), config.message_queue, processes * 10)
+    worker.start()
+    for index in range(processes):
+        pid = launcher.launch(TEN, {"i": index})
+        if not concurrent:
+            install.wait_finished(pid, timeout=60)
+    if not worker.done.wait(600):
+        raise SystemExit(f"only {worker.count} steps in 600 s\n{install.log_text()[-3000:]}")
+    return worker
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from bureaucrat import __version__
-from bureaucrat.config import Config, load_config
+from bureaucrat.config import Config, load_config, with_absolute_database
 from bureaucrat.errors import BureaucratError
 
 LOG = logging.getLogger("bureaucrat")
@@ -41,16 +41,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def absolute_database_url(url: str, base: Path) -> str:
-    """A SQLite URL with a relative path made absolute (a daemon changes directory)."""
-    prefix = "sqlite:///"
-    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix:
-        path = url[len(prefix) :]
-        if not path.startswith(":memory:"):
-            return prefix + str((base / path).resolve())
-    return url
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -58,9 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     except BureaucratError as error:
         print(f"bureaucrat: {error}", file=sys.stderr)
         return 2
-    from dataclasses import replace
-
-    config = replace(config, database_url=absolute_database_url(config.database_url, Path.cwd()))
+    config = with_absolute_database(config)
     if args.foreground:
         return run(config, foreground=True, pid_file=args.pid_file)
     return daemonize(config, args.pid_file)

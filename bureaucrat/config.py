@@ -160,3 +160,11 @@ def _check(config: Config) -> None:
         raise ConfigError(f"prefetch = {config.prefetch}: must be at least 1")
     if config.timer_interval <= 0:
         raise ConfigError(f"timer_interval = {config.timer_interval}: must be positive")
+
+
+def with_absolute_database(config: Config) -> Config:
+    """``config`` with a relative SQLite path made absolute against the working directory, so
+    that it names the same file after the daemon changes directory."""
+    from bureaucrat.store import resolve_url
+
+    return replace(config, database_url=resolve_url(config.database_url))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bureaucrat import __version__
-from bureaucrat.config import Config, load_config
+from bureaucrat.config import Config, load_config, with_absolute_database
 from bureaucrat.errors import BureaucratError, DefinitionError
 
 
@@ -276,14 +276,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        config = load_config(args.config)
-        from dataclasses import replace
-
-        from bureaucrat.cli import absolute_database_url
-
-        config = replace(
-            config, database_url=absolute_database_url(config.database_url, Path.cwd())
-        )
+        config = with_absolute_database(load_config(args.config))
         return COMMANDS[args.command](args, config)
     except BureaucratError as error:
         return fail(str(error))

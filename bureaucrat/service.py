@@ -34,7 +34,7 @@ from bureaucrat.engine import events as ev
 from bureaucrat.engine.step import step
 from bureaucrat.errors import DefinitionError
 from bureaucrat.messages import MessageError
-from bureaucrat.store import Outgoing, Store
+from bureaucrat.store import Outgoing, Store, Tx
 
 LOG = logging.getLogger(__name__)
 
@@ -91,6 +91,9 @@ class Service:
         self.config = config
         self.publisher = publisher
         self.clock = clock
+        self.autoflush = True
+        """Publish each step's outbox at once; a caller that batches (the daemon) turns this off
+        and calls ``flush_outbox`` before it acknowledges what it handled."""
 
     # incoming messages ------------------------------------------------------------------------
 
@@ -130,30 +133,23 @@ class Service:
         return ACK
 
     def _response(self, response: wire.Response, key: Key) -> Verdict:
-        process_id = self._route(response)
-        if process_id is None:
+        def route(tx: Tx) -> str | None:
+            if response.workitem_id is not None:
+                workitem = tx.workitem(response.workitem_id)
+                if workitem is not None:
+                    return workitem.instance_id
+            for candidate in _process_id_candidates(response.target or ""):
+                if tx.instance_exists(candidate):
+                    return candidate
+            return None
+
+        if not self.advance(route, ev.ParticipantResponse(response.workitem), key):
             LOG.warning(
                 "response for an unknown workitem (workitem %s, target %s): ignored",
                 response.workitem_id,
                 response.target,
             )
-            return ACK
-        self.advance(process_id, ev.ParticipantResponse(response.workitem), key)
         return ACK
-
-    def _route(self, response: wire.Response) -> str | None:
-        with self.store.transaction() as tx:
-            if response.workitem_id is not None:
-                workitem = tx.workitem(response.workitem_id)
-                if workitem is not None:
-                    return workitem.instance_id
-            target = response.target
-            if target is None:
-                return None
-            for candidate in _process_id_candidates(target):
-                if tx.instance_exists(candidate):
-                    return candidate
-        return None
 
     def _control(self, control: wire.Control, key: Key) -> Verdict:
         body = control.body
@@ -194,7 +190,7 @@ class Service:
 
     def advance(
         self,
-        process_id: str,
+        process: str | Callable[[Tx], str | None],
         event: ev.Event,
         key: Key | None,
         *,
@@ -203,9 +199,13 @@ class Service:
     ) -> bool:
         """Apply ``event`` to one instance in one transaction, then publish what it sends.
 
+        ``process`` is the instance's id, or a function that finds it within the transaction.
         False when there was nothing to apply it to (unknown, broken, a duplicate)."""
         now = self.clock()
         with self.store.transaction() as tx:
+            process_id = process if isinstance(process, str) else process(tx)
+            if process_id is None:
+                return False
             seen = key is not None and tx.processed(key.id)
             if seen and key is not None and key.trusted:
                 LOG.info("message %s was processed already: dropped", key.id)
@@ -237,7 +237,8 @@ class Service:
             tx.apply(process_id, result, now, self.encode(process_id, result.commands), timer)
             if key is not None and not seen:
                 tx.mark_processed(key.id)
-        self.flush_outbox()
+        if self.autoflush:
+            self.flush_outbox()
         return True
 
     # outgoing messages ------------------------------------------------------------------------

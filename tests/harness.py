@@ -25,8 +25,8 @@ from bureaucrat.amqp import Topology
 from bureaucrat.config import Config, load_config
 from bureaucrat.launcher import Launcher
 from bureaucrat.store import Store
+from tests.brokers import AMQP_URL
 
-AMQP_URL = os.environ.get("BUREAUCRAT_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 ROOT = Path(__file__).resolve().parent.parent
 TERMINAL = ("completed", "faulted", "terminated")
 

@@ -26,8 +26,8 @@ FIVE = (
 
 
 @pytest.fixture
-def installation(database_url: str, tmp_path: Path) -> Iterator[Installation]:
-    install = Installation(tmp_path, database_url)
+def installation(store_url: str, tmp_path: Path) -> Iterator[Installation]:
+    install = Installation(tmp_path, store_url)
     try:
         yield install
     finally:

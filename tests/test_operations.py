@@ -15,7 +15,8 @@ from typing import Any
 import pika
 import pytest
 
-from tests.harness import AMQP_URL, ROOT, Installation
+from tests.brokers import AMQP_URL
+from tests.harness import ROOT, Installation
 
 pytestmark = pytest.mark.usefixtures("rabbitmq")
 
