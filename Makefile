@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint types unit venv clean bench
+.PHONY: test lint types unit venv clean bench demo
 
 venv: $(STAMP)
 
@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml
 test: lint types unit
 
 lint: $(STAMP)
-	$(BIN)/ruff check bureaucrat tests benchmarks
-	$(BIN)/ruff format --check bureaucrat tests benchmarks
+	$(BIN)/ruff check bureaucrat tests benchmarks examples
+	$(BIN)/ruff format --check bureaucrat tests benchmarks examples
 
 types: $(STAMP)
 	$(BIN)/mypy
@@ -31,3 +31,6 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
+
+demo: $(STAMP)
+	$(BIN)/python examples/demo.py

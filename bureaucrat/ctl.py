@@ -88,7 +88,8 @@ def cmd_validate(args: argparse.Namespace, config: Config) -> int:
     except DefinitionError as error:
         print(f"{path}:{error.line or 0}: {error.problem}", file=sys.stderr)
         return 1
-    print(f"{path}: valid ({len(definition.activities) - 1} activities)")
+    count = len(definition.activities) - 1
+    print(f"{path}: valid ({count} {'activity' if count == 1 else 'activities'})")
     return 0
 
 

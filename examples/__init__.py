@@ -1,0 +1,1 @@
+"""Example processes, participants and the demo."""

@@ -1,0 +1,1 @@
+"""Participants that serve the example processes (``examples/processes``)."""
