@@ -4,7 +4,10 @@ no workitem is left pending."""
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -67,15 +70,38 @@ def _completed(installation: Installation) -> int:
     return installation.store.counts_by_status().get("completed", 0)
 
 
-def _answered(installation: Installation) -> int:
+def _answered(installation: Installation, prefix: str = "crash", count: int = PROCESSES) -> int:
     """Workitems answered so far, over all processes."""
     return sum(
         1
-        for i in range(PROCESSES)
-        for e in installation.store.journal(f"crash-{i}")
+        for i in range(count)
+        for e in installation.store.journal(f"{prefix}-{i}")
         if e.kind == "answered"
     )
 
 
-def _progress(installation: Installation, answered: int) -> Callable[[], bool]:
-    return lambda: _answered(installation) > answered
+def _progress(
+    installation: Installation, answered: int, prefix: str = "crash", count: int = PROCESSES
+) -> Callable[[], bool]:
+    return lambda: _answered(installation, prefix, count) > answered
+
+
+def test_rabbitmq_restart_mid_run_loses_nothing(installation: Installation) -> None:
+    rabbitmqctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+    if not Path(rabbitmqctl).exists() or os.geteuid() != 0:
+        pytest.skip("restarting RabbitMQ needs rabbitmqctl and root")
+    installation.start_daemon()
+    for _ in range(2):
+        installation.start_worker("inc", "tests.participants:inc", {"INC_DELAY": "0.004"})
+    with installation.launcher() as launcher:
+        pids = [launcher.launch(FIVE, {"n": 0}, process_id=f"bounce-{i}") for i in range(50)]
+    installation.wait_for(_progress(installation, 0, prefix="bounce", count=50), what="work")
+    subprocess.run([rabbitmqctl, "stop_app"], check=True, capture_output=True, timeout=120)
+    time.sleep(1)
+    subprocess.run([rabbitmqctl, "start_app"], check=True, capture_output=True, timeout=120)
+    for pid in pids:
+        record = installation.wait_finished(pid, timeout=120)
+        assert record.status == "completed", pid
+        assert record.state["scopes"][""]["seen"] == [1, 2, 3, 4, 5], pid
+        assert installation.store.pending_workitems(pid) == []
+    assert "retrying in" in installation.log_text()  # the daemon did lose the broker
