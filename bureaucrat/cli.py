@@ -49,9 +49,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bureaucrat: {error}", file=sys.stderr)
         return 2
     config = with_absolute_database(config)
+    problem = schema_problem(config)
+    if problem is not None:
+        print(f"bureaucrat: {problem}", file=sys.stderr)
+        return 1
     if args.foreground:
         return run(config, foreground=True, pid_file=args.pid_file)
     return daemonize(config, args.pid_file)
+
+
+def schema_problem(config: Config) -> str | None:
+    """Why the daemon must not start on this database, if it must not (an older schema).
+
+    A database that cannot be reached now is no reason: the daemon waits for it."""
+    from bureaucrat.errors import SchemaOutdatedError, StoreError
+    from bureaucrat.store import Store
+
+    try:
+        Store(config.database_url).close()
+    except SchemaOutdatedError as error:
+        return str(error)
+    except StoreError:
+        return None
+    return None
 
 
 def run(config: Config, *, foreground: bool, pid_file: str | None = None) -> int:

@@ -197,3 +197,18 @@ def test_daemonises_with_a_pid_file_and_stops_on_sigterm(installation: Installat
     assert installation.wait_finished(pid).status == "completed"
     os.kill(daemon_pid, signal.SIGTERM)
     installation.wait_for(lambda: not pid_file.exists(), what="the daemon to exit")
+
+
+def test_refuses_an_older_schema_and_names_the_upgrade(installation: Installation) -> None:
+    import sqlite3
+
+    database = installation.tmp / "old.db"
+    with sqlite3.connect(database) as connection:
+        connection.execute("CREATE TABLE instances (id TEXT PRIMARY KEY)")
+    config = installation.tmp / "old.conf"
+    config.write_text(f"[bureaucrat]\ndatabase_url = sqlite:///{database}\n")
+    command = [sys.executable, "-m", "bureaucrat.cli", "-f", "-c", str(config)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 1
+    assert "bureaucratctl db upgrade" in result.stderr
