@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import re
 import statistics
@@ -41,9 +40,9 @@ from bureaucrat.store import tables as t
 from bureaucrat.store.changes import changes_of
 from bureaucrat.store.codec import dumps
 
-POSTGRES_URL = os.environ.get(
-    "BUREAUCRAT_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.store_fixtures import postgres_schema
+
 LIVE = 100  # instances the measured operations go round
 BATCH = 5_000
 T0 = 1_750_000_000.0
@@ -76,16 +75,8 @@ def database(backend: str) -> Iterator[str]:
         with tempfile.TemporaryDirectory() as tmp:
             yield f"sqlite:///{Path(tmp) / 'bench.db'}"
         return
-    admin = sa.create_engine(POSTGRES_URL)
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    with admin.begin() as connection:
-        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as connection:
-            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with postgres_schema(prefix="bench") as url:
+        yield url
 
 
 # filling ----------------------------------------------------------------------------------------

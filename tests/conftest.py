@@ -1,11 +1,29 @@
 """Fixtures shared by the test modules: the real broker and real databases."""
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
 from tests.brokers import require_rabbitmq
+from tests.harness import Installation
 from tests.store_fixtures import postgres_url, store, store_url
 
 __all__ = ["postgres_url", "rabbitmq", "store", "store_url"]
+
+
+@pytest.fixture
+def installation(rabbitmq: None, store_url: str, tmp_path: Path) -> Iterator[Installation]:
+    """A daemon's installation on each database backend (the daemon is started by the test)."""
+    with Installation(tmp_path, store_url) as install:
+        yield install
+
+
+@pytest.fixture
+def sqlite_installation(rabbitmq: None, tmp_path: Path) -> Iterator[Installation]:
+    """The same, on SQLite only: for what does not depend on the database."""
+    with Installation(tmp_path, f"sqlite:///{tmp_path / 'bureaucrat.db'}") as install:
+        yield install
 
 
 @pytest.fixture

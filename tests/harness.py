@@ -180,6 +180,12 @@ class Installation:
         finally:
             connection.close()
 
+    def __enter__(self) -> Installation:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     # cleanup ----------------------------------------------------------------------------------
 
     def close(self) -> None:

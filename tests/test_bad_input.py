@@ -4,8 +4,6 @@ serving the good messages sent between the bad ones."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -58,32 +56,25 @@ LOGGED = [
 ]
 
 
-@pytest.fixture
-def installation(tmp_path: Path) -> Iterator[Installation]:
-    install = Installation(tmp_path, f"sqlite:///{tmp_path / 'bad.db'}")
-    try:
-        yield install
-    finally:
-        install.close()
-
-
-def test_bad_input_is_dead_lettered_and_good_input_still_served(installation: Installation) -> None:
+def test_bad_input_is_dead_lettered_and_good_input_still_served(
+    sqlite_installation: Installation,
+) -> None:
     queues = {
-        "launch": installation.config.launch_queue,
-        "msgs": installation.config.message_queue,
-        "events": installation.config.event_queue,
+        "launch": sqlite_installation.config.launch_queue,
+        "msgs": sqlite_installation.config.message_queue,
+        "events": sqlite_installation.config.event_queue,
     }
-    installation.start_daemon()
-    installation.start_worker("inc", "tests.participants:inc")
+    sqlite_installation.start_daemon()
+    sqlite_installation.start_worker("inc", "tests.participants:inc")
     good = []
     for index, (kind, body, _) in enumerate(DEAD + [(k, b, "") for k, b in LOGGED]):
-        installation.publish_raw(queues[kind], body)
+        sqlite_installation.publish_raw(queues[kind], body)
         launch = {
             "definition": '<process><action participant="inc"/></process>',
             "fields": {"n": index},
         }
         pid = f"good-{index}"
-        installation.publish_raw(
+        sqlite_installation.publish_raw(
             queues["launch"],
             json.dumps(launch).encode(),
             message_id=pid,
@@ -91,14 +82,16 @@ def test_bad_input_is_dead_lettered_and_good_input_still_served(installation: In
         )
         good.append((pid, index))
     for pid, index in good:
-        record = installation.wait_finished(pid)
+        record = sqlite_installation.wait_finished(pid)
         assert record.status == "completed"
         assert record.state["scopes"][""]["n"] == index + 1
-    letters = installation.dead_letters(len(DEAD))
-    assert len(letters) == len(DEAD), installation.log_text()[-3000:]
+    letters = sqlite_installation.dead_letters(len(DEAD))
+    assert len(letters) == len(DEAD), sqlite_installation.log_text()[-3000:]
     reasons = {body: headers["x-bureaucrat-error"] for body, headers in letters}
     for _, body, phrase in DEAD:
         assert body in reasons, body
         assert phrase in reasons[body], (body, reasons[body])
-    assert installation.dead_letters(1, timeout=1) == []  # the logged ones were not dead-lettered
-    assert installation.daemon is not None and installation.daemon.poll() is None
+    assert (
+        sqlite_installation.dead_letters(1, timeout=1) == []
+    )  # the logged ones were not dead-lettered
+    assert sqlite_installation.daemon is not None and sqlite_installation.daemon.poll() is None

@@ -9,7 +9,7 @@ import random
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,15 +26,6 @@ FIVE = (
     )
     + "</process>"
 )
-
-
-@pytest.fixture
-def installation(store_url: str, tmp_path: Path) -> Iterator[Installation]:
-    install = Installation(tmp_path, store_url)
-    try:
-        yield install
-    finally:
-        install.close()
 
 
 def test_sigkill_at_random_moments_loses_and_repeats_nothing(installation: Installation) -> None:

@@ -4,8 +4,6 @@ and the real databases (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -51,15 +49,6 @@ EVERYTHING = """<process name="everything">
 
 
 pytestmark = pytest.mark.usefixtures("rabbitmq")
-
-
-@pytest.fixture
-def installation(store_url: str, tmp_path: Path) -> Iterator[Installation]:
-    install = Installation(tmp_path, store_url)
-    try:
-        yield install
-    finally:
-        install.close()
 
 
 def start_everything(install: Installation) -> None:
