@@ -7,7 +7,7 @@ the same run and through the same broker, a raw pika request/response round trip
 queue -> echo server -> queue -> client), the floor any AMQP engine stands on. The ratio of the
 two is the figure to watch.
 
-    .venv/bin/python benchmarks/throughput.py [--processes 100] [--database-url URL]
+    .venv/bin/python benchmarks/throughput.py [--processes 100] [--postgresql]
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bureaucrat.launcher import Launcher
 from tests.brokers import AMQP_URL
 from tests.harness import Installation
+from tests.store_fixtures import postgres_schema
 
 TEN = "<process>" + '<action participant="bench"/>' * 10 + "</process>"
 
@@ -121,15 +124,25 @@ def raw_round_trip(rounds: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--processes", type=int, default=100)
-    parser.add_argument("--database-url", help="default: a SQLite file in a temporary directory")
+    parser.add_argument(
+        "--postgresql", action="store_true", help="a PostgreSQL schema of its own, not SQLite"
+    )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        url = args.database_url or f"sqlite:///{Path(tmp) / 'bench.db'}"
-        install = Installation(Path(tmp), url)
-        try:
-            run(install, args.processes)
-        finally:
-            install.close()
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        database(Path(tmp), args.postgresql) as url,
+        Installation(Path(tmp), url) as install,
+    ):
+        run(install, args.processes)
+
+
+@contextmanager
+def database(tmp: Path, postgresql: bool) -> Iterator[str]:
+    if postgresql:
+        with postgres_schema(prefix="bench") as url:
+            yield url
+    else:
+        yield f"sqlite:///{tmp / 'bench.db'}"
 
 
 def run(install: Installation, processes: int) -> None:
