@@ -30,7 +30,7 @@ def under_ci() -> bool:
 
 def postgres_admin() -> sa.Engine:
     """An engine on the test database; skips (fails under CI) when PostgreSQL is missing."""
-    engine = sa.create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
+    engine = sa.create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3}, pool_pre_ping=True)
     try:
         with engine.connect():
             pass

@@ -96,3 +96,33 @@ def test_rabbitmq_restart_mid_run_loses_nothing(installation: Installation) -> N
         assert record.state["scopes"][""]["seen"] == [1, 2, 3, 4, 5], pid
         assert installation.store.pending_workitems(pid) == []
     assert "retrying in" in installation.log_text()  # the daemon did lose the broker
+
+
+def test_database_connections_lost_mid_run_loses_nothing(
+    rabbitmq: None, postgres_url: str, tmp_path: Path
+) -> None:
+    """PostgreSQL drops every connection of the daemon mid-run (as in a database restart)."""
+    import sqlalchemy as sa
+
+    with Installation(tmp_path, postgres_url) as install:
+        install.start_daemon()
+        install.start_worker("inc", "tests.participants:inc", {"INC_DELAY": "0.004"})
+        with install.launcher() as launcher:
+            pids = [launcher.launch(FIVE, {"n": 0}, process_id=f"db-{i}") for i in range(30)]
+        install.wait_for(_progress(install, 0, prefix="db", count=30), what="work")
+        admin = sa.create_engine(postgres_url)
+        with admin.connect() as connection:
+            killed = connection.execute(
+                sa.text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND application_name NOT LIKE 'pg_%'"
+                )
+            ).scalar()
+        admin.dispose()
+        assert killed
+        for pid in pids:
+            record = install.wait_finished(pid, timeout=120)
+            assert record.status == "completed", pid
+            assert record.state["scopes"][""]["seen"] == [1, 2, 3, 4, 5], pid
+            assert install.store.pending_workitems(pid) == []
