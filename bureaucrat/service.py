@@ -28,7 +28,6 @@ from typing import Any, Protocol
 
 from bureaucrat import messages as wire
 from bureaucrat.config import Config
-from bureaucrat.definition import parse_definition
 from bureaucrat.engine import commands as cmd
 from bureaucrat.engine import events as ev
 from bureaucrat.engine.step import step
@@ -115,11 +114,11 @@ class Service:
 
     def _launch(self, launch: wire.Launch, message: Incoming, key: Key) -> Verdict:
         try:
-            definition = parse_definition(launch.definition)
+            definition_hash = self.store.add_definition(launch.definition)  # parsed once, cached
         except DefinitionError as error:
             return Verdict.dead(f"invalid definition: {error}")
+        definition = self.store.definition(definition_hash)
         process_id = launch.process_id or message.message_id or uuid.uuid4().hex
-        definition_hash = self.store.add_definition(launch.definition)
         parent = None if launch.parent is None else ev.ParentLink(**launch.parent)
         start = ev.Start(process_id, launch.fields, parent)
         created = self.advance(
