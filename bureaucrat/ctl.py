@@ -66,6 +66,23 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a definition; problems with line numbers")
     validate.add_argument("file", metavar="FILE", type=Path)
 
+    health = sub.add_parser(
+        "health",
+        help="check RabbitMQ, the database and that queues have consumers (exit 0: healthy)",
+        description="Exit 0 when RabbitMQ answers, each QUEUE has a consumer and the database "
+        "answers; 1 otherwise, saying what is wrong. For container and monitoring checks.",
+    )
+    health.add_argument(
+        "queues",
+        nargs="*",
+        metavar="QUEUE",
+        help="queues that must have a consumer (default: the engine's launch, message and "
+        "event queues, i.e. a daemon is serving)",
+    )
+    health.add_argument(
+        "--no-database", action="store_true", help="do not check the database (for workers)"
+    )
+
     db = sub.add_parser("db", help="database administration")
     db_sub = db.add_subparsers(dest="db_command", metavar="SUBCOMMAND", required=True)
     db_sub.add_parser("upgrade", help="create or upgrade the schema to this version")
@@ -254,6 +271,34 @@ def _print_report(report: dict[str, Any]) -> None:
         print(f"  {entry['at']}  {entry['kind']:<10} {entry['activity']}  {details}".rstrip())
 
 
+def cmd_health(args: argparse.Namespace, config: Config) -> int:
+    from bureaucrat.amqp import Broker
+
+    queues = args.queues or [config.launch_queue, config.message_queue, config.event_queue]
+    problems: list[str] = []
+    broker = Broker(config.amqp_url, heartbeat=config.heartbeat)
+    try:
+        for queue in queues:
+            consumers = broker.consumers(queue)
+            if consumers is None:
+                problems.append(f"queue {queue} does not exist")
+            elif consumers == 0:
+                problems.append(f"queue {queue} has no consumer")
+    finally:
+        broker.close()
+    if not args.no_database:
+        store = _store(config)
+        try:
+            counts = store.counts_by_status()
+        finally:
+            store.close()
+        print("database: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "empty"))
+    if problems:
+        return fail("; ".join(problems))
+    print(f"healthy: {', '.join(queues)} served")
+    return 0
+
+
 def cmd_db(args: argparse.Namespace, config: Config) -> int:
     from bureaucrat.store import upgrade
 
@@ -270,6 +315,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "retry": cmd_retry,
     "event": cmd_event,
     "validate": cmd_validate,
+    "health": cmd_health,
     "db": cmd_db,
 }
 

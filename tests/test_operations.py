@@ -215,3 +215,15 @@ def test_refuses_an_older_schema_and_names_the_upgrade(sqlite_installation: Inst
     result = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 1
     assert "bureaucratctl db upgrade" in result.stderr
+
+
+def test_health_says_whether_the_daemon_serves(sqlite_installation: Installation) -> None:
+    before = ctl(sqlite_installation, "health")
+    assert before.returncode == 1
+    assert f"queue {sqlite_installation.config.launch_queue} has no consumer" in before.stderr
+    sqlite_installation.start_daemon()
+    sqlite_installation.wait_for(
+        lambda: ctl(sqlite_installation, "health").returncode == 0, what="a healthy daemon"
+    )
+    missing = ctl(sqlite_installation, "health", "--no-database", "no-such-queue")
+    assert missing.returncode == 1 and "no-such-queue does not exist" in missing.stderr

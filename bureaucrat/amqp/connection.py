@@ -99,6 +99,21 @@ class Broker:
         except RECOVERABLE as error:
             raise BrokerError(f"lost RabbitMQ while publishing: {_describe(error)}") from None
 
+    def consumers(self, queue: str) -> int | None:
+        """How many consumers ``queue`` has now; None when there is no such queue."""
+        channel = self._call(self.connection.channel)
+        try:
+            frame = channel.queue_declare(queue, passive=True)
+        except pex.ChannelClosedByBroker as error:
+            if error.reply_code == 404:
+                return None
+            raise BrokerError(f"cannot inspect queue {queue}: {_describe(error)}") from None
+        except RECOVERABLE as error:
+            raise BrokerError(f"lost RabbitMQ: {_describe(error)}") from None
+        with suppress(*RECOVERABLE):
+            channel.close()
+        return int(frame.method.consumer_count)
+
     # consuming --------------------------------------------------------------------------------
 
     def consume(
