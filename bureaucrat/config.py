@@ -40,6 +40,7 @@ class Config:
     taskqueue_type: str = "taskqueue"
     prefetch: int = 100
     timer_interval: float = 0.25
+    dedupe_window: float = 7 * 24 * 3600.0
     log_level: str = "INFO"
     log_file: str | None = None
     syslog: bool = False
@@ -64,6 +65,7 @@ _KEYS: Mapping[tuple[str, str], str] = {
     ("bureaucrat", "taskqueue_type"): "taskqueue_type",
     ("bureaucrat", "prefetch"): "prefetch",
     ("bureaucrat", "timer_interval"): "timer_interval",
+    ("bureaucrat", "dedupe_window"): "dedupe_window",
     ("logging", "level"): "log_level",
     ("logging", "file"): "log_file",
     ("logging", "syslog"): "syslog",
@@ -160,6 +162,8 @@ def _check(config: Config) -> None:
         raise ConfigError(f"prefetch = {config.prefetch}: must be at least 1")
     if config.timer_interval <= 0:
         raise ConfigError(f"timer_interval = {config.timer_interval}: must be positive")
+    if config.dedupe_window < 60:
+        raise ConfigError(f"dedupe_window = {config.dedupe_window}: must be at least 60 seconds")
 
 
 def with_absolute_database(config: Config) -> Config:

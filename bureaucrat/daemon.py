@@ -26,6 +26,8 @@ from bureaucrat.store import Outgoing, Store
 
 LOG = logging.getLogger("bureaucrat.daemon")
 MAX_BACKOFF = 30.0
+PRUNE_EVERY = 3600.0
+"""Seconds between prunings of processed message ids and sent outbox rows."""
 
 
 class BrokerPublisher:
@@ -53,6 +55,7 @@ class Daemon:
         self.stopping = False
         self.handled: list[Delivery] = []
         """Messages handled and committed, to acknowledge once their outbox is published."""
+        self.next_prune = 0.0
 
     def request_stop(self, signum: int, frame: FrameType | None = None) -> None:
         LOG.info("signal %s: stopping after the message in hand", signal.Signals(signum).name)
@@ -106,6 +109,7 @@ class Daemon:
                 self._settle(service, broker)
                 while not self.stopping and service.fire_due_timers():
                     self._settle(service, broker)
+                self._prune(store)
             broker.cancel()
         finally:
             broker.close()
@@ -136,6 +140,17 @@ class Daemon:
         for delivery in self.handled:
             broker.ack(delivery)
         self.handled.clear()
+
+    def _prune(self, store: Store) -> None:
+        """Forget, once an hour, message ids older than the dedupe window (the table of
+        processed ids and the outbox would otherwise grow for ever)."""
+        now = time.time()
+        if now < self.next_prune:
+            return
+        self.next_prune = now + PRUNE_EVERY
+        deleted = store.prune(now - self.config.dedupe_window)
+        if deleted:
+            LOG.info("pruned %d processed message ids and sent messages", deleted)
 
     def _dead_letter(self, broker: Broker, delivery: Delivery, reason: str) -> None:
         headers = dict(delivery.headers or {})

@@ -31,7 +31,7 @@ from bureaucrat.config import Config
 from bureaucrat.engine import commands as cmd
 from bureaucrat.engine import events as ev
 from bureaucrat.engine.step import step
-from bureaucrat.errors import DefinitionError
+from bureaucrat.errors import BureaucratError, DefinitionError
 from bureaucrat.messages import MessageError
 from bureaucrat.store import Outgoing, Store, Tx
 
@@ -303,23 +303,29 @@ class Service:
         return _message(command.workitem_id, "", queue, command.message)
 
     def flush_outbox(self, limit: int = 500) -> int:
-        """Publish unsent outbox rows (with confirms) and mark them sent; the number sent."""
+        """Publish unsent outbox rows (with confirms) and mark them sent; the number sent.
+
+        The rows are claimed in a transaction that stays open while they are published, so a
+        daemon sharing the database skips them instead of publishing them a second time."""
         if self.publisher is None:
             return 0
         sent = 0
         while True:
-            rows = self.store.unsent(limit)
-            if not rows:
-                return sent
-            done: list[int] = []
-            try:
+            failure: BureaucratError | None = None
+            with self.store.transaction() as tx:
+                rows = tx.claim_unsent(limit)
+                done: list[int] = []
                 for row in rows:
-                    self.publisher.publish(row.message)
+                    try:
+                        self.publisher.publish(row.message)
+                    except BureaucratError as error:  # keep what went out, then report
+                        failure = error
+                        break
                     done.append(row.id)
-            finally:
-                if done:
-                    self.store.mark_sent(done, self.clock())
+                tx.mark_sent(done, self.clock())
             sent += len(done)
+            if failure is not None:
+                raise failure
             if len(rows) < limit:
                 return sent
 

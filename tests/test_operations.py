@@ -227,3 +227,20 @@ def test_health_says_whether_the_daemon_serves(sqlite_installation: Installation
     )
     missing = ctl(sqlite_installation, "health", "--no-database", "no-such-queue")
     assert missing.returncode == 1 and "no-such-queue does not exist" in missing.stderr
+
+
+def test_the_daemon_prunes_message_ids_older_than_the_dedupe_window(
+    sqlite_installation: Installation,
+) -> None:
+    store = sqlite_installation.store
+    with store.transaction() as tx:
+        tx.mark_processed("ancient", time.time() - 8 * 24 * 3600)  # beyond the default week
+        tx.mark_processed("recent", time.time() - 3600)
+
+    def known(message_id: str) -> bool:
+        with store.transaction() as tx:
+            return tx.processed(message_id)
+
+    sqlite_installation.start_daemon()
+    sqlite_installation.wait_for(lambda: not known("ancient"), what="the pruning")
+    assert known("recent")

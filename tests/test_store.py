@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,10 +21,12 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from bureaucrat.config import load_config
 from bureaucrat.engine import Step, step
 from bureaucrat.engine import commands as cmd
 from bureaucrat.engine import events as ev
-from bureaucrat.errors import DefinitionError, SchemaOutdatedError, StoreError
+from bureaucrat.errors import BrokerError, DefinitionError, SchemaOutdatedError, StoreError
+from bureaucrat.service import Service
 from bureaucrat.store import Outgoing, Store, resolve_url, upgrade
 from bureaucrat.store import tables as t
 from bureaucrat.store.changes import changes_of
@@ -695,3 +698,62 @@ def test_concurrent_timer_claimers_never_share_a_timer(postgres_url: str) -> Non
     claimed = results[0] + results[1]
     assert len(claimed) == len(set(claimed)) == 300
     assert all(results), "both claimers got timers"
+
+
+class _SlowRecorder:
+    """A publisher that takes a moment per message, so that two relays overlap."""
+
+    def __init__(self) -> None:
+        self.published: list[str] = []
+
+    def publish(self, message: Outgoing) -> None:
+        time.sleep(0.002)
+        self.published.append(message.message_id)
+
+
+def _relay(url: str, barrier: threading.Barrier, publisher: _SlowRecorder) -> None:
+    with Store(url) as store:
+        service = Service(store, load_config(None, environ={}), publisher)
+        barrier.wait()
+        while service.flush_outbox(limit=10):
+            pass
+
+
+def test_concurrent_outbox_relays_never_publish_a_message_twice(postgres_url: str) -> None:
+    with Store(postgres_url) as store:
+        launch(store, TICKS, "p1")
+        advance(store, "p1", ev.EventReceived("tick"), outbox=[message(n) for n in range(200)])
+    barrier = threading.Barrier(2)
+    publishers = [_SlowRecorder(), _SlowRecorder()]
+    threads = [
+        threading.Thread(target=_relay, args=(postgres_url, barrier, publisher))
+        for publisher in publishers
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    published = publishers[0].published + publishers[1].published
+    assert sorted(published) == sorted(f"m{n}" for n in range(200))  # each exactly once
+    assert all(publisher.published for publisher in publishers), "both relays published"
+    with Store(postgres_url) as store:
+        assert store.unsent() == []
+
+
+def test_a_failed_publish_keeps_what_went_out_and_the_rest_unsent(store: Store) -> None:
+    class FailsOnThird:
+        def __init__(self) -> None:
+            self.published: list[str] = []
+
+        def publish(self, message: Outgoing) -> None:
+            if len(self.published) == 2:
+                raise BrokerError("lost RabbitMQ")
+            self.published.append(message.message_id)
+
+    launch(store, TICKS, "p1")
+    advance(store, "p1", ev.EventReceived("tick"), outbox=[message(n) for n in range(5)])
+    publisher = FailsOnThird()
+    with pytest.raises(BrokerError):
+        Service(store, load_config(None, environ={}), publisher).flush_outbox()
+    assert publisher.published == ["m0", "m1"]
+    assert [row.message.message_id for row in store.unsent()] == ["m2", "m3", "m4"]

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
+
+from bureaucrat.store.codec import UndecodableError, loads_object
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +33,24 @@ class OutboxRecord:
     id: int
     message: Outgoing
     instance_id: str | None = None
+
+
+def outbox_record(row: Any) -> OutboxRecord:
+    """An ``OutboxRecord`` from an ``outbox`` row (properties that cannot be decoded are
+    logged and dropped: the message still goes out)."""
+    try:
+        properties = loads_object(row.properties)
+    except UndecodableError as error:
+        LOG.error("outbox message %s: properties dropped, %s", row.message_id, error)
+        properties = {}
+    message = Outgoing(
+        message_id=row.message_id,
+        exchange=row.exchange,
+        routing_key=row.routing_key,
+        body=bytes(row.body),
+        properties=properties,
+    )
+    return OutboxRecord(id=row.id, message=message, instance_id=row.instance_id)
 
 
 @dataclass(frozen=True, slots=True)

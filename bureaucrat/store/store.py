@@ -35,9 +35,9 @@ from bureaucrat.store.records import (
     InstanceRecord,
     JournalEntry,
     OutboxRecord,
-    Outgoing,
     TimerRecord,
     WorkitemRecord,
+    outbox_record,
 )
 from bureaucrat.store.schema import ensure_schema
 from bureaucrat.store.tables import (
@@ -184,14 +184,11 @@ class Store:
         query = sa.select(outbox).where(outbox.c.sent_at.is_(None)).order_by(outbox.c.id)
         with self._read("reading the outbox") as connection:
             rows = connection.execute(query.limit(limit)).all()
-        return [_outbox_record(row) for row in rows]
+        return [outbox_record(row) for row in rows]
 
     def mark_sent(self, ids: list[int], now: float) -> None:
-        if not ids:
-            return
-        statement = sa.update(outbox).where(outbox.c.id.in_(ids)).values(sent_at=now)
         with self.transaction() as tx:
-            tx.connection.execute(statement)
+            tx.mark_sent(ids, now)
 
     def prune(self, before: float) -> int:
         """Forget sent messages and processed message ids older than ``before``; rows deleted."""
@@ -282,25 +279,6 @@ def _read_instance(row: Any) -> InstanceRecord:
         return instance_record(row, loads_object(row.state))
     except UndecodableError:
         return instance_record(row, None)
-
-
-def _outbox_record(row: Any) -> OutboxRecord:
-    message = Outgoing(
-        message_id=row.message_id,
-        exchange=row.exchange,
-        routing_key=row.routing_key,
-        body=bytes(row.body),
-        properties=_properties(row),
-    )
-    return OutboxRecord(id=row.id, message=message, instance_id=row.instance_id)
-
-
-def _properties(row: Any) -> dict[str, Any]:
-    try:
-        return loads_object(row.properties)
-    except UndecodableError as error:
-        LOG.error("outbox message %s: properties dropped, %s", row.message_id, error)
-        return {}
 
 
 def _journal_entry(row: Any) -> JournalEntry:

@@ -20,8 +20,22 @@ from bureaucrat.errors import StoreError
 from bureaucrat.store import statements as sql
 from bureaucrat.store.changes import Changes, changes_of
 from bureaucrat.store.codec import UndecodableError, dumps, loads_object
-from bureaucrat.store.records import InstanceRecord, Outgoing, TimerRecord, WorkitemRecord
-from bureaucrat.store.tables import instances, processed_messages, subscriptions, timers, workitems
+from bureaucrat.store.records import (
+    InstanceRecord,
+    OutboxRecord,
+    Outgoing,
+    TimerRecord,
+    WorkitemRecord,
+    outbox_record,
+)
+from bureaucrat.store.tables import (
+    instances,
+    outbox,
+    processed_messages,
+    subscriptions,
+    timers,
+    workitems,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -170,6 +184,26 @@ class Tx:
         for statement, rows in batches:
             if rows:
                 self.connection.execute(statement, rows)
+
+    # the outbox -------------------------------------------------------------------------------
+
+    def claim_unsent(self, limit: int) -> list[OutboxRecord]:
+        """The oldest unsent outbox messages, in the order they were written, locked until the
+        transaction ends; rows another transaction holds (another daemon publishing them) are
+        skipped, so two daemons never publish one message twice."""
+        query = (
+            sa.select(outbox)
+            .where(outbox.c.sent_at.is_(None))
+            .order_by(outbox.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return [outbox_record(row) for row in self.connection.execute(query)]
+
+    def mark_sent(self, ids: Sequence[int], now: float) -> None:
+        if ids:
+            statement = sa.update(outbox).where(outbox.c.id.in_(ids)).values(sent_at=now)
+            self.connection.execute(statement)
 
     # lookups ----------------------------------------------------------------------------------
 
