@@ -88,6 +88,13 @@ class Installation:
         self.daemon = self._spawn("daemon", args)
         return self.daemon
 
+    def start_another_daemon(self) -> subprocess.Popen[bytes]:
+        """One more daemon on the same database and queues (scale-out)."""
+        args = [sys.executable, "-m", "bureaucrat.cli", "-f", "-c", str(self.config_path)]
+        daemon = self._spawn("daemon", args)
+        self.workers.append(daemon)  # stopped with the workers
+        return daemon
+
     def kill_daemon(self) -> None:
         assert self.daemon is not None
         self.daemon.send_signal(signal.SIGKILL)

@@ -126,3 +126,30 @@ def test_database_connections_lost_mid_run_loses_nothing(
             assert record.status == "completed", pid
             assert record.state["scopes"][""]["seen"] == [1, 2, 3, 4, 5], pid
             assert install.store.pending_workitems(pid) == []
+
+
+def test_two_daemons_share_one_database_and_do_everything_once(
+    rabbitmq: None, postgres_url: str, tmp_path: Path
+) -> None:
+    """Scale-out: two daemons consume the same queues and share PostgreSQL; no step is applied
+    twice and no workitem is dispatched twice."""
+    with Installation(tmp_path, postgres_url, prefetch=5) as install:
+        install.start_daemon()
+        install.start_another_daemon()
+        for _ in range(2):
+            install.start_worker("inc", "tests.participants:inc")
+        with install.launcher() as launcher:
+            pids = [launcher.launch(FIVE, {"n": 0}, process_id=f"two-{i}") for i in range(60)]
+        for pid in pids:
+            record = install.wait_finished(pid, timeout=120)
+            assert record.status == "completed", pid
+            assert record.state["scopes"][""]["seen"] == [1, 2, 3, 4, 5], pid
+            kinds = [entry.kind for entry in install.store.journal(pid)]
+            assert kinds.count("dispatched") == kinds.count("answered") == 5, (pid, kinds)
+            assert "ignored" not in kinds, (pid, kinds)  # no duplicate answer came back
+        daemon_logs = [log.read_text() for log in install.logs if ".daemon." in log.name]
+        launches = [text.count("launched two-") for text in daemon_logs]
+        assert sum(launches) == 60 and all(launches), launches  # both served, each launch once
+        assert not any(
+            "unknown workitem" in text or "internal error" in text for text in daemon_logs
+        )
