@@ -52,6 +52,11 @@ def test_sigkill_at_random_moments_loses_and_repeats_nothing(installation: Insta
         assert context["n"] == 5, (pid, context)
         assert context["seen"] == [1, 2, 3, 4, 5], (pid, context)
         assert installation.store.pending_workitems(pid) == []
+        kinds = [entry.kind for entry in installation.store.journal(pid)]
+        # No step was applied twice (a workitem sent again after a crash is answered again,
+        # and that answer is ignored).
+        assert kinds.count("dispatched") == kinds.count("answered") == 5, (pid, kinds)
+        assert kinds.count("launched") == kinds.count("completed") == 1, (pid, kinds)
     print("unfinished processes at each kill:", unfinished_at_kill)
     # The kills fell while processes ran, not after they had all finished.
     assert sum(1 for unfinished in unfinished_at_kill if unfinished > 0) >= 4, unfinished_at_kill
