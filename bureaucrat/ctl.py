@@ -42,9 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     launch.add_argument("--id", help="the process id (default: a new one)")
 
-    listing = sub.add_parser("list", help="list process instances, newest first")
+    listing = sub.add_parser("list", help="list process instances, oldest first")
     listing.add_argument("--status", help="running, completed, faulted, terminated, broken")
     listing.add_argument("--name", help="only processes of this definition name")
+    listing.add_argument(
+        "--since", type=_timestamp, metavar="TIME", help="created at or after TIME (ISO 8601, UTC)"
+    )
+    listing.add_argument(
+        "--until", type=_timestamp, metavar="TIME", help="created before TIME (ISO 8601, UTC)"
+    )
     listing.add_argument("--limit", type=int, default=50)
     listing.add_argument("--after", metavar="ID", help="continue after this instance id")
 
@@ -87,6 +93,19 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", metavar="SUBCOMMAND", required=True)
     db_sub.add_parser("upgrade", help="create or upgrade the schema to this version")
     return parser
+
+
+def _timestamp(text: str) -> float:
+    """Seconds since the epoch from an ISO 8601 date or time (UTC unless it says otherwise)."""
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 time (e.g. 2026-11-22 or 2026-11-22T09:30)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.timestamp()
 
 
 def fail(message: str) -> int:
@@ -196,7 +215,12 @@ def cmd_list(args: argparse.Namespace, config: Config) -> int:
     store = _store(config)
     try:
         rows = store.list_instances(
-            status=args.status, name=args.name, limit=args.limit, after=args.after
+            status=args.status,
+            name=args.name,
+            since=args.since,
+            until=args.until,
+            limit=args.limit,
+            after=args.after,
         )
     finally:
         store.close()

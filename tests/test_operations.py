@@ -49,6 +49,11 @@ def test_ctl_launch_list_show_event_terminate(
 
     listing = ctl(sqlite_installation, "list", "--status", "running")
     assert pid in listing.stdout and "waiter" in listing.stdout
+    tomorrow = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 86400))
+    assert pid not in ctl(sqlite_installation, "list", "--since", tomorrow).stdout
+    assert pid in ctl(sqlite_installation, "list", "--until", tomorrow).stdout
+    bad = ctl(sqlite_installation, "list", "--since", "last tuesday")
+    assert bad.returncode == 2 and "not an ISO 8601 time" in bad.stderr
 
     assert ctl(sqlite_installation, "event", "release", "--data", '{"x": 1}').returncode == 0
     sqlite_installation.wait_for(
