@@ -113,12 +113,14 @@ class Service:
         return self._response(decoded, key)
 
     def _launch(self, launch: wire.Launch, message: Incoming, key: Key) -> Verdict:
+        process_id = launch.process_id or message.message_id or uuid.uuid4().hex
         try:
             definition_hash = self.store.add_definition(launch.definition)  # parsed once, cached
         except DefinitionError as error:
-            return Verdict.dead(f"invalid definition: {error}")
+            if launch.parent is None:
+                return Verdict.dead(f"invalid definition: {error}")
+            return self._child_not_started(launch.parent, process_id, str(error), key)
         definition = self.store.definition(definition_hash)
-        process_id = launch.process_id or message.message_id or uuid.uuid4().hex
         parent = None if launch.parent is None else ev.ParentLink(**launch.parent)
         start = ev.Start(process_id, launch.fields, parent)
         created = self.advance(
@@ -129,6 +131,17 @@ class Service:
         )
         if created:
             LOG.info("launched %s (%s)", process_id, definition.name or "unnamed")
+        return ACK
+
+    def _child_not_started(
+        self, parent: dict[str, str], child_id: str, problem: str, key: Key
+    ) -> Verdict:
+        """A ``call`` whose definition is invalid: the fault ``DefinitionError`` at the call."""
+        LOG.warning("subprocess %s of %s not started: %s", child_id, parent["process_id"], problem)
+        fault = {"code": "DefinitionError", "message": problem}
+        finished = ev.ChildFinished(child_id, "faulted", {}, fault)
+        if not self.advance(parent["process_id"], finished, key):
+            LOG.warning("the parent %s of %s is gone", parent["process_id"], child_id)
         return ACK
 
     def _response(self, response: wire.Response, key: Key) -> Verdict:

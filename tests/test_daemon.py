@@ -137,3 +137,21 @@ def test_json_round_trip_of_context_through_show(installation: Installation) -> 
     record = installation.wait_finished(pid)
     assert json.loads(json.dumps(record.state)) == record.state
     assert record.state["scopes"][""]["nested"] == {"a": [1, 2.5, None, "x"]}
+
+
+def test_a_call_of_an_invalid_definition_faults_at_the_call(installation: Installation) -> None:
+    installation.start_daemon()
+    definition = """<process>
+  <sequence>
+    <context><faults><case code="DefinitionError">
+      <assign property="problem">context["inst:fault"]["message"]</assign>
+    </case></faults></context>
+    <call process="$child"/>
+  </sequence>
+</process>"""
+    with installation.launcher() as launcher:
+        pid = launcher.launch(definition, {"child": "<process><bogus/></process>"})
+    record = installation.wait_finished(pid)
+    assert record.status == "completed", installation.log_text()[-3000:]
+    assert "unknown element <bogus>" in record.state["scopes"][""]["problem"]
+    assert installation.dead_letters(1, timeout=1) == []  # a fault, not a dead letter
