@@ -226,6 +226,9 @@ class Service:
             if create is not None and record is not None:
                 LOG.info("process %s exists already: launch ignored", process_id)
                 return False
+            if create is not None and not _parent_waits(tx, create[2], process_id):
+                LOG.info("subprocess %s not started: its caller no longer waits for it", process_id)
+                return False
             if create is None and (record is None or record.state is None):
                 return False
             if timer is not None and tx.timer(timer) is None:
@@ -383,6 +386,19 @@ def _dedupe_key(message: Incoming) -> Key:
         return Key(f"{message.queue}:{message.message_id}", True)
     digest = hashlib.sha256(message.body).hexdigest()
     return Key(f"{message.queue}:sha256:{digest}", message.redelivered)
+
+
+def _parent_waits(tx: Tx, parent: dict[str, str] | None, child_id: str) -> bool:
+    """Whether the caller of subprocess ``child_id`` (if it has one) still waits for it.
+
+    The caller's row stays locked until the child exists, so a terminate of the caller that
+    comes meanwhile is applied after it and reaches the child."""
+    if parent is None:
+        return True
+    record = tx.lock_instance(parent["process_id"])
+    if record is None or record.state is None or record.status != "running":
+        return False
+    return child_id in record.state.get("children", {})
 
 
 def _process_id_candidates(target: str) -> list[str]:

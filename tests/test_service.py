@@ -1,0 +1,90 @@
+"""The service one message at a time, on the real store (SQLite and PostgreSQL) with a recording
+publisher: orderings of messages that the broker may produce but an end-to-end test cannot force."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from bureaucrat.config import Config
+from bureaucrat.service import Service
+from bureaucrat.store import Outgoing, Store
+from tests.store_fixtures import postgres_url, store, store_url
+
+__all__ = ["postgres_url", "store", "store_url"]  # fixtures, imported for pytest
+
+CONFIG = Config()
+
+
+@dataclass(frozen=True)
+class Message:
+    queue: str
+    body: bytes
+    message_id: str | None = None
+    content_type: str | None = "application/json"
+    redelivered: bool = False
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.sent: list[Outgoing] = []
+
+    def publish(self, message: Outgoing) -> None:
+        self.sent.append(message)
+
+    def take(self, routing_key: str) -> Message:
+        """The first message sent to ``routing_key`` (removed), as the daemon would get it."""
+        found = next(m for m in self.sent if m.routing_key == routing_key)
+        self.sent.remove(found)
+        return Message(
+            found.routing_key, found.body, found.message_id, found.properties.get("content_type")
+        )
+
+
+def launch(source: str, fields: dict[str, Any], process_id: str) -> Message:
+    body = json.dumps({"definition": source, "fields": fields}).encode()
+    return Message(CONFIG.launch_queue, body, process_id)
+
+
+def control(name: str, process_id: str) -> Message:
+    body = json.dumps({"name": name, "process_id": process_id}).encode()
+    return Message(CONFIG.message_queue, body, f"{name}-{process_id}")
+
+
+CALLER = '<process><call process="$child"/></process>'
+CHILD = '<process><await event="never"/></process>'
+
+
+def test_a_subprocess_launch_that_arrives_after_its_caller_ended_starts_nothing(
+    store: Store,
+) -> None:
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher)
+    service.handle(launch(CALLER, {"child": CHILD}, "caller"))
+    service.handle(control("terminate", "caller"))
+    assert store.instance("caller").status == "terminated"  # type: ignore[union-attr]
+    # The terminate for the subprocess overtakes its launch (they travel on different queues).
+    service.handle(publisher.take(CONFIG.message_queue))
+    child_launch = publisher.take(CONFIG.launch_queue)
+    service.handle(child_launch)
+    assert store.instance(child_launch.message_id or "") is None
+    assert [r.id for r in store.list_instances()] == ["caller"]
+
+
+def test_a_launch_naming_a_caller_that_does_not_wait_for_it_starts_nothing(store: Store) -> None:
+    service = Service(store, CONFIG, Recorder())
+    service.handle(launch(CALLER, {"child": CHILD}, "caller"))
+    body = {"definition": CHILD, "parent": {"process_id": "caller", "activity": "caller_0"}}
+    service.handle(Message(CONFIG.launch_queue, json.dumps(body).encode(), "impostor"))
+    assert store.instance("impostor") is None
+
+
+def test_a_subprocess_starts_while_its_caller_waits(store: Store) -> None:
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher)
+    service.handle(launch(CALLER, {"child": CHILD}, "caller"))
+    child_launch = publisher.take(CONFIG.launch_queue)
+    service.handle(child_launch)
+    child = store.instance(child_launch.message_id or "")
+    assert child is not None and child.parent_id == "caller" and child.status == "running"
