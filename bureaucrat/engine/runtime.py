@@ -23,6 +23,8 @@ MAX_STARTS_PER_STEP = 100_000
 """Activities one step may start; a loop of instantaneous activities beyond it faults."""
 
 Node = dict[str, Any]
+Token = tuple[int | None, int | None]
+"""What a scheduled start remembers of its parent's node: its number and its fault handler."""
 
 
 class Runtime:
@@ -38,7 +40,7 @@ class Runtime:
         self.scopes: dict[str, dict[str, Any]] = self.state["scopes"]
         self._copied_scopes: set[str] = set()
         self.commands: list[cmd.Command] = []
-        self._agenda: deque[tuple[str, str | None, int | None]] = deque()
+        self._agenda: deque[tuple[str, str | None, Token | None]] = deque()
         self._starts = 0
 
     # ids and commands -------------------------------------------------------------------------
@@ -78,8 +80,9 @@ class Runtime:
         return node
 
     def schedule(self, path: str, parent: str | None) -> None:
-        """Start the activity at ``path`` after the work in hand, if its parent still runs."""
-        token = None if parent is None else self.nodes[parent]["n"]
+        """Start the activity at ``path`` after the work in hand, if its parent still runs as it
+        does now: not cancelled, restarted, or switched to a fault handler meanwhile."""
+        token = None if parent is None else _token(self.nodes[parent])
         self._agenda.append((path, parent, token))
 
     def drain(self) -> None:
@@ -87,8 +90,8 @@ class Runtime:
 
         while self._agenda and self.running:
             path, parent, token = self._agenda.popleft()
-            if parent is not None and self.nodes.get(parent, {}).get("n") != token:
-                continue  # the parent was cancelled or restarted meanwhile
+            if parent is not None and _token(self.nodes.get(parent, {})) != token:
+                continue  # the parent was cancelled, restarted or caught a fault meanwhile
             self._starts += 1
             if self._starts > MAX_STARTS_PER_STEP:
                 self._agenda.clear()
@@ -230,6 +233,10 @@ class Runtime:
                     public_fault,
                 )
             )
+
+
+def _token(node: Node) -> Token:
+    return node.get("n"), node.get("h")
 
 
 def _waits(node: Node) -> bool:

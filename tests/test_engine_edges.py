@@ -1,0 +1,75 @@
+"""Corner cases of the engine and the definition reader: each test pins down one defect found
+by trying hostile or unusual definitions, responses and events.
+
+Tests drive the pure ``step`` directly when they need to hold a response back (to answer late,
+twice, or never), and the local runner otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from bureaucrat.definition import parse_definition
+from bureaucrat.engine import commands as cmd
+from bureaucrat.engine import events as ev
+from bureaucrat.engine import step
+from bureaucrat.engine.state import State
+from bureaucrat.testing import run_process
+
+
+class Instance:
+    """One instance driven step by step; its state makes a JSON round trip after every step."""
+
+    def __init__(self, xml: str, fields: dict[str, Any] | None = None) -> None:
+        self.definition = parse_definition(xml)
+        self.state: State | None = None
+        self.commands: tuple[cmd.Command, ...] = ()
+        self.apply(ev.Start("pid", fields or {}))
+
+    def apply(self, event: ev.Event, now: float = 0.0) -> None:
+        result = step(self.definition, self.state, event, now)
+        state = json.loads(json.dumps(result.state))
+        assert state == result.state
+        self.state, self.commands = state, result.commands
+
+    @property
+    def current(self) -> State:
+        assert self.state is not None
+        return self.state
+
+    def dispatched(self) -> list[cmd.DispatchWorkitem]:
+        return [c for c in self.commands if isinstance(c, cmd.DispatchWorkitem)]
+
+    def answer(self, workitem: cmd.DispatchWorkitem, **changes: Any) -> None:
+        payload = {**workitem.message["payload"], **changes}
+        self.apply(ev.ParticipantResponse({**workitem.message, "payload": payload}))
+
+
+def echo(payload: dict[str, Any]) -> dict[str, Any]:
+    return payload
+
+
+# faults ------------------------------------------------------------------------------------------
+
+ALL_CATCHES_ITS_OWN_BRANCH = """<process>
+  <all>
+    <context><faults><default><action participant="cure"/></default></faults></context>
+    <fault code="Broken"/>
+    <action participant="late_sibling"/>
+  </all>
+  <action participant="after"/>
+</process>"""
+
+
+def test_all_that_catches_a_branch_fault_does_not_start_the_other_branches() -> None:
+    instance = Instance(ALL_CATCHES_ITS_OWN_BRANCH)
+    assert [w.participant for w in instance.dispatched()] == ["cure"]
+    assert list(instance.current["workitems"].values()) == ["0_f0_0"]
+
+
+def test_all_that_catches_a_branch_fault_completes_after_its_handler() -> None:
+    participants = {"cure": echo, "late_sibling": echo, "after": echo}
+    result = run_process(ALL_CATCHES_ITS_OWN_BRANCH, participants=participants)
+    assert result.status == "completed"
+    assert [name for name, _ in result.calls] == ["cure", "after"]
