@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from bureaucrat.definition import parse_definition
 from bureaucrat.engine import commands as cmd
 from bureaucrat.engine import events as ev
 from bureaucrat.engine import step
 from bureaucrat.engine.state import State
+from bureaucrat.errors import DefinitionError
 from bureaucrat.testing import run_process
 
 
@@ -73,3 +76,12 @@ def test_all_that_catches_a_branch_fault_completes_after_its_handler() -> None:
     result = run_process(ALL_CATCHES_ITS_OWN_BRANCH, participants=participants)
     assert result.status == "completed"
     assert [name for name, _ in result.calls] == ["cure", "after"]
+
+
+@pytest.mark.parametrize("name", ["inst:iteration", "inst:selection", "inst:current", "inst:fault"])
+def test_assign_to_an_engine_property_is_refused_with_its_line(name: str) -> None:
+    source = f'<process>\n<foreach select="items">\n<assign property="{name}">"x"</assign>'
+    with pytest.raises(DefinitionError) as raised:
+        parse_definition(source + "</foreach></process>")
+    assert raised.value.line == 3
+    assert "read-only" in raised.value.problem

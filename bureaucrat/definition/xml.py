@@ -50,6 +50,8 @@ Reader = Callable[["_Builder", Element, "_At"], A]
 _SELECT = re.compile(r"[^\s.]+(\.[^\s.]+)*")
 _CALLED = re.compile(r"\$([^\s$]+)")
 _CONDITION = ("condition",)
+_ENGINE_PREFIX = "inst:"
+"""Properties the engine maintains (``inst:current``, ``inst:fault``...): read-only to users."""
 
 
 def parse_definition(source: str | bytes) -> Definition:
@@ -306,6 +308,10 @@ def _fault(builder: _Builder, element: Element, at: _At) -> Fault:
 
 def _assign(builder: _Builder, element: Element, at: _At) -> Assign:
     name = el.required(element, el.attributes(element, "property"), "property")
+    if name.startswith(_ENGINE_PREFIX):
+        raise el.error(
+            element, f'<assign property="{name}">: {_ENGINE_PREFIX} properties are read-only'
+        )
     source = el.text(element)
     if not source.strip():
         raise el.error(element, "<assign> needs an expression as its text")
