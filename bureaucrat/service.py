@@ -31,7 +31,7 @@ from bureaucrat.config import Config
 from bureaucrat.engine import commands as cmd
 from bureaucrat.engine import events as ev
 from bureaucrat.engine.step import step
-from bureaucrat.errors import BureaucratError, DefinitionError
+from bureaucrat.errors import BrokerError, BureaucratError, DefinitionError, StoreError
 from bureaucrat.messages import MessageError
 from bureaucrat.store import Outgoing, Store, Tx
 
@@ -194,8 +194,17 @@ class Service:
         """Fire the timers that are due; the number fired."""
         fired = 0
         for timer in self.store.claim_due_timers(self.clock(), limit):
-            if self.advance(timer.instance_id, ev.TimerFired(timer.id), None, timer=timer.id):
-                fired += 1
+            try:
+                if self.advance(timer.instance_id, ev.TimerFired(timer.id), None, timer=timer.id):
+                    fired += 1
+            except (BrokerError, StoreError):
+                raise
+            except Exception as error:  # a defect must not stop the daemon, nor come back
+                LOG.exception("internal error firing timer %s of %s", timer.id, timer.instance_id)
+                reason = f"internal error firing timer {timer.id}: {type(error).__name__}: {error}"
+                with self.store.transaction() as tx:
+                    tx.mark_broken(timer.instance_id, reason, self.clock())
+                    tx.delete_timer(timer.id)
         return fired
 
     # the transaction --------------------------------------------------------------------------
@@ -230,6 +239,8 @@ class Service:
                 LOG.info("subprocess %s not started: its caller no longer waits for it", process_id)
                 return False
             if create is None and (record is None or record.state is None):
+                if timer is not None:  # its instance is gone or set aside: it never fires
+                    tx.delete_timer(timer)
                 return False
             if timer is not None and tx.timer(timer) is None:
                 return False  # fired by another daemon meanwhile

@@ -7,7 +7,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
+
 from bureaucrat.config import Config
+from bureaucrat.engine import step
 from bureaucrat.service import Service
 from bureaucrat.store import Outgoing, Store
 from tests.store_fixtures import postgres_url, store, store_url
@@ -88,3 +91,27 @@ def test_a_subprocess_starts_while_its_caller_waits(store: Store) -> None:
     service.handle(child_launch)
     child = store.instance(child_launch.message_id or "")
     assert child is not None and child.parent_id == "caller" and child.status == "running"
+
+
+def test_a_defect_while_firing_a_timer_sets_the_instance_aside_once(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1_000_000.0]
+    service = Service(store, CONFIG, Recorder(), clock=lambda: now[0])
+    service.handle(launch('<process><delay duration="1"/></process>', {}, "sleeper"))
+    service.handle(launch('<process><delay duration="1"/></process>', {}, "healthy"))
+
+    def broken_step(definition: Any, state: Any, event: Any, at: float) -> Any:
+        if state["id"] == "sleeper":
+            raise RuntimeError("a defect")
+        return step(definition, state, event, at)
+
+    monkeypatch.setattr("bureaucrat.service.step", broken_step)
+    now[0] += 2
+    assert service.fire_due_timers() == 1  # the healthy instance's timer fired
+    record = store.instance("sleeper")
+    assert record is not None and record.status == "broken"
+    assert record.error is not None and "a defect" in record.error
+    assert store.instance("healthy").status == "completed"  # type: ignore[union-attr]
+    assert store.next_timer_due() is None  # the broken instance's timer does not come back
+    assert service.fire_due_timers() == 0

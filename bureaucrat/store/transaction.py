@@ -225,6 +225,9 @@ class Tx:
         ).first()
         return None if row is None else WorkitemRecord(**row._asdict())
 
+    def delete_timer(self, timer_id: str) -> None:
+        self.connection.execute(sql.delete_timer, {"tid": timer_id})
+
     def timer(self, timer_id: str) -> TimerRecord | None:
         """The timer, row locked; None if it is gone (fired) or locked by another daemon."""
         query = sa.select(timers).where(timers.c.id == timer_id).with_for_update(skip_locked=True)
