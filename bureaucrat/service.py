@@ -31,7 +31,7 @@ from bureaucrat.config import Config
 from bureaucrat.engine import commands as cmd
 from bureaucrat.engine import events as ev
 from bureaucrat.engine.step import step
-from bureaucrat.errors import BrokerError, BureaucratError, DefinitionError, StoreError
+from bureaucrat.errors import BureaucratError, DefinitionError, StoreError
 from bureaucrat.messages import MessageError
 from bureaucrat.store import Outgoing, Store, Tx
 
@@ -194,17 +194,8 @@ class Service:
         """Fire the timers that are due; the number fired."""
         fired = 0
         for timer in self.store.claim_due_timers(self.clock(), limit):
-            try:
-                if self.advance(timer.instance_id, ev.TimerFired(timer.id), None, timer=timer.id):
-                    fired += 1
-            except (BrokerError, StoreError):
-                raise
-            except Exception as error:  # a defect must not stop the daemon, nor come back
-                LOG.exception("internal error firing timer %s of %s", timer.id, timer.instance_id)
-                reason = f"internal error firing timer {timer.id}: {type(error).__name__}: {error}"
-                with self.store.transaction() as tx:
-                    tx.mark_broken(timer.instance_id, reason, self.clock())
-                    tx.delete_timer(timer.id)
+            if self.advance(timer.instance_id, ev.TimerFired(timer.id), None, timer=timer.id):
+                fired += 1
         return fired
 
     # the transaction --------------------------------------------------------------------------
@@ -258,9 +249,16 @@ class Service:
             else:
                 assert record is not None
                 definition_hash, state = record.definition_hash, record.state
-            definition = self.store.definition(definition_hash)
-            result = step(definition, state, event, now)
-            tx.apply(process_id, result, now, self.encode(process_id, result.commands), timer)
+            try:
+                definition = self.store.definition(definition_hash)
+                result = step(definition, state, event, now)
+                outbox = self.encode(process_id, result.commands)
+            except StoreError:
+                raise
+            except Exception as error:  # a defect: set this instance aside, not the daemon
+                _set_aside(tx, process_id, event, error, now, timer)
+            else:
+                tx.apply(process_id, result, now, outbox, timer)
             if key is not None and not seen:
                 tx.mark_processed(key.id)
         if self.autoflush:
@@ -397,6 +395,19 @@ def _dedupe_key(message: Incoming) -> Key:
         return Key(f"{message.queue}:{message.message_id}", True)
     digest = hashlib.sha256(message.body).hexdigest()
     return Key(f"{message.queue}:sha256:{digest}", message.redelivered)
+
+
+def _set_aside(
+    tx: Tx, process_id: str, event: ev.Event, error: Exception, now: float, timer: str | None
+) -> None:
+    """Mark the instance ``broken`` for an operator, with the reason, after a defect (an
+    exception where none is expected) while stepping it; the message is not tried again, so it
+    cannot stop the daemon or come back at every start."""
+    LOG.exception("internal error on %s for process %s", type(event).__name__, process_id)
+    reason = f"internal error on {type(event).__name__}: {type(error).__name__}: {error}"
+    tx.mark_broken(process_id, reason, now)
+    if timer is not None:
+        tx.delete_timer(timer)
 
 
 def _parent_waits(tx: Tx, parent: dict[str, str] | None, child_id: str) -> bool:

@@ -108,10 +108,34 @@ def test_a_defect_while_firing_a_timer_sets_the_instance_aside_once(
 
     monkeypatch.setattr("bureaucrat.service.step", broken_step)
     now[0] += 2
-    assert service.fire_due_timers() == 1  # the healthy instance's timer fired
+    assert service.fire_due_timers() == 2  # both handled: one fired, one set aside
     record = store.instance("sleeper")
     assert record is not None and record.status == "broken"
     assert record.error is not None and "a defect" in record.error
     assert store.instance("healthy").status == "completed"  # type: ignore[union-attr]
     assert store.next_timer_due() is None  # the broken instance's timer does not come back
     assert service.fire_due_timers() == 0
+
+
+def test_a_defect_on_a_response_sets_only_that_instance_aside(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher)
+    for pid in ("victim", "bystander"):
+        service.handle(launch('<process><action participant="p"/></process>', {}, pid))
+    sent = [publisher.take("worker_p"), publisher.take("worker_p")]
+    workitems = {json.loads(message.body)["process_id"]: message for message in sent}
+
+    def broken_step(definition: Any, state: Any, event: Any, at: float) -> Any:
+        if state["id"] == "victim":
+            raise KeyError("a defect")
+        return step(definition, state, event, at)
+
+    monkeypatch.setattr("bureaucrat.service.step", broken_step)
+    for pid in ("victim", "bystander"):
+        answer = workitems[pid]
+        assert service.handle(Message(CONFIG.message_queue, answer.body)).outcome.value == "ack"
+    victim = store.instance("victim")
+    assert victim is not None and victim.status == "broken" and "KeyError" in (victim.error or "")
+    assert store.instance("bystander").status == "completed"  # type: ignore[union-attr]
