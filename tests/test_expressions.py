@@ -53,6 +53,8 @@ def value(source: str, names: dict[str, Any] | None = None) -> Any:
         ("round(2.675, 1)", 2.7),
         ('int("12") + float("0.5")', 12.5),
         ('str(3) + "!"', "3!"),
+        ("str([1, 'a', None, 2.5])", "[1, 'a', None, 2.5]"),
+        ("len(str(10 ** 3000))", 3001),
         ("sorted([3, 1, 2], reverse=True)", [3, 2, 1]),
         ("dict(a=1)", {"a": 1}),
         ('any([False, context["flag"]]) and all([1, 2])', True),
@@ -152,6 +154,11 @@ def test_refused_at_parse_time(source: str, reason: str) -> None:
         "float('nan')",
         "(-8) ** 0.5",
         "10.0 ** 400",
+        "str([10**3000] * 99999)",
+        "str([str(10**3000)] * 99)",
+        "str([context['big'], context['big']])",
+        "str(context['big'] + [0.5] * 99)",
+        "str(dict(x=context['big']).items())",
     ],
 )
 def test_hostile_expressions_fail_fast(source: str) -> None:
@@ -178,6 +185,7 @@ def test_hostile_expressions_fail_fast(source: str) -> None:
         ("min()", NAMES, "TypeError"),
         ("context['x']", {"context": None}, "TypeError"),
         ("str(2 ** 9999 * 2 ** 9)", NAMES, "integer result over 10000 bits"),
+        ("context['n'] + 1", {"context": {"n": int("9" * 4300)}}, "integer result over 10000"),
     ],
 )
 def test_run_time_failures_are_expression_errors(

@@ -31,7 +31,7 @@ FUNCTIONS: Mapping[str, Any] = {
     "len": len,
     "int": limits.safe_int,
     "float": float,
-    "str": str,
+    "str": limits.safe_str,
     "bool": bool,
     "abs": abs,
     "min": min,

@@ -1,8 +1,9 @@
 """Bounded operators and functions for the expression evaluator, and the JSON check of results.
 
 Python arithmetic on untrusted input can allocate gigabytes or run for hours (``9**9**9``,
-``"a" * 10**9``, ``round(5, -10**9)``). Every operator and function that can make its result
-much larger than its operands checks the size of the result first and raises ``LimitExceededError``.
+``"a" * 10**9``, ``round(5, -10**9)``, ``str([10**3000] * 99999)``). Every operator and function
+that can make its result much larger than its operands checks the size of the result first and
+raises ``LimitExceededError``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ MAX_ROUND_DIGITS = 4_000
 _REPEATABLE = (str, list, tuple)
 _CONTAINERS = (list, tuple, set, frozenset, dict)
 _JSON_SCALARS = frozenset({type(None), bool, int, str})
-_LISTS = (list, tuple, KeysView, ValuesView, ItemsView)
+_VIEWS = (KeysView, ValuesView, ItemsView)
+_LISTS = (list, tuple, *_VIEWS)
 
 
 class LimitExceededError(ArithmeticError):
@@ -43,6 +45,31 @@ def weight(value: object, budget: int) -> int:
             total += len(item)
             if total <= budget:
                 stack.extend(item.items() if isinstance(item, dict) else item)
+    return total
+
+
+def text_size(value: object, budget: int) -> int:
+    """About how many characters ``str(value)`` has (never many more); stops past budget.
+
+    Unlike ``weight`` it counts the digits of numbers: one list of 100,000 references to the
+    same 3,000-digit integer is small, its text is not.
+    """
+    total = 0
+    stack = [value]
+    while stack and total <= budget:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item)
+        elif isinstance(item, int):
+            total += item.bit_length() * 3 // 10 + 1
+        elif isinstance(item, float):
+            total += 24
+        elif isinstance(item, _CONTAINERS + _VIEWS):
+            total += 2 * len(item)
+            if total <= budget:
+                stack.extend(item.items() if isinstance(item, dict) else item)
+        else:
+            total += 4
     return total
 
 
@@ -100,6 +127,12 @@ def safe_int(*args: Any) -> int:
     result = int(*args)
     _check_bits(result.bit_length())
     return result
+
+
+def safe_str(*args: Any) -> str:
+    if args:
+        _check_length(text_size(args[0], MAX_LENGTH))
+    return str(*args)
 
 
 def safe_round(number: Any, ndigits: Any = None) -> Any:
@@ -163,9 +196,13 @@ OPERATORS: dict[type[ast.AST], Callable[..., Any]] = {
 def to_json(value: Any) -> Any:
     """``value`` as plain JSON data: tuples and dict views become lists, sets sorted lists.
 
-    Raises TypeError or ValueError for anything else (functions, non-string keys, NaN...).
+    Raises TypeError or ValueError for anything else (functions, non-string keys, NaN...), and
+    ``LimitExceededError`` for an integer over ``MAX_INT_BITS``.
     """
     kind = type(value)
+    if kind is int:
+        _check_bits(value.bit_length())  # past 4,300 digits, json.dumps refuses an int
+        return value
     if kind in _JSON_SCALARS:
         return value
     if kind is float:
