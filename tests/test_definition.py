@@ -401,6 +401,16 @@ ERRORS = [
         2,
         '<delay> attribute duration: "-1" is not a non-negative number of seconds',
     ),
+    (
+        process("<delay duration='1_0'/>"),
+        2,
+        '<delay> attribute duration: "1_0" is not a non-negative number of seconds',
+    ),
+    (
+        process("<delay duration='1e999'/>"),
+        2,
+        '<delay> attribute duration: "1e999" is not a non-negative number of seconds',
+    ),
     (process("<await/>"), 2, "<await> needs the attribute event"),
     (
         process("<await event='e'>\n<action participant='p'/>\n</await>"),
@@ -617,6 +627,11 @@ def test_property_values(kind: str | None, text: str, expected: Any) -> None:
         ("int", "1_000", '"1_000" is not an int'),
         ("int", "٣", '"٣" is not an int'),
         ("int", "9" * 5000, "is not an int (too many digits)"),
+        ("int", "9" * 4000, "is not an int (too many digits)"),
+        ("float", "1_000", '"1_000" is not a float'),
+        ("float", "٣", '"٣" is not a float'),
+        ("float", "nan", '"nan" is not a float'),
+        ("float", "0x10", '"0x10" is not a float'),
         ("float", "inf", '"inf" is not a float'),
         ("float", "", '"" is not a float'),
         ("bool", "", '"" is not a bool'),

@@ -11,9 +11,12 @@ import math
 import re
 from collections.abc import Callable
 
+from bureaucrat.definition.limits import too_many_bits
 from bureaucrat.definition.model import JSON, ParticipantKind, PropertyType
 
 _INT = re.compile(r"[+-]?[0-9]+")
+_FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+"""Decimal notation only: Python's float() also takes 1_000, nan, infinity and non-ASCII digits."""
 _WHOLE = re.compile(r"[0-9]{1,9}")
 _BOOLS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
@@ -27,17 +30,17 @@ def to_int(text: str) -> int:
     if not _INT.fullmatch(stripped):
         raise ValueError(f"{_shown(stripped)} is not an int")
     try:
-        return int(stripped)
+        value = int(stripped)
     except ValueError:  # more digits than Python converts
-        raise ValueError(f"{_shown(stripped)} is not an int (too many digits)") from None
+        value = None
+    if value is None or too_many_bits(value):
+        raise ValueError(f"{_shown(stripped)} is not an int (too many digits)")
+    return value
 
 
 def to_float(text: str) -> float:
     stripped = text.strip()
-    try:
-        value = float(stripped)
-    except ValueError:
-        value = math.nan
+    value = float(stripped) if _FLOAT.fullmatch(stripped) else math.nan
     if not math.isfinite(value):
         raise ValueError(f"{_shown(stripped)} is not a float")
     return value
