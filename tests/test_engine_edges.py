@@ -85,3 +85,21 @@ def test_assign_to_an_engine_property_is_refused_with_its_line(name: str) -> Non
         parse_definition(source + "</foreach></process>")
     assert raised.value.line == 3
     assert "read-only" in raised.value.problem
+
+
+# responses ---------------------------------------------------------------------------------------
+
+
+def nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_a_response_nested_deeper_than_the_stack_is_applied() -> None:
+    instance = Instance('<process><action participant="p"/></process>', {"d": nested(600)})
+    (workitem,) = instance.dispatched()
+    instance.answer(workitem, d=nested(600), e=nested(601))
+    assert instance.current["status"] == "completed"
+    assert instance.current["scopes"][""]["e"] == nested(601)

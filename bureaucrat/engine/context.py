@@ -50,14 +50,25 @@ def write(runtime: Runtime, scope_chain: list[str], name: str, value: Any) -> No
 
 
 def same(a: Any, b: Any) -> bool:
-    """JSON equality: ``1``, ``1.0`` and ``True`` are different values."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
-    return bool(a == b)
+    """JSON equality: ``1``, ``1.0`` and ``True`` are different values.
+
+    Iterative: a participant may answer with values nested deeper than Python's stack."""
+    pairs = [(a, b)]
+    while pairs:
+        x, y = pairs.pop()
+        if type(x) is not type(y):
+            return False
+        if isinstance(x, dict):
+            if x.keys() != y.keys():
+                return False
+            pairs.extend((x[k], y[k]) for k in x)
+        elif isinstance(x, list):
+            if len(x) != len(y):
+                return False
+            pairs.extend(zip(x, y, strict=True))
+        elif x != y:
+            return False
+    return True
 
 
 def changes(sent: dict[str, Any], received: dict[str, Any]) -> dict[str, Any]:
