@@ -103,3 +103,40 @@ def test_a_response_nested_deeper_than_the_stack_is_applied() -> None:
     instance.answer(workitem, d=nested(600), e=nested(601))
     assert instance.current["status"] == "completed"
     assert instance.current["scopes"][""]["e"] == nested(601)
+
+
+# endless loops -----------------------------------------------------------------------------------
+
+ENDLESS = '<while><condition>True</condition><assign property="n">1</assign></while>'
+
+
+def test_a_handler_that_catches_step_limit_error_runs() -> None:
+    result = run_process(
+        f"""<process>
+              <sequence>
+                <context><faults><case code="StepLimitError">
+                  <assign property="stopped">context["inst:fault"]["code"]</assign>
+                  <action participant="cure"/>
+                </case></faults></context>
+                {ENDLESS}
+              </sequence>
+              <action participant="after"/>
+            </process>""",
+        participants={"cure": echo, "after": echo},
+    )
+    assert result.status == "completed"
+    assert result.context["stopped"] == "StepLimitError"
+    assert [name for name, _ in result.calls] == ["cure", "after"]
+
+
+def test_a_loop_around_a_handler_that_catches_step_limit_error_still_ends() -> None:
+    handled = f"""<sequence>
+        <context><faults><default><assign property="caught">1</assign></default></faults></context>
+        {ENDLESS}
+      </sequence>"""
+    result = run_process(
+        f"<process><while><condition>True</condition>{handled}</while></process>", max_steps=10
+    )
+    assert result.status == "faulted"
+    assert result.fault is not None and result.fault["code"] == "StepLimitError"
+    assert result.context["caught"] == 1

@@ -42,6 +42,7 @@ class Runtime:
         self.commands: list[cmd.Command] = []
         self._agenda: deque[tuple[str, str | None, Token | None]] = deque()
         self._starts = 0
+        self._start_limit = MAX_STARTS_PER_STEP
 
     # ids and commands -------------------------------------------------------------------------
 
@@ -93,17 +94,30 @@ class Runtime:
             if parent is not None and _token(self.nodes.get(parent, {})) != token:
                 continue  # the parent was cancelled, restarted or caught a fault meanwhile
             self._starts += 1
-            if self._starts > MAX_STARTS_PER_STEP:
-                self._agenda.clear()
-                self.fault(
-                    parent if parent is not None else path,
-                    "StepLimitError",
-                    f"more than {MAX_STARTS_PER_STEP} activities started without waiting once; "
-                    "is a loop missing a way out?",
-                )
-                return
+            if self._starts > self._start_limit:
+                self._too_many_starts(parent if parent is not None else path)
+                continue
             self.set_node(path, {"n": self.next_id()})
             start(self, self.spec(path))
+
+    def _too_many_starts(self, origin: str) -> None:
+        """Fault ``StepLimitError`` at ``origin``, the block whose child was about to start.
+
+        A handler may catch the fault, and gets as many starts again to run in; the rest of the
+        agenda stays (what the fault cancelled is skipped). Past those, the instance faults
+        without handlers, so that a loop around a handler that catches it still ends.
+        """
+        message = (
+            f"more than {MAX_STARTS_PER_STEP} activities started without waiting once; "
+            "is a loop missing a way out?"
+        )
+        if self._start_limit > MAX_STARTS_PER_STEP:
+            self.record("fault", origin, code="StepLimitError", message=message)
+            fault = {"code": "StepLimitError", "message": message, "activity": self.aid(origin)}
+            self.finish(Status.FAULTED, fault)
+            return
+        self._start_limit += MAX_STARTS_PER_STEP
+        self.fault(origin, "StepLimitError", message)
 
     # contexts ---------------------------------------------------------------------------------
 
