@@ -338,6 +338,7 @@ class Service:
         while True:
             failure: BureaucratError | None = None
             with self.store.transaction() as tx:
+                tx.without_waiting_for_disk()  # lost marks only mean messages sent again
                 rows = tx.claim_unsent(limit)
                 done: list[int] = []
                 for row in rows:
