@@ -140,3 +140,36 @@ def test_a_loop_around_a_handler_that_catches_step_limit_error_still_ends() -> N
     assert result.status == "faulted"
     assert result.fault is not None and result.fault["code"] == "StepLimitError"
     assert result.context["caught"] == 1
+
+
+def test_repeated_late_and_stray_messages_leave_the_state_as_it_was() -> None:
+    instance = Instance(
+        '<process><action participant="p" timeout="5"/><action participant="q"/></process>'
+    )
+    (first,) = instance.dispatched()
+    timer = instance.current["nodes"]["0"]["timer"]
+    instance.answer(first, x=1)
+    after_answer = instance.current
+    (second,) = instance.dispatched()
+    strays: list[ev.Event] = [
+        ev.ParticipantResponse({**first.message, "payload": {"status": "done", "x": 2}}),
+        ev.ParticipantResponse({"target": "pid_9", "payload": {"status": "done"}}),
+        ev.ParticipantResponse({**second.message, "payload": "not an object"}),
+        ev.ParticipantResponse({**second.message, "payload": {"status": "in progress"}}),
+        ev.TimerFired(timer),
+        ev.EventReceived("nobody_waits"),
+        ev.ChildFinished("pid.99", "completed"),
+        ev.Retry(),
+    ]
+    for stray in strays:
+        instance.apply(stray)
+        assert instance.current == after_answer, stray
+        assert {c.kind for c in instance.commands if isinstance(c, cmd.Record)} <= {
+            "ignored",
+            "reported",
+        }
+    instance.answer(second)
+    finished = instance.current
+    assert finished["status"] == "completed"
+    instance.answer(second, x=3)
+    assert instance.current == finished

@@ -42,6 +42,8 @@ class Runtime:
         self.commands: list[cmd.Command] = []
         self._agenda: deque[tuple[str, str | None, Token | None]] = deque()
         self._starts = 0
+        self.ignored = False
+        """Set when the event changes nothing: the step then returns the state it was given."""
         self._start_limit = MAX_STARTS_PER_STEP
 
     # ids and commands -------------------------------------------------------------------------

@@ -37,12 +37,14 @@ def step(definition: Definition, state: State | None, event: ev.Event, now: floa
     elif isinstance(event, ev.Start):
         return Step(state, (cmd.Record("ignored", state["id"], {"reason": "already started"}),))
     runtime = Runtime(definition, state, now)
-    runtime.state["steps"] = int(runtime.state["steps"]) + 1
     if runtime.running:
         _HANDLERS[type(event)](runtime, event)
         runtime.drain()
     else:
         _ignore(runtime, "", f"the instance is {runtime.state['status']}")
+    if runtime.ignored:  # a late, repeated or stray message: the state stays as it was
+        return Step(state, tuple(runtime.commands))
+    runtime.state["steps"] = int(runtime.state["steps"]) + 1
     return Step(runtime.state, tuple(runtime.commands))
 
 
@@ -51,7 +53,9 @@ def _link(parent: ev.ParentLink) -> dict[str, str]:
 
 
 def _ignore(runtime: Runtime, path: str, reason: str, **details: Any) -> None:
+    """Journal an event that changes nothing (call it before any change)."""
     runtime.record("ignored", path, reason=reason, **details)
+    runtime.ignored = True
 
 
 def _start(runtime: Runtime, event: ev.Start) -> None:
@@ -92,10 +96,11 @@ def _response(runtime: Runtime, event: ev.ParticipantResponse) -> None:
 
 
 def _timer(runtime: Runtime, event: ev.TimerFired) -> None:
-    path = runtime.state["timers"].pop(event.timer_id, None)
+    path = runtime.state["timers"].get(event.timer_id)
     if path is None or path not in runtime.nodes:
         _ignore(runtime, "", "no activity waits for this timer", timer=event.timer_id)
         return
+    del runtime.state["timers"][event.timer_id]
     spec = runtime.spec(path)
     runtime.record("timer", path, timer=event.timer_id)
     if isinstance(spec, Action):

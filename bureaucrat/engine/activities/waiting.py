@@ -90,8 +90,9 @@ def answer(runtime: Runtime, spec: Action, payload: dict[str, Any]) -> None:
     path = spec.path
     node = runtime.nodes[path]
     status = payload.get("status")
-    if status not in (DONE, CRITICAL, ERROR):
+    if status not in (DONE, CRITICAL, ERROR):  # progress: journalled, still waiting
         runtime.record("reported", path, status=status)
+        runtime.ignored = True
         return
     runtime.state["workitems"].pop(node["wi"], None)
     _cancel_timer(runtime, node.get("timer"))
