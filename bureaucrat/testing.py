@@ -77,7 +77,7 @@ def run_process(
 
 
 def _load(definition: str | Path) -> Definition:
-    if isinstance(definition, Path) or not definition.lstrip().startswith("<"):
+    if isinstance(definition, Path) or not definition.lstrip("\ufeff \t\r\n").startswith("<"):
         return parse_definition(Path(definition).read_bytes())
     return parse_definition(definition)
 

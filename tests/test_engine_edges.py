@@ -173,3 +173,12 @@ def test_repeated_late_and_stray_messages_leave_the_state_as_it_was() -> None:
     assert finished["status"] == "completed"
     instance.answer(second, x=3)
     assert instance.current == finished
+
+
+# the local runner --------------------------------------------------------------------------------
+
+
+def test_run_process_takes_definition_text_that_starts_with_a_byte_order_mark() -> None:
+    text = '\ufeff<?xml version="1.0"?>\n<process><assign property="x">1</assign></process>'
+    result = run_process(text)
+    assert result.status == "completed" and result.context == {"x": 1}
