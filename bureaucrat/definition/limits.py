@@ -17,6 +17,7 @@ from typing import Any
 MAX_INT_BITS = 10_000
 MAX_LENGTH = 100_000
 MAX_ROUND_DIGITS = 4_000
+_SMALL_INT_BITS = 64
 
 _REPEATABLE = (str, list, tuple)
 _CONTAINERS = (list, tuple, set, frozenset, dict)
@@ -34,13 +35,19 @@ def too_many_bits(value: int) -> bool:
 
 
 def weight(value: object, budget: int) -> int:
-    """Characters and elements in ``value``, nested ones included; stops counting past budget."""
+    """Characters and elements in ``value``, nested ones included; stops counting past budget.
+
+    Integers past 64 bits weigh their digits: ``[10**3000] * 99999`` is one list of references
+    to one integer, but its JSON text in the instance state would be 300 MB.
+    """
     total = 0
     stack = [value]
     while stack and total <= budget:
         item = stack.pop()
         if isinstance(item, str):
             total += len(item)
+        elif isinstance(item, int) and item.bit_length() > _SMALL_INT_BITS:
+            total += item.bit_length() * 3 // 10
         elif isinstance(item, _CONTAINERS):
             total += len(item)
             if total <= budget:
