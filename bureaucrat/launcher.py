@@ -20,13 +20,13 @@ from typing import Any
 
 from bureaucrat.amqp import Broker, Topology
 from bureaucrat.config import Config, load_config
-from bureaucrat.definition import parse_definition
+from bureaucrat.definition import is_xml_text, parse_definition
 from bureaucrat.messages import JSON_TYPE, dumps
 
 
 def read_definition(definition_or_path: str | Path) -> str:
     """The XML of a definition given as text or as the path of a file."""
-    if isinstance(definition_or_path, Path) or not definition_or_path.lstrip().startswith("<"):
+    if isinstance(definition_or_path, Path) or not is_xml_text(definition_or_path):
         return Path(definition_or_path).read_text(encoding="utf-8")
     return definition_or_path
 

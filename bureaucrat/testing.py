@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bureaucrat.definition import Definition, parse_definition
+from bureaucrat.definition import Definition, is_xml_text, parse_definition
 from bureaucrat.engine import commands as cmd
 from bureaucrat.engine import events as ev
 from bureaucrat.engine.state import State, is_finished, root_context
@@ -77,7 +77,7 @@ def run_process(
 
 
 def _load(definition: str | Path) -> Definition:
-    if isinstance(definition, Path) or not definition.lstrip("\ufeff \t\r\n").startswith("<"):
+    if isinstance(definition, Path) or not is_xml_text(definition):
         return parse_definition(Path(definition).read_bytes())
     return parse_definition(definition)
 

@@ -182,3 +182,9 @@ def test_run_process_takes_definition_text_that_starts_with_a_byte_order_mark() 
     text = '\ufeff<?xml version="1.0"?>\n<process><assign property="x">1</assign></process>'
     result = run_process(text)
     assert result.status == "completed" and result.context == {"x": 1}
+
+
+def test_the_launcher_also_reads_text_with_a_byte_order_mark_as_xml() -> None:
+    from bureaucrat.launcher import read_definition
+
+    assert read_definition("\ufeff<process/>") == "\ufeff<process/>"

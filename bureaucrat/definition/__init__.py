@@ -25,7 +25,7 @@ from bureaucrat.definition.model import (
     Switch,
     While,
 )
-from bureaucrat.definition.xml import parse_definition
+from bureaucrat.definition.xml import is_xml_text, parse_definition
 
 __all__ = [
     "JSON",
@@ -52,6 +52,7 @@ __all__ = [
     "Switch",
     "While",
     "compile_expression",
+    "is_xml_text",
     "parse_definition",
     "truthy",
 ]

@@ -40,44 +40,48 @@ def weight(value: object, budget: int) -> int:
     Integers past 64 bits weigh their digits: ``[10**3000] * 99999`` is one list of references
     to one integer, but its JSON text in the instance state would be 300 MB.
     """
-    total = 0
-    stack = [value]
-    while stack and total <= budget:
-        item = stack.pop()
-        if isinstance(item, str):
-            total += len(item)
-        elif isinstance(item, int) and item.bit_length() > _SMALL_INT_BITS:
-            total += item.bit_length() * 3 // 10
-        elif isinstance(item, _CONTAINERS):
-            total += len(item)
-            if total <= budget:
-                stack.extend(item.items() if isinstance(item, dict) else item)
-    return total
+    return _measure(value, budget, _weight_of)
 
 
 def text_size(value: object, budget: int) -> int:
     """About how many characters ``str(value)`` has (never many more); stops past budget.
 
-    Unlike ``weight`` it counts the digits of numbers: one list of 100,000 references to the
-    same 3,000-digit integer is small, its text is not.
+    Unlike ``weight`` it counts the digits of every number and the punctuation between elements.
     """
+    return _measure(value, budget, _text_size_of)
+
+
+def _measure(value: object, budget: int, size_of: Callable[[object], int]) -> int:
+    """The sum of ``size_of`` over ``value`` and everything nested in it, walked without
+    recursion; stops as soon as the sum passes ``budget``."""
     total = 0
     stack = [value]
     while stack and total <= budget:
         item = stack.pop()
-        if isinstance(item, str):
-            total += len(item)
-        elif isinstance(item, int):
-            total += item.bit_length() * 3 // 10 + 1
-        elif isinstance(item, float):
-            total += 24
-        elif isinstance(item, _CONTAINERS + _VIEWS):
-            total += 2 * len(item)
-            if total <= budget:
-                stack.extend(item.items() if isinstance(item, dict) else item)
-        else:
-            total += 4
+        total += size_of(item)
+        if isinstance(item, _CONTAINERS + _VIEWS) and total <= budget:
+            stack.extend(item.items() if isinstance(item, dict) else item)
     return total
+
+
+def _weight_of(item: object) -> int:
+    if isinstance(item, (str, *_CONTAINERS, *_VIEWS)):
+        return len(item)
+    if isinstance(item, int) and item.bit_length() > _SMALL_INT_BITS:
+        return item.bit_length() * 3 // 10
+    return 0
+
+
+def _text_size_of(item: object) -> int:
+    if isinstance(item, str):
+        return len(item)
+    if isinstance(item, int):
+        return item.bit_length() * 3 // 10 + 1
+    if isinstance(item, float):
+        return 24
+    if isinstance(item, _CONTAINERS + _VIEWS):
+        return 2 * len(item)
+    return 4
 
 
 def _check_length(size: int) -> None:

@@ -54,6 +54,12 @@ _ENGINE_PREFIX = "inst:"
 """Properties the engine maintains (``inst:current``, ``inst:fault``...): read-only to users."""
 
 
+def is_xml_text(text: str) -> bool:
+    """Whether ``text`` is a definition's XML rather than the path of a file holding one (what
+    the launcher and the local runner accept either way); a byte order mark may lead."""
+    return text.lstrip("\ufeff \t\r\n").startswith("<")
+
+
 def parse_definition(source: str | bytes) -> Definition:
     """Read a definition; ``DefinitionError`` (with the line) if it cannot be accepted."""
     root = el.parse_xml(source)
