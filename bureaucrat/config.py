@@ -41,6 +41,11 @@ class Config:
     prefetch: int = 100
     timer_interval: float = 0.25
     dedupe_window: float = 7 * 24 * 3600.0
+    queue_type: str = "classic"
+    max_redeliveries: int = 5
+    max_state_size: int = 1_000_000
+    max_step_output: int = 10_000_000
+    definition_cache_size: int = 64_000_000
     log_level: str = "INFO"
     log_file: str | None = None
     syslog: bool = False
@@ -66,6 +71,11 @@ _KEYS: Mapping[tuple[str, str], str] = {
     ("bureaucrat", "prefetch"): "prefetch",
     ("bureaucrat", "timer_interval"): "timer_interval",
     ("bureaucrat", "dedupe_window"): "dedupe_window",
+    ("bureaucrat", "queue_type"): "queue_type",
+    ("bureaucrat", "max_redeliveries"): "max_redeliveries",
+    ("bureaucrat", "max_state_size"): "max_state_size",
+    ("bureaucrat", "max_step_output"): "max_step_output",
+    ("bureaucrat", "definition_cache_size"): "definition_cache_size",
     ("logging", "level"): "log_level",
     ("logging", "file"): "log_file",
     ("logging", "syslog"): "syslog",
