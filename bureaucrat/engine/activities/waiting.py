@@ -9,8 +9,10 @@ cancelled.
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING, Any
 
+from bureaucrat.bounds import MAX_PROCESS_ID, utf8_length
 from bureaucrat.definition.model import Action, Activity, Await, Call, Delay
 from bureaucrat.engine import commands as cmd
 from bureaucrat.engine.commands import TimerKind
@@ -193,11 +195,23 @@ def start_call(runtime: Runtime, spec: Call) -> None:
             f'call process="${spec.process}": the property holds no process definition',
         )
         return
-    child = f"{runtime.process_id}.{runtime.next_id()}"
+    child = child_id(runtime.process_id, runtime.next_id())
     runtime.state["children"][child] = spec.path
-    runtime.update_node(spec.path, child=child, sent=context)
+    digest = hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()
+    runtime.update_node(spec.path, child=child, sent=context, definition=digest)
     runtime.emit(cmd.LaunchChild(child, runtime.aid(spec.path), source, context))
     runtime.record("launched", spec.path, child=child)
+
+
+def child_id(process_id: str, number: int) -> str:
+    """The id of a subprocess: ``<pid>.<n>``; where a chain of calls would make it longer than
+    a process id may be, a prefix of the caller's id and a digest of the whole of it."""
+    child = f"{process_id}.{number}"
+    if utf8_length(child) <= MAX_PROCESS_ID:
+        return child
+    encoded = process_id.encode("utf-8", "surrogatepass")
+    prefix = encoded[:48].decode("utf-8", "ignore")
+    return f"{prefix}~{hashlib.sha256(encoded).hexdigest()[:32]}.{number}"
 
 
 def child_finished(
