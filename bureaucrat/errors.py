@@ -7,9 +7,13 @@ engine turns them into state and commands. Exceptions are for callers that hand 
      ├── DefinitionError        a process definition that cannot be accepted (carries the line)
      ├── ExpressionError        an expression that failed while it was evaluated
      ├── ConfigError            a config file or setting that cannot be used
+     │    └── TopologyError     RabbitMQ holds a queue or exchange declared otherwise (e.g. a
+     │                          classic queue where queue_type = quorum): an operator must act
      ├── BrokerError            RabbitMQ cannot be reached or was lost (worth a reconnect)
      │    └── PublishError      RabbitMQ refused a message or could not route it
      ├── StoreError             the database failed or cannot be used (worth a retry)
+     ├── StoreDataError         the database refused one message's data (an invalid value, a
+     │                          constraint): retrying cannot help, the message is set aside
      ├── SchemaOutdatedError    the database schema is older than this bureaucrat: run
      │                          `bureaucratctl db upgrade` (retrying would not help)
      ├── ParticipantNotFoundError    the local runner was asked for a participant it was not given
@@ -52,6 +56,15 @@ class ConfigError(BureaucratError):
     """A configuration file or setting that cannot be used."""
 
 
+class TopologyError(ConfigError):
+    """RabbitMQ already has a queue or exchange of ours declared with other arguments (another
+    queue type, another delivery limit); the message says what to delete or to set.
+
+    Not a ``BrokerError``: declaring again cannot succeed, so the daemon stops instead of
+    reconnecting.
+    """
+
+
 class BrokerError(BureaucratError):
     """RabbitMQ cannot be reached or the connection was lost; a reconnect may help."""
 
@@ -62,6 +75,15 @@ class PublishError(BrokerError):
 
 class StoreError(BureaucratError):
     """The database failed (connection lost, lock timeout, constraint) or cannot be used."""
+
+
+class StoreDataError(BureaucratError):
+    """The database refused the data of one operation: a value it cannot store (a NUL on
+    PostgreSQL, a lone surrogate), a constraint, an encoding error.
+
+    Not a ``StoreError``: the same data would be refused again, so the daemon dead-letters the
+    message or sets the instance aside instead of reconnecting.
+    """
 
 
 class SchemaOutdatedError(BureaucratError):

@@ -27,11 +27,20 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bureaucrat import messages as wire
+from bureaucrat.bounds import SHORT_STRING, bad_text, check_id, utf8_length
 from bureaucrat.config import Config
 from bureaucrat.engine import commands as cmd
 from bureaucrat.engine import events as ev
+from bureaucrat.engine.state import TERMINAL, activity_id, root_context
 from bureaucrat.engine.step import step
-from bureaucrat.errors import BureaucratError, DefinitionError, StoreError
+from bureaucrat.errors import (
+    BrokerError,
+    BureaucratError,
+    DefinitionError,
+    PublishError,
+    StoreDataError,
+    StoreError,
+)
 from bureaucrat.messages import MessageError
 from bureaucrat.store import Outgoing, Store, Tx
 
@@ -97,7 +106,24 @@ class Service:
     # incoming messages ------------------------------------------------------------------------
 
     def handle(self, message: Incoming) -> Verdict:
+        if message.message_id is not None:
+            problem = bad_text(message.message_id)
+            if problem is not None:
+                return Verdict.dead(f"message_id {problem}")
         key = _dedupe_key(message)
+        if message.redelivered:
+            count = self.store.count_delivery(key.id, self.clock())
+            if count > self.config.max_redeliveries:
+                return Verdict.dead(
+                    f"redelivered {count} times without being handled "
+                    f"(max_redeliveries = {self.config.max_redeliveries})"
+                )
+        try:
+            return self._handle(message, key)
+        except StoreDataError as error:  # the same data would be refused again
+            return Verdict.dead(f"the database refused this message: {error}")
+
+    def _handle(self, message: Incoming, key: Key) -> Verdict:
         try:
             if message.queue == self.config.launch_queue:
                 return self._launch(
@@ -114,6 +140,9 @@ class Service:
 
     def _launch(self, launch: wire.Launch, message: Incoming, key: Key) -> Verdict:
         process_id = launch.process_id or message.message_id or uuid.uuid4().hex
+        problem = check_id(process_id, "the process id")
+        if problem is not None:
+            return Verdict.dead(problem)
         try:
             definition_hash = self.store.add_definition(launch.definition)  # parsed once, cached
         except DefinitionError as error:
@@ -146,12 +175,14 @@ class Service:
 
     def _response(self, response: wire.Response, key: Key) -> Verdict:
         def route(tx: Tx) -> str | None:
+            """The instance of the workitem the answer names; by its target (the original's
+            answers name no workitem), the one instance that waits on that very activity."""
             if response.workitem_id is not None:
                 workitem = tx.workitem(response.workitem_id)
-                if workitem is not None:
-                    return workitem.instance_id
-            for candidate in _process_id_candidates(response.target or ""):
-                if tx.instance_exists(candidate):
+                return None if workitem is None else workitem.instance_id
+            target = response.target or ""
+            for candidate in _process_id_candidates(target):
+                if tx.waits_at(candidate, target):
                     return candidate
             return None
 
@@ -165,16 +196,14 @@ class Service:
 
     def _control(self, control: wire.Control, key: Key) -> Verdict:
         body = control.body
-        event: ev.Event
+        event: ev.Event | Callable[[Tx], ev.Event | None]
         if control.name == "terminate":
             event = ev.Terminate(str(body.get("reason") or ""))
         elif control.name == "retry":
             activity = body.get("activity")
             event = ev.Retry(activity if isinstance(activity, str) else None)
         else:
-            event = ev.ChildFinished(
-                body["child_id"], body["status"], body.get("context") or {}, body.get("fault")
-            )
+            event = _child_result(control.process_id, str(body["child_id"]))
         if not self.advance(control.process_id, event, key):
             LOG.warning("%s for unknown process %s: ignored", control.name, control.process_id)
         return ACK
@@ -194,8 +223,14 @@ class Service:
         """Fire the timers that are due; the number fired."""
         fired = 0
         for timer in self.store.claim_due_timers(self.clock(), limit):
-            if self.advance(timer.instance_id, ev.TimerFired(timer.id), None, timer=timer.id):
-                fired += 1
+            try:
+                if self.advance(timer.instance_id, ev.TimerFired(timer.id), None, timer=timer.id):
+                    fired += 1
+            except StoreDataError as error:  # this instance's data: set it aside, go on
+                LOG.error("timer %s of %s: %s", timer.id, timer.instance_id, error)
+                with self.store.transaction() as tx:
+                    tx.mark_broken(timer.instance_id, f"timer {timer.id}: {error}", self.clock())
+                    tx.delete_timer(timer.id)
         return fired
 
     # the transaction --------------------------------------------------------------------------
@@ -203,7 +238,7 @@ class Service:
     def advance(
         self,
         process: str | Callable[[Tx], str | None],
-        event: ev.Event,
+        event: ev.Event | Callable[[Tx], ev.Event | None],
         key: Key | None,
         *,
         create: tuple[str, str | None, dict[str, str] | None] | None = None,
@@ -211,8 +246,10 @@ class Service:
     ) -> bool:
         """Apply ``event`` to one instance in one transaction, then publish what it sends.
 
-        ``process`` is the instance's id, or a function that finds it within the transaction.
-        False when there was nothing to apply it to (unknown, broken, a duplicate)."""
+        ``process`` is the instance's id, or a function that finds it within the transaction;
+        ``event`` the event, or a function that makes it from what is stored (None: nothing
+        to apply). False when there was nothing to apply it to (unknown, broken, a
+        duplicate)."""
         now = self.clock()
         with self.store.transaction() as tx:
             process_id = process if isinstance(process, str) else process(tx)
@@ -226,7 +263,7 @@ class Service:
             if create is not None and record is not None:
                 LOG.info("process %s exists already: launch ignored", process_id)
                 return False
-            if create is not None and not _parent_waits(tx, create[2], process_id):
+            if create is not None and not _parent_waits(tx, create[2], process_id, create[0]):
                 LOG.info("subprocess %s not started: its caller no longer waits for it", process_id)
                 return False
             if create is None and (record is None or record.state is None):
@@ -235,6 +272,11 @@ class Service:
                 return False
             if timer is not None and tx.timer(timer) is None:
                 return False  # fired by another daemon meanwhile
+            if callable(event):
+                made = event(tx)
+                if made is None:
+                    return False
+                event = made
             if create is not None:
                 definition_hash, name, parent = create
                 tx.create_instance(
@@ -343,17 +385,55 @@ class Service:
                 done: list[int] = []
                 for row in rows:
                     try:
-                        self.publisher.publish(row.message)
-                    except BureaucratError as error:  # keep what went out, then report
+                        problem = self._publish(row.message)
+                    except BrokerError as error:  # lost RabbitMQ: keep what went out, report
                         failure = error
                         break
-                    done.append(row.id)
+                    if problem is None:
+                        done.append(row.id)
+                    else:
+                        LOG.error("message %s not sent: %s", row.message.message_id, problem)
+                        tx.mark_unpublishable(row, problem, self.clock())
                 tx.mark_sent(done, self.clock())
             sent += len(done)
             if failure is not None:
                 raise failure
             if len(rows) < limit:
                 return sent
+
+    def _publish(self, message: Outgoing) -> str | None:
+        """Publish one message; why RabbitMQ refused it, or None when it took it.
+
+        ``BrokerError`` (but for a refusal) means the connection is lost: worth a retry."""
+        assert self.publisher is not None
+        problem = _too_long(message)
+        if problem is not None:
+            return problem
+        try:
+            self.publisher.publish(message)
+        except PublishError as error:
+            return str(error)
+        except BrokerError:
+            raise
+        except Exception as error:  # pika refusing the message itself (an encoding limit)
+            return f"{type(error).__name__}: {error}"
+        return None
+
+
+def _too_long(message: Outgoing) -> str | None:
+    """Why ``message`` cannot be an AMQP message (a short string over 255 bytes), or None."""
+    texts = {
+        "message id": message.message_id,
+        "exchange": message.exchange,
+        "routing key": message.routing_key,
+    }
+    for name, value in message.properties.items():
+        if isinstance(value, str):
+            texts[name] = value
+    for what, text in texts.items():
+        if utf8_length(text) > SHORT_STRING:
+            return f"its {what} is longer than {SHORT_STRING} bytes"
+    return None
 
 
 def _message(
@@ -411,8 +491,12 @@ def _set_aside(
         tx.delete_timer(timer)
 
 
-def _parent_waits(tx: Tx, parent: dict[str, str] | None, child_id: str) -> bool:
-    """Whether the caller of subprocess ``child_id`` (if it has one) still waits for it.
+def _parent_waits(
+    tx: Tx, parent: dict[str, str] | None, child_id: str, definition_hash: str
+) -> bool:
+    """Whether the caller of subprocess ``child_id`` (if it has one) waits for it, at the
+    activity the launch names and with this very definition: a launch that merely claims a
+    parent cannot start a definition of its own choosing as that parent's subprocess.
 
     The caller's row stays locked until the child exists, so a terminate of the caller that
     comes meanwhile is applied after it and reaches the child."""
@@ -421,7 +505,30 @@ def _parent_waits(tx: Tx, parent: dict[str, str] | None, child_id: str) -> bool:
     record = tx.lock_instance(parent["process_id"])
     if record is None or record.state is None or record.status != "running":
         return False
-    return child_id in record.state.get("children", {})
+    path = record.state.get("children", {}).get(child_id)
+    if not isinstance(path, str) or activity_id(record.id, path) != parent["activity"]:
+        return False
+    node = record.state.get("nodes", {}).get(path, {})
+    return bool(node.get("definition", definition_hash) == definition_hash)
+
+
+def _child_result(parent_id: str, child_id: str) -> Callable[[Tx], ev.Event | None]:
+    """The ``ChildFinished`` event for ``child_id``, made from the child's own stored record,
+    not from the message that announces it: None unless that child of ``parent_id`` ended."""
+
+    def from_record(tx: Tx) -> ev.Event | None:
+        child = tx.instance(child_id)
+        if child is None or child.state is None or child.parent_id != parent_id:
+            return None
+        if child.status not in TERMINAL:
+            return None
+        fault = child.state.get("fault")
+        public = None
+        if isinstance(fault, dict):
+            public = {"code": str(fault.get("code")), "message": str(fault.get("message"))}
+        return ev.ChildFinished(child_id, child.status, root_context(child.state), public)
+
+    return from_record
 
 
 def _process_id_candidates(target: str) -> list[str]:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from bureaucrat import bounds
 from bureaucrat.definition import (
     Action,
     All,
@@ -711,3 +712,43 @@ def test_too_many_activities_are_refused(monkeypatch: pytest.MonkeyPatch) -> Non
     assert len(parse_definition(process('<delay duration="1"/>\n' * 9)).activities) == 10
     error = error_of(process('<delay duration="1"/>\n' * 10))
     assert str(error) == "line 11: the definition has more than 10 activities"
+
+
+def test_an_activity_id_longer_than_the_bound_is_refused_with_its_line() -> None:
+    """Ids of activities end up in workitem ids, AMQP short strings: a definition whose
+    activities would get ids too long is refused when read, not when a message is sent."""
+    wide = "<sequence>" + '<delay duration="1"/>' * 11
+    levels = 6  # each sequence is the 12th child of the one around it: 0_11_11_...
+    deep = "<process>" + wide * levels + "</sequence>" * levels + "</process>"
+    assert isinstance(parse_definition(deep).activity("0" + "_11" * (levels - 1)), Sequence)
+    too_deep = "<process>\n" + wide * 22 + "</sequence>" * 22 + "</process>"
+    error = error_of(too_deep)
+    assert error.line == 2
+    assert f"longer than {bounds.MAX_ACTIVITY_PATH} characters" in error.problem
+
+
+@pytest.mark.parametrize(
+    ("attribute", "element"),
+    [
+        ("participant", '<action participant="{}"/>'),
+        ("queue", '<action participant="p" queue="{}"/>'),
+        ("event", '<await event="{}"/>'),
+    ],
+)
+def test_names_that_end_up_in_amqp_are_bounded(attribute: str, element: str) -> None:
+    fits = "p" * bounds.MAX_NAME
+    parse_definition(process(element.format(fits)))
+    error = error_of(process(element.format(fits + "p")))
+    assert f"the attribute {attribute} is {bounds.MAX_NAME + 1} bytes long" in error.problem
+
+
+def test_a_process_name_is_bounded_and_engine_properties_cannot_be_declared() -> None:
+    error = error_of(f'<process name="{"n" * 201}"><delay duration="1"/></process>')
+    assert "the attribute name is 201 bytes long" in error.problem
+    error = error_of(
+        '<process><context><property name="inst:fault" type="json">{}</property></context>'
+        '<delay duration="1"/></process>'
+    )
+    assert "inst: properties are the engine's own" in error.problem
+    error = error_of(process('<action participant="p" queue="amq.direct"/>'))
+    assert "amq." in error.problem

@@ -25,7 +25,13 @@ from bureaucrat.config import load_config
 from bureaucrat.engine import Step, step
 from bureaucrat.engine import commands as cmd
 from bureaucrat.engine import events as ev
-from bureaucrat.errors import BrokerError, DefinitionError, SchemaOutdatedError, StoreError
+from bureaucrat.errors import (
+    BrokerError,
+    DefinitionError,
+    SchemaOutdatedError,
+    StoreDataError,
+    StoreError,
+)
 from bureaucrat.service import Service
 from bureaucrat.store import Outgoing, Store, resolve_url, upgrade
 from bureaucrat.store import tables as t
@@ -189,9 +195,9 @@ def test_a_subprocess_keeps_its_parent(store: Store) -> None:
     assert (record.parent_id, record.parent_activity) == ("parent", "parent_0")
 
 
-def test_creating_an_instance_twice_is_a_store_error(store: Store) -> None:
+def test_creating_an_instance_twice_is_refused_data_not_a_lost_database(store: Store) -> None:
     launch(store, ACTION, "p1")
-    with pytest.raises(StoreError), store.transaction() as tx:
+    with pytest.raises(StoreDataError), store.transaction() as tx:
         tx.create_instance("p1", "x", None, None, None, T0)
 
 
@@ -476,7 +482,7 @@ def test_definitions_are_stored_once_and_parsed_once(store: Store, store_url: st
 def test_definition_errors(store: Store) -> None:
     with pytest.raises(DefinitionError):
         store.add_definition("<process><nonsense/></process>")
-    with pytest.raises(StoreError, match="no definition"):
+    with pytest.raises(StoreDataError, match="no definition"):
         store.definition("0" * 64)
 
 

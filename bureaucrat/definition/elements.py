@@ -12,10 +12,14 @@ from typing import TypeVar
 
 from lxml import etree
 
+from bureaucrat.bounds import MAX_NAME, check_id
 from bureaucrat.definition import values
 from bureaucrat.definition.expressions import Expression, compile_expression
 from bureaucrat.definition.model import Property
 from bureaucrat.errors import DefinitionError
+
+ENGINE_PREFIX = "inst:"
+"""Properties the engine maintains (``inst:current``, ``inst:fault``...): read-only to users."""
 
 Element = etree._Element
 T = TypeVar("T")
@@ -113,6 +117,21 @@ def optional(
         raise error(element, f"{name(element)} attribute {key}: {problem}") from None
 
 
+def name_attribute(
+    element: Element, found: dict[str, str], key: str, *, needed: bool
+) -> str | None:
+    """Attribute ``key``, a name that ends up in AMQP short strings or database keys: at most
+    ``bounds.MAX_NAME`` bytes, without control characters."""
+    if needed:
+        required(element, found, key)
+    value = optional(element, found, key, not_blank)
+    if value is not None:
+        problem = check_id(value, f"the attribute {key}", MAX_NAME)
+        if problem is not None:
+            raise error(element, f"{name(element)}: {problem}")
+    return value
+
+
 def not_blank(text: str) -> str:
     if not text.strip():
         raise ValueError("the value is empty")
@@ -188,6 +207,11 @@ def property_spec(element: Element, earlier: list[Property]) -> Property:
     """``<property name= type=>value</property>``; ``earlier``: the context's properties so far."""
     found = attributes(element, "name", "type")
     prop = required(element, found, "name")
+    if prop.startswith(ENGINE_PREFIX):
+        raise error(element, f'property "{prop}": {ENGINE_PREFIX} properties are the engine\'s own')
+    problem = check_id(prop, "the property name", MAX_NAME)
+    if problem is not None:
+        raise error(element, problem)
     if any(known.name == prop for known in earlier):
         raise error(element, f'property "{prop}" is declared twice in this <context>')
     try:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal, TypedDict, TypeVar
 
+from bureaucrat.bounds import MAX_ACTIVITY_PATH
 from bureaucrat.definition import elements as el
 from bureaucrat.definition import values
 from bureaucrat.definition.elements import Element
@@ -38,8 +39,9 @@ from bureaucrat.definition.model import (
     While,
 )
 
-MAX_DEPTH = 100
-"""Activities nested deeper than this are refused (the engine recurses once per level)."""
+MAX_DEPTH = 32
+"""Activities nested deeper than this are refused: the engine recurses once per level, and an
+activity's id, which grows with its depth, is part of every workitem id (``bounds``)."""
 MAX_ACTIVITIES = 100_000
 """A definition with more activities (switch cases and the root included) is refused."""
 
@@ -50,8 +52,7 @@ Reader = Callable[["_Builder", Element, "_At"], A]
 _SELECT = re.compile(r"[^\s.]+(\.[^\s.]+)*")
 _CALLED = re.compile(r"\$([^\s$]+)")
 _CONDITION = ("condition",)
-_ENGINE_PREFIX = "inst:"
-"""Properties the engine maintains (``inst:current``, ``inst:fault``...): read-only to users."""
+_ENGINE_PREFIX = el.ENGINE_PREFIX
 
 
 def is_xml_text(text: str) -> bool:
@@ -105,6 +106,12 @@ class _Builder:
     def build(self, read: Reader[A], element: Element, at: _At) -> A:
         if at.depth > MAX_DEPTH:
             raise el.error(element, f"activities are nested more than {MAX_DEPTH} levels deep")
+        if len(at.path) > MAX_ACTIVITY_PATH:
+            raise el.error(
+                element,
+                f"this activity's id ({at.path}) is longer than {MAX_ACTIVITY_PATH} characters: "
+                "nest fewer blocks, or fewer activities in one block",
+            )
         self.count += 1
         if self.count > MAX_ACTIVITIES:
             raise el.error(element, f"the definition has more than {MAX_ACTIVITIES} activities")
@@ -199,7 +206,7 @@ def _cases(element: Element, *, need_case: bool) -> list[Element]:
 
 
 def _process(builder: _Builder, element: Element, at: _At) -> Process:
-    name = el.attributes(element, "name").get("name")
+    name = el.name_attribute(element, el.attributes(element, "name"), "name", needed=False)
     body = _body(element, context=True)
     context = builder.context(body.context, at)
     children = builder.children(body.activities, at)
@@ -270,13 +277,22 @@ def _action(builder: _Builder, element: Element, at: _At) -> Action:
     el.leaf(element)
     return Action(
         **_where(element, at),
-        participant=el.required(element, found, "participant"),
+        participant=str(el.name_attribute(element, found, "participant", needed=True)),
         kind=el.optional(element, found, "kind", values.participant_kind),
-        queue=el.optional(element, found, "queue", el.not_blank),
+        queue=_queue(element, found),
         timeout=el.optional(element, found, "timeout", values.positive_seconds),
         retries=el.optional(element, found, "retries", values.count) or 0,
         retry_delay=el.optional(element, found, "retry-delay", values.non_negative_seconds) or 0.0,
     )
+
+
+def _queue(element: Element, found: dict[str, str]) -> str | None:
+    queue = el.name_attribute(element, found, "queue", needed=False)
+    if queue is not None and queue.startswith("amq."):
+        raise el.error(
+            element, f'<action queue="{queue}">: names starting amq. are RabbitMQ\'s own'
+        )
+    return queue
 
 
 def _call(builder: _Builder, element: Element, at: _At) -> Call:
@@ -299,7 +315,7 @@ def _delay(builder: _Builder, element: Element, at: _At) -> Delay:
 
 def _await(builder: _Builder, element: Element, at: _At) -> Await:
     found = el.attributes(element, "event", "timeout")
-    event = el.required(element, found, "event")
+    event = str(el.name_attribute(element, found, "event", needed=True))
     timeout = el.optional(element, found, "timeout", values.positive_seconds)
     body = _body(element, context=False, conditions="optional", activities=False)
     return Await(**_where(element, at), event=event, conditions=body.conditions, timeout=timeout)

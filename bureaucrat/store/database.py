@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from bureaucrat.errors import StoreError
+from bureaucrat.errors import StoreDataError, StoreError
 
 DEFAULT_URL = "sqlite:///bureaucrat.db"
 BUSY_TIMEOUT = 30.0
@@ -98,9 +98,25 @@ def translated(doing: str) -> Iterator[None]:
     try:
         yield
     except sa.exc.DBAPIError as error:
-        raise StoreError(f"database error while {doing}: {_first_line(error.orig)}") from error
+        text = f"database error while {doing}: {_first_line(error.orig)}"
+        if _refused_data(error):
+            raise StoreDataError(text) from error
+        raise StoreError(text) from error
+    except sa.exc.StatementError as error:  # the driver could not even send the values
+        raise StoreDataError(f"database refused a value while {doing}: {error.orig}") from error
     except sa.exc.SQLAlchemyError as error:
         raise StoreError(f"database error while {doing}: {_first_line(error)}") from error
+    except UnicodeError as error:  # psycopg encodes parameters itself: a lone surrogate
+        raise StoreDataError(f"database refused a value while {doing}: {error}") from error
+
+
+_DATA_ERRORS = (sa.exc.DataError, sa.exc.IntegrityError)
+
+
+def _refused_data(error: sa.exc.DBAPIError) -> bool:
+    """Whether the database refused the data itself, rather than failing or going away: only
+    a lost connection, a lock timeout or a server failure is worth a retry."""
+    return not error.connection_invalidated and isinstance(error, _DATA_ERRORS)
 
 
 def _first_line(error: BaseException | None) -> str:

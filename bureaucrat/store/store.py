@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from bureaucrat.definition import Definition, parse_definition
-from bureaucrat.errors import StoreError
+from bureaucrat.errors import StoreDataError, StoreError
 from bureaucrat.store import statements as sql
 from bureaucrat.store.codec import UndecodableError, loads_lenient, loads_object
 from bureaucrat.store.database import (
@@ -31,6 +31,7 @@ from bureaucrat.store.database import (
     safe_url,
     translated,
 )
+from bureaucrat.store.cache import DefinitionCache
 from bureaucrat.store.records import (
     InstanceRecord,
     JournalEntry,
@@ -41,6 +42,7 @@ from bureaucrat.store.records import (
 )
 from bureaucrat.store.schema import ensure_schema
 from bureaucrat.store.tables import (
+    deliveries,
     definitions,
     instances,
     journal,
@@ -54,15 +56,19 @@ from bureaucrat.store.transaction import BROKEN, Tx, instance_record
 LOG = logging.getLogger(__name__)
 
 SUPPORTED = ("sqlite", "postgresql")
+DEFAULT_CACHE_SIZE = 64_000_000
+"""Bytes of memory, about, that parsed definitions may take (``definition_cache_size``)."""
 
 
 class Store:
     """The database of one bureaucrat installation (thread-safe; one connection per thread)."""
 
-    def __init__(self, url: str | None = None) -> None:
+    def __init__(
+        self, url: str | None = None, definition_cache_size: int = DEFAULT_CACHE_SIZE
+    ) -> None:
         self.url = resolve_url(url)
         self.engine = make_engine(self.url)
-        self._definitions: dict[str, Definition] = {}
+        self._definitions = DefinitionCache(definition_cache_size)
         if self.engine.dialect.name not in SUPPORTED:
             self.engine.dispose()
             raise StoreError(f"unsupported database {safe_url(self.url)}: use SQLite or PostgreSQL")
@@ -117,7 +123,7 @@ class Store:
         row = {"hash": digest, "name": definition.name, "source": source, "created_at": time.time()}
         with self.transaction() as tx:
             tx.connection.execute(sql.for_dialect(self.engine.dialect.name).insert_definition, row)
-        self._definitions[digest] = definition
+        self._definitions.put(digest, definition, len(source))
         return digest
 
     def definition(self, digest: str) -> Definition:
@@ -129,10 +135,10 @@ class Store:
             source = connection.execute(
                 sa.select(definitions.c.source).where(definitions.c.hash == digest)
             ).scalar_one_or_none()
-        if source is None:
-            raise StoreError(f"no definition {digest} in the database")
+        if source is None:  # pruned by mistake, or a damaged database: this instance only
+            raise StoreDataError(f"no definition {digest} in the database")
         definition = parse_definition(source)
-        self._definitions[digest] = definition
+        self._definitions.put(digest, definition, len(source))
         return definition
 
     # timers -----------------------------------------------------------------------------------
@@ -191,15 +197,44 @@ class Store:
             tx.mark_sent(ids, now)
 
     def prune(self, before: float) -> int:
-        """Forget sent messages and processed message ids older than ``before``; rows deleted."""
+        """Forget what is older than ``before`` and no longer needed: sent messages, processed
+        message ids, delivery counts, and definitions that no instance runs; rows deleted."""
+        unused = ~sa.exists().where(instances.c.definition_hash == definitions.c.hash)
         deleted = 0
         with self.transaction() as tx:
             for statement in (
                 sa.delete(outbox).where(outbox.c.sent_at < before),
                 sa.delete(processed_messages).where(processed_messages.c.processed_at < before),
+                sa.delete(deliveries).where(deliveries.c.last_at < before),
+                sa.delete(definitions).where(definitions.c.created_at < before, unused),
             ):
                 deleted += tx.connection.execute(statement).rowcount
         return deleted
+
+    def count_delivery(self, message_id: str, now: float) -> int:
+        """Count one more delivery of the message known as ``message_id``; how many so far.
+
+        Committed at once, before the message is handled, so that a message that kills the
+        daemon is still counted and dead-lettered once it came back too often."""
+        with self.transaction() as tx:
+            connection = tx.connection
+            count = connection.execute(
+                sa.select(deliveries.c.count)
+                .where(deliveries.c.message_id == message_id)
+                .with_for_update()
+            ).scalar_one_or_none()
+            if count is None:
+                count = 0
+                connection.execute(
+                    sa.insert(deliveries), {"message_id": message_id, "count": 1, "last_at": now}
+                )
+            else:
+                connection.execute(
+                    sa.update(deliveries)
+                    .where(deliveries.c.message_id == message_id)
+                    .values(count=count + 1, last_at=now)
+                )
+        return int(count) + 1
 
     # the read side ----------------------------------------------------------------------------
 

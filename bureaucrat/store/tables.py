@@ -38,7 +38,7 @@ instances = sa.Table(
     "instances",
     metadata,
     sa.Column("id", ID, primary_key=True),
-    sa.Column("definition_hash", sa.String(64), nullable=False),
+    sa.Column("definition_hash", sa.String(64), nullable=False, index=True),
     sa.Column("name", NAME, nullable=True, index=True),
     sa.Column("parent_id", ID, nullable=True, index=True),
     sa.Column("parent_activity", ID, nullable=True),
@@ -97,7 +97,16 @@ outbox = sa.Table(
     sa.Column("body", sa.LargeBinary(), nullable=False),
     sa.Column("created_at", TIME, nullable=False),
     sa.Column("sent_at", TIME, nullable=True),
+    sa.Column("error", sa.Text(), nullable=True),
     sa.Index("ix_outbox_sent_at_id", "sent_at", "id"),
+)
+
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("message_id", NAME, primary_key=True),
+    sa.Column("count", sa.Integer(), nullable=False),
+    sa.Column("last_at", TIME, nullable=False, index=True),
 )
 
 processed_messages = sa.Table(

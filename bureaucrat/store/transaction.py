@@ -89,6 +89,28 @@ class Tx:
             return instance_record(row, None, status=BROKEN, error=reason, updated_at=now)
         return instance_record(row, state)
 
+    def waits_at(self, instance_id: str, activity: str) -> bool:
+        """Whether the instance has a pending workitem dispatched by ``activity`` (a wire id)."""
+        query = sa.select(sa.literal(1)).where(
+            workitems.c.instance_id == instance_id,
+            workitems.c.activity == activity,
+            workitems.c.status == "pending",
+        )
+        return self.connection.execute(query).first() is not None
+
+    def instance(self, instance_id: str) -> InstanceRecord | None:
+        """The instance as it is, without a lock; ``state`` None if broken or undecodable."""
+        row = self.connection.execute(sa.select(instances).where(instances.c.id == instance_id))
+        found = row.first()
+        if found is None:
+            return None
+        if found.status == BROKEN:
+            return instance_record(found, None)
+        try:
+            return instance_record(found, loads_object(found.state))
+        except UndecodableError:
+            return instance_record(found, None)
+
     def instance_exists(self, instance_id: str) -> bool:
         query = sa.select(sa.literal(1)).where(instances.c.id == instance_id)
         return self.connection.execute(query).first() is not None
@@ -200,7 +222,7 @@ class Tx:
         skipped, so two daemons never publish one message twice."""
         query = (
             sa.select(outbox)
-            .where(outbox.c.sent_at.is_(None))
+            .where(outbox.c.sent_at.is_(None), outbox.c.error.is_(None))
             .order_by(outbox.c.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -211,6 +233,15 @@ class Tx:
         if ids:
             statement = sa.update(outbox).where(outbox.c.id.in_(ids)).values(sent_at=now)
             self.connection.execute(statement)
+
+    def mark_unpublishable(self, row: OutboxRecord, reason: str, now: float) -> None:
+        """Keep a message RabbitMQ refused for the operator, out of the relay's way, and set its
+        instance aside with the reason (the instance would otherwise wait for ever on it)."""
+        self.connection.execute(sa.update(outbox).where(outbox.c.id == row.id).values(error=reason))
+        if row.instance_id is not None:
+            self.mark_broken(
+                row.instance_id, f"message {row.message.message_id} not sent: {reason}", now
+            )
 
     # lookups ----------------------------------------------------------------------------------
 
