@@ -107,6 +107,8 @@ class Service:
 
     def handle(self, message: Incoming) -> Verdict:
         if message.message_id is not None:
+            if not isinstance(message.message_id, str):  # pika leaves invalid UTF-8 as bytes
+                return Verdict.dead("message_id is not UTF-8 text")
             problem = bad_text(message.message_id)
             if problem is not None:
                 return Verdict.dead(f"message_id {problem}")
@@ -181,10 +183,10 @@ class Service:
                 workitem = tx.workitem(response.workitem_id)
                 return None if workitem is None else workitem.instance_id
             target = response.target or ""
-            for candidate in _process_id_candidates(target):
-                if tx.waits_at(candidate, target):
-                    return candidate
-            return None
+            waiting = [c for c in _process_id_candidates(target) if tx.waits_at(c, target)]
+            if len(waiting) > 1:  # P_0's activity 0 and P's activity 0_0 are both P_0_0
+                LOG.warning("answer for %s: %s all wait there", target, ", ".join(waiting))
+            return waiting[0] if len(waiting) == 1 else None
 
         if not self.advance(route, ev.ParticipantResponse(response.workitem), key):
             LOG.warning(
