@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from bureaucrat.amqp import Broker
+from tests.brokers import AMQP_URL
 from tests.harness import Installation
 
 pytestmark = [pytest.mark.usefixtures("rabbitmq"), pytest.mark.slow]
@@ -32,14 +34,15 @@ def test_sigkill_at_random_moments_loses_and_repeats_nothing(installation: Insta
     rng = random.Random(20261122)
     installation.start_daemon()
     for _ in range(2):
-        installation.start_worker("inc", "tests.participants:inc", {"INC_DELAY": "0.004"})
+        # Slow enough that the work outlasts five kills and restarts on a loaded machine.
+        installation.start_worker("inc", "tests.participants:inc", {"INC_DELAY": "0.02"})
     with installation.launcher() as launcher:
         pids = [launcher.launch(FIVE, {"n": 0}, process_id=f"crash-{i}") for i in range(PROCESSES)]
     unfinished_at_kill: list[int] = []
     answered = 0
-    while len(unfinished_at_kill) < 5:
+    while len(unfinished_at_kill) < 5 and _completed(installation) < PROCESSES:
         # Once the restarted daemon is at work again, kill it at a random moment.
-        installation.wait_for(_progress(installation, answered), timeout=30, what="work")
+        installation.wait_for(_progress(installation, answered), timeout=60, what="work")
         time.sleep(rng.uniform(0.0, 0.6))
         installation.kill_daemon()
         answered = _answered(installation)
@@ -79,7 +82,11 @@ def _answered(installation: Installation, prefix: str = "crash", count: int = PR
 def _progress(
     installation: Installation, answered: int, prefix: str = "crash", count: int = PROCESSES
 ) -> Callable[[], bool]:
-    return lambda: _answered(installation, prefix, count) > answered
+    """Whether more workitems were answered since ``answered``, or every process is done."""
+    return lambda: (
+        _answered(installation, prefix, count) > answered
+        or installation.store.counts_by_status().get("completed", 0) == count
+    )
 
 
 def test_rabbitmq_restart_mid_run_loses_nothing(installation: Installation) -> None:
@@ -143,6 +150,12 @@ def test_two_daemons_share_one_database_and_do_everything_once(
         install.start_another_daemon()
         for _ in range(2):
             install.start_worker("inc", "tests.participants:inc")
+        broker = Broker(AMQP_URL)  # both must consume before the launches go out
+        try:
+            queue = install.config.launch_queue
+            install.wait_for(lambda: broker.consumers(queue) == 2, what="two daemons consuming")
+        finally:
+            broker.close()
         with install.launcher() as launcher:
             pids = [launcher.launch(FIVE, {"n": 0}, process_id=f"two-{i}") for i in range(60)]
         for pid in pids:
