@@ -71,7 +71,10 @@ class Daemon:
         while not self.stopping:
             try:
                 if store is None:
-                    store = Store(self.config.database_url)
+                    store = Store(
+                        self.config.database_url,
+                        definition_cache_size=self.config.definition_cache_size,
+                    )
                 self._serve(store)
                 backoff = 1.0
             except (BrokerError, StoreError) as error:
