@@ -6,21 +6,34 @@ passwd and vhost make the broker URL when no ``url`` is given; ``[bureaucrat]`` 
 message_queue and event_queue keep their meaning; its other keys and sections (``storage_dir``,
 the ``logging.config`` sections) are accepted and ignored. ``config/bureaucrat.conf`` documents
 every option.
+
+Every value is checked when it is loaded (its type, its range, names that RabbitMQ accepts, URLs
+that parse): a ``ConfigError`` names the file, section and key, or the environment variable, so
+that a daemon never starts on a setting it would trip over later.
 """
 
 from __future__ import annotations
 
 import configparser
+import logging
+import math
 import os
-from collections.abc import Mapping
+import unicodedata
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
+from bureaucrat.bounds import MAX_NAME, SHORT_STRING, bad_text, utf8_length
 from bureaucrat.errors import ConfigError
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/%2F"
 DEFAULT_DATABASE_URL = "sqlite:///bureaucrat.db"
+AMQP_URL_VARIABLE = "BUREAUCRAT_AMQP_URL"
+DATABASE_URL_VARIABLE = "BUREAUCRAT_DATABASE_URL"
+QUEUE_TYPES = ("classic", "quorum")
+KINDS = ("taskqueue", "celery")
 
 
 @dataclass(frozen=True)
@@ -80,42 +93,52 @@ _KEYS: Mapping[tuple[str, str], str] = {
     ("logging", "file"): "log_file",
     ("logging", "syslog"): "syslog",
 }
+_WHERE: Mapping[str, str] = {name: f"[{section}] {key}" for (section, key), name in _KEYS.items()}
 _ORIGINAL_AMQP = ("host", "port", "user", "passwd", "vhost")
 _IGNORED_SECTIONS = {"DEFAULT", "formatters", "handlers", "loggers", "taskqueue"}
-_KINDS = ("taskqueue", "celery")
+_QUEUES = ("launch_queue", "message_queue", "event_queue", "dead_letter_queue")
+_EXCHANGES = ("exchange", "notifications_exchange")
 
 
 def load_config(path: str | Path | None = None, environ: Mapping[str, str] = os.environ) -> Config:
-    """The configuration from ``path`` (None: defaults only) and the environment."""
+    """The configuration from ``path`` (None: defaults only) and the environment, checked."""
     config = Config()
+    where: dict[str, str] = {}  # field -> where its value was set, for messages
     if path is not None:
-        config = _from_file(Path(path))
-    amqp_url = environ.get("BUREAUCRAT_AMQP_URL")
-    database_url = environ.get("BUREAUCRAT_DATABASE_URL")
+        config, where = _from_file(Path(path))
+    amqp_url = environ.get(AMQP_URL_VARIABLE)
+    database_url = environ.get(DATABASE_URL_VARIABLE)
     if amqp_url:
         config = replace(config, amqp_url=amqp_url)
+        where["amqp_url"] = AMQP_URL_VARIABLE
     if database_url:
         config = replace(config, database_url=database_url)
-    _check(config)
-    return config
+        where["database_url"] = DATABASE_URL_VARIABLE
+    return _checked(config, where)
 
 
-def _from_file(path: Path) -> Config:
+def _from_file(path: Path) -> tuple[Config, dict[str, str]]:
     parser = configparser.ConfigParser(
         interpolation=None,
         inline_comment_prefixes=(";", "#"),
         default_section="\x00",  # the original's [DEFAULT] is a section like any other
     )
     try:
-        with path.open(encoding="utf-8") as handle:
+        with path.open(encoding="utf-8-sig") as handle:
             parser.read_file(handle)
     except OSError as error:
         raise ConfigError(f"{path}: cannot read the config file: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{path}: not a UTF-8 text file (byte 0x{error.object[error.start]:02x} "
+            f"at offset {error.start})"
+        ) from None
     except configparser.Error as error:
-        raise ConfigError(f"{path}: not a valid INI file: {error}") from None
+        raise ConfigError(f"{path}: not a valid INI file: {_one_line(str(error))}") from None
     values: dict[str, object] = {}
+    where: dict[str, str] = {}
     ignored: list[str] = []
-    types = {f.name: f.type for f in fields(Config)}
+    types = {f.name: str(f.type) for f in fields(Config)}
     for section in parser.sections():
         if section in _IGNORED_SECTIONS:
             ignored.append(f"[{section}]")
@@ -123,25 +146,31 @@ def _from_file(path: Path) -> Config:
         for key, text in parser.items(section, raw=True):
             name = _KEYS.get((section, key))
             if name is not None:
-                values[name] = _convert(path, section, key, text, str(types[name]))
+                where[name] = f"{path}: {_WHERE[name]}"
+                values[name] = _convert(where[name], text, types[name])
             elif not (section == "amqp" and key in _ORIGINAL_AMQP):
                 ignored.append(f"[{section}] {key}")
     if "amqp_url" not in values and parser.has_section("amqp"):
-        values["amqp_url"] = _original_amqp_url(parser["amqp"])
-    return replace(Config(), **values, ignored=tuple(ignored))  # type: ignore[arg-type]
+        values["amqp_url"] = _original_amqp_url(path, parser["amqp"])
+        where["amqp_url"] = f"{path}: [amqp] host, port, user, passwd, vhost"
+    config = replace(Config(), **values, ignored=tuple(ignored))  # type: ignore[arg-type]
+    return config, where
 
 
-def _convert(path: Path, section: str, key: str, text: str, kind: str) -> object:
+def _convert(where: str, text: str, kind: str) -> object:
     text = text.strip()
     try:
         if kind == "int":
             return int(text)
         if kind == "float":
-            return float(text)
+            number = float(text)
+            if not math.isfinite(number):
+                raise ConfigError(f"{where} = {text!r} is not a finite number")
+            return number
         if kind == "bool":
             return _boolean(text)
     except ValueError:
-        raise ConfigError(f"{path}: [{section}] {key} = {text!r} is not a valid {kind}") from None
+        raise ConfigError(f"{where} = {text!r} is not a valid {kind}") from None
     return text or None if kind.endswith("None") else text
 
 
@@ -154,26 +183,152 @@ def _boolean(text: str) -> bool:
     raise ValueError(text)
 
 
-def _original_amqp_url(section: configparser.SectionProxy) -> str:
+def _original_amqp_url(path: Path, section: configparser.SectionProxy) -> str:
     host = section.get("host", "localhost").strip()
     port = section.get("port", "5672").strip()
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(f"{path}: [amqp] port = {port!r} is not a port number (1 to 65535)")
     user = quote(section.get("user", "guest").strip(), safe="")
     password = quote(section.get("passwd", "guest").strip(), safe="")
     vhost = quote(section.get("vhost", "/").strip(), safe="")
     return f"amqp://{user}:{password}@{host}:{port}/{vhost}"
 
 
-def _check(config: Config) -> None:
-    if config.taskqueue_type not in _KINDS:
-        raise ConfigError(
-            f"taskqueue_type = {config.taskqueue_type!r}: expected one of {', '.join(_KINDS)}"
-        )
-    if config.prefetch < 1:
-        raise ConfigError(f"prefetch = {config.prefetch}: must be at least 1")
-    if config.timer_interval <= 0:
-        raise ConfigError(f"timer_interval = {config.timer_interval}: must be positive")
-    if config.dedupe_window < 60:
-        raise ConfigError(f"dedupe_window = {config.dedupe_window}: must be at least 60 seconds")
+# checks -----------------------------------------------------------------------------------------
+
+Check = Callable[[Any], "str | None"]
+
+
+def _between(low: float, high: float) -> Check:
+    return lambda value: None if low <= value <= high else f"must be from {low} to {high}"
+
+
+def _at_least(low: float) -> Check:
+    return lambda value: None if value >= low else f"must be at least {low}"
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else "must be more than 0"
+
+
+def _one_of(*choices: str) -> Check:
+    return lambda value: None if value in choices else f"must be one of {', '.join(choices)}"
+
+
+def _name(limit: int) -> Check:
+    def check(value: object) -> str | None:
+        text = str(value)
+        if not text:
+            return "must not be empty"
+        if text.startswith("amq."):
+            return "names starting with 'amq.' are reserved by RabbitMQ"
+        size = utf8_length(text)
+        return None if size <= limit else f"is {size} bytes long, over the limit of {limit}"
+
+    return check
+
+
+def _log_level(value: object) -> str | None:
+    if str(value).upper() in logging.getLevelNamesMapping():
+        return None
+    return "must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL"
+
+
+def _amqp_url(value: object) -> str | None:
+    import pika
+
+    text = str(value)
+    scheme = text.partition("://")[0].lower() if "://" in text else ""
+    if scheme not in ("amqp", "amqps"):
+        return "is not an AMQP URL (amqp://user:password@host:port/vhost or amqps://...)"
+    try:
+        parameters = pika.URLParameters(text)
+    except Exception as error:  # pika raises ValueError, IndexError... for what it cannot read
+        return f"is not a valid AMQP URL: {_one_line(str(error)) or type(error).__name__}"
+    if not parameters.port:
+        return "is not a valid AMQP URL: no port"
+    return None
+
+
+def _database_url(value: object) -> str | None:
+    import sqlalchemy
+
+    try:
+        sqlalchemy.make_url(str(value))
+    except (sqlalchemy.exc.ArgumentError, ValueError) as error:
+        return f"is not a valid database URL: {_one_line(str(error))}"
+    return None
+
+
+# Config field -> its check (every value is also checked for control characters and NULs).
+_CHECKS: Mapping[str, Check] = {
+    "amqp_url": _amqp_url,
+    "heartbeat": _between(0, 3600),
+    "database_url": _database_url,
+    **{name: _name(MAX_NAME) for name in (*_QUEUES, *_EXCHANGES)},
+    # a worker queue is <prefix><participant>, and a participant's name has up to MAX_NAME bytes
+    "worker_queue_prefix": _name(SHORT_STRING - MAX_NAME),
+    "taskqueue_type": _one_of(*KINDS),
+    "prefetch": _between(1, 65535),
+    "timer_interval": _positive,
+    "dedupe_window": _at_least(60),
+    "queue_type": _one_of(*QUEUE_TYPES),
+    "max_redeliveries": _between(1, 1000),
+    "max_state_size": _at_least(10_000),
+    "max_step_output": _at_least(100_000),
+    "definition_cache_size": _at_least(1_000_000),
+    "log_level": _log_level,
+}
+_SECRET = frozenset({"amqp_url", "database_url"})
+"""Fields whose value may hold a password: errors name them without showing the value."""
+
+
+def _checked(config: Config, where: Mapping[str, str]) -> Config:
+    """``config`` if every value is acceptable (the log level in capitals), else ConfigError.
+
+    ``where`` says where the values that were set come from (file and key, or variable)."""
+
+    def fail(name: str, problem: str) -> ConfigError:
+        value = getattr(config, name)
+        shown = "" if name in _SECRET else f" = {value!r}"
+        return ConfigError(f"{where.get(name, _WHERE[name])}{shown}: {problem}")
+
+    for name, value in ((f.name, getattr(config, f.name)) for f in fields(Config)):
+        if name == "ignored" or value is None:
+            continue
+        problem = _problem(name, value)
+        if problem is not None:
+            raise fail(name, problem)
+    for first, second in _pairs(_QUEUES, ("exchange", "notifications_exchange")):
+        if getattr(config, first) == getattr(config, second):
+            named = second if second in where or first not in where else first
+            other = _WHERE[first if named == second else second]
+            raise fail(named, f"must differ from {other} (each has its own role)")
+    return replace(config, log_level=config.log_level.upper())
+
+
+def _pairs(*groups: tuple[str, ...]) -> list[tuple[str, str]]:
+    """Every pair of fields within each group (whose values must differ)."""
+    return [(a, b) for group in groups for i, a in enumerate(group) for b in group[i + 1 :]]
+
+
+def _problem(name: str, value: object) -> str | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number"
+    if isinstance(value, str):
+        if not value:
+            return "must not be empty"
+        problem = bad_text(value)
+        if problem is not None:
+            return problem
+        if any(unicodedata.category(char) == "Cc" for char in value):
+            return "contains a control character"
+    check = _CHECKS.get(name)
+    return None if check is None else check(value)
+
+
+def _one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def with_absolute_database(config: Config) -> Config:

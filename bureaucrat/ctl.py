@@ -3,6 +3,10 @@
 Reading commands (``list``, ``show``) read the database; commands that change a process
 (``launch``, ``terminate``, ``retry``, ``event``) send messages to the engine through RabbitMQ,
 so they take effect in the same order and with the same guarantees as everything else.
+
+Ids, names, fault messages and reasons come from the database and from whoever sent a message:
+everything printed goes through ``printable``, which escapes control characters (``\\x1b``), so
+that no value can move the cursor, recolour or rewrite an operator's terminal.
 """
 
 from __future__ import annotations
@@ -11,13 +15,42 @@ import argparse
 import datetime as dt
 import json
 import sys
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bureaucrat import __version__
 from bureaucrat.config import Config, load_config, with_absolute_database
-from bureaucrat.errors import BureaucratError, DefinitionError
+from bureaucrat.errors import BureaucratError, ConfigError, DefinitionError
+
+_UNSAFE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+"""Unicode categories escaped on output: controls (C0, DEL, C1), format characters
+(bidirectional overrides, zero-width), lone surrogates, line and paragraph separators."""
+_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(value: object) -> str:
+    """``value`` as text that is safe to print on a terminal: control characters escaped in
+    Python's notation (ESC as ``\\x1b``, a newline as ``\\n``), everything else as it is."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(_escape(char) for char in text)
+
+
+def _escape(char: str) -> str:
+    if unicodedata.category(char) not in _UNSAFE:
+        return char
+    if char in _SHORT:
+        return _SHORT[char]
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def out(line: object) -> None:
+    """Print one line of output, escaped."""
+    print(printable(line))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,9 +141,9 @@ def _timestamp(text: str) -> float:
     return moment.timestamp()
 
 
-def fail(message: str) -> int:
-    print(f"bureaucratctl: {message}", file=sys.stderr)
-    return 1
+def fail(message: str, status: int = 1) -> int:
+    print(f"bureaucratctl: {printable(message)}", file=sys.stderr)
+    return status
 
 
 def cmd_validate(args: argparse.Namespace, config: Config) -> int:
@@ -122,10 +155,10 @@ def cmd_validate(args: argparse.Namespace, config: Config) -> int:
     except OSError as error:
         return fail(f"{path}: cannot read: {error.strerror}")
     except DefinitionError as error:
-        print(f"{path}:{error.line or 0}: {error.problem}", file=sys.stderr)
+        print(printable(f"{path}:{error.line or 0}: {error.problem}"), file=sys.stderr)
         return 1
     count = len(definition.activities) - 1
-    print(f"{path}: valid ({count} {'activity' if count == 1 else 'activities'})")
+    out(f"{path}: valid ({count} {'activity' if count == 1 else 'activities'})")
     return 0
 
 
@@ -164,14 +197,14 @@ def _control(name: str, process_id: str, config: Config, **extra: Any) -> None:
 def cmd_terminate(args: argparse.Namespace, config: Config) -> int:
     _require_instance(args.id, config)
     _control("terminate", args.id, config, reason="bureaucratctl terminate")
-    print(f"terminate sent to {args.id}")
+    out(f"terminate sent to {args.id}")
     return 0
 
 
 def cmd_retry(args: argparse.Namespace, config: Config) -> int:
     _require_instance(args.id, config)
     _control("retry", args.id, config, activity=args.activity)
-    print(f"retry sent to {args.id}")
+    out(f"retry sent to {args.id}")
     return 0
 
 
@@ -186,7 +219,7 @@ def cmd_event(args: argparse.Namespace, config: Config) -> int:
         return fail("--data must be a JSON object")
     with Launcher(config=config) as launcher:
         launcher.send_event(args.name, data, process_id=args.process)
-    print(f"event {args.name} sent")
+    out(f"event {args.name} sent")
     return 0
 
 
@@ -226,9 +259,9 @@ def cmd_list(args: argparse.Namespace, config: Config) -> int:
         store.close()
     print(f"{'ID':<36} {'STATUS':<11} {'NAME':<20} {'CREATED':<19} UPDATED")
     for row in rows:
-        name = (row.name or "-")[:20]
+        name = printable(row.name or "-")[:20]
         print(
-            f"{row.id:<36} {row.status:<11} {name:<20} "
+            f"{printable(row.id):<36} {printable(row.status):<11} {name:<20} "
             f"{_when(row.created_at):<19} {_when(row.updated_at)}"
         )
     return 0
@@ -277,22 +310,22 @@ def _public_fault(fault: Any) -> Any:
 
 
 def _print_report(report: dict[str, Any]) -> None:
-    print(f"process  {report['id']} ({report['name'] or 'unnamed'})")
-    print(f"status   {report['status']}")
-    print(f"created  {report['created']}   updated {report['updated']}")
+    out(f"process  {report['id']} ({report['name'] or 'unnamed'})")
+    out(f"status   {report['status']}")
+    out(f"created  {report['created']}   updated {report['updated']}")
     if report["parent"]:
-        print(f"parent   {report['parent']}")
+        out(f"parent   {report['parent']}")
     if report["fault"]:
-        print(f"fault    {report['fault']['code']}: {report['fault']['message']}")
+        out(f"fault    {report['fault']['code']}: {report['fault']['message']}")
     if report["error"]:
-        print(f"error    {report['error']}")
-    print("context  " + json.dumps(report["context"], sort_keys=True))
+        out(f"error    {report['error']}")
+    out("context  " + json.dumps(report["context"], sort_keys=True))
     for item in report["pending_workitems"]:
-        print(f"waiting  {item['participant']} ({item['activity']}, workitem {item['id']})")
-    print("journal")
+        out(f"waiting  {item['participant']} ({item['activity']}, workitem {item['id']})")
+    out("journal")
     for entry in report["journal"]:
         details = " ".join(f"{k}={json.dumps(v)}" for k, v in sorted(entry["details"].items()))
-        print(f"  {entry['at']}  {entry['kind']:<10} {entry['activity']}  {details}".rstrip())
+        out(f"  {entry['at']}  {entry['kind']:<10} {entry['activity']}  {details}".rstrip())
 
 
 def cmd_health(args: argparse.Namespace, config: Config) -> int:
@@ -316,10 +349,10 @@ def cmd_health(args: argparse.Namespace, config: Config) -> int:
             counts = store.counts_by_status()
         finally:
             store.close()
-        print("database: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "empty"))
+        out("database: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "empty"))
     if problems:
         return fail("; ".join(problems))
-    print(f"healthy: {', '.join(queues)} served")
+    out(f"healthy: {', '.join(queues)} served")
     return 0
 
 
@@ -327,7 +360,7 @@ def cmd_db(args: argparse.Namespace, config: Config) -> int:
     from bureaucrat.store import upgrade
 
     upgrade(config.database_url)
-    print(f"database schema is up to date ({config.database_url.split('@')[-1]})")
+    out(f"database schema is up to date ({config.database_url.split('@')[-1]})")
     return 0
 
 
@@ -349,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = with_absolute_database(load_config(args.config))
         return COMMANDS[args.command](args, config)
+    except ConfigError as error:  # a setting, or queues RabbitMQ holds declared otherwise
+        return fail(str(error), status=2)
     except BureaucratError as error:
         return fail(str(error))
 

@@ -84,3 +84,116 @@ def test_bad_config_is_a_clear_error(tmp_path: Path, text: str, phrase: str) -> 
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "nope.conf", environ={})
+
+
+BAD_VALUES = [
+    ("amqp", "heartbeat", "-1", "must be from 0 to 3600"),
+    ("amqp", "heartbeat", "3601", "must be from 0 to 3600"),
+    ("amqp", "heartbeat", "1.5", "not a valid int"),
+    ("amqp", "url", "http://rabbit/", "not an AMQP URL"),
+    ("amqp", "url", "amqp://rabbit:five/", "not a valid AMQP URL"),
+    ("amqp", "url", "amqp://rabbit/?bogus=1", "not a valid AMQP URL"),
+    ("amqp", "url", "", "must not be empty"),
+    ("amqp", "port", "http", "not a port number"),
+    ("bureaucrat", "database_url", "not a url", "not a valid database URL"),
+    ("bureaucrat", "database_url", "postgresql://u:p@db:port/x", "not a valid database URL"),
+    ("bureaucrat", "prefetch", "0", "must be from 1 to 65535"),
+    ("bureaucrat", "prefetch", "65536", "must be from 1 to 65535"),
+    ("bureaucrat", "timer_interval", "0", "must be more than 0"),
+    ("bureaucrat", "timer_interval", "nan", "not a finite number"),
+    ("bureaucrat", "timer_interval", "inf", "not a finite number"),
+    ("bureaucrat", "timer_interval", "soon", "not a valid float"),
+    ("bureaucrat", "dedupe_window", "59", "must be at least 60"),
+    ("bureaucrat", "dedupe_window", "1e400", "not a finite number"),
+    ("bureaucrat", "dedupe_window", "-inf", "not a finite number"),
+    ("bureaucrat", "max_redeliveries", "0", "must be from 1 to 1000"),
+    ("bureaucrat", "max_redeliveries", "1001", "must be from 1 to 1000"),
+    ("bureaucrat", "max_state_size", "9999", "must be at least 10000"),
+    ("bureaucrat", "max_step_output", "99999", "must be at least 100000"),
+    ("bureaucrat", "definition_cache_size", "999999", "must be at least 1000000"),
+    ("bureaucrat", "queue_type", "stream", "must be one of classic, quorum"),
+    ("bureaucrat", "taskqueue_type", "carrier-pigeon", "must be one of taskqueue, celery"),
+    ("bureaucrat", "launch_queue", "", "must not be empty"),
+    ("bureaucrat", "message_queue", "a\x1b[31mb", "contains a control character"),
+    ("bureaucrat", "event_queue", "a\x85b", "contains a control character"),
+    ("bureaucrat", "dead_letter_queue", "x\x00", "contains a NUL character"),
+    ("bureaucrat", "exchange", "é" * 101, "202 bytes long, over the limit of 200"),
+    ("bureaucrat", "notifications_exchange", "amq.topic", "reserved by RabbitMQ"),
+    ("bureaucrat", "worker_queue_prefix", "w" * 56, "over the limit of 55"),
+    ("bureaucrat", "worker_queue_prefix", "", "must not be empty"),
+    ("bureaucrat", "event_queue", "bureaucrat", "must differ from [bureaucrat] launch_queue"),
+    ("bureaucrat", "launch_queue", "bureaucrat.dead", "must differ from [bureaucrat] dead_le"),
+    ("bureaucrat", "notifications_exchange", "bureaucrat", "must differ from [bureaucrat] exch"),
+    ("logging", "level", "loud", "must be one of DEBUG, INFO"),
+    ("logging", "syslog", "perhaps", "not a valid bool"),
+    ("logging", "file", "/var/log/b\x07.log", "contains a control character"),
+]
+
+
+@pytest.mark.parametrize(("section", "key", "value", "phrase"), BAD_VALUES)
+def test_every_bad_value_is_named_with_its_section_and_key(
+    tmp_path: Path, section: str, key: str, value: str, phrase: str
+) -> None:
+    path = tmp_path / "bad.conf"
+    path.write_text(f"[{section}]\n{key} = {value}\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    message = str(caught.value)
+    assert message.startswith(f"{path}: [{section}] {key}"), message
+    assert phrase in message
+    assert "\n" not in message and "\x1b" not in message and "\x00" not in message
+
+
+def test_urls_with_passwords_are_named_but_not_shown(tmp_path: Path) -> None:
+    path = tmp_path / "bad.conf"
+    path.write_text("[bureaucrat]\ndatabase_url = postgresql://u:s3cret@db:port/x\n")
+    with pytest.raises(ConfigError, match=r"\[bureaucrat\] database_url") as caught:
+        load_config(path, environ={})
+    assert "s3cret" not in str(caught.value)
+
+
+def test_a_bad_url_in_the_environment_names_the_variable(tmp_path: Path) -> None:
+    path = tmp_path / "good.conf"
+    path.write_text("[amqp]\nurl = amqp://rabbit/%2F\n")
+    with pytest.raises(ConfigError, match=r"^BUREAUCRAT_AMQP_URL: is not an AMQP URL"):
+        load_config(path, environ={"BUREAUCRAT_AMQP_URL": "rabbit:5672"})
+    with pytest.raises(ConfigError, match=r"^BUREAUCRAT_AMQP_URL: is not a valid AMQP URL"):
+        load_config(None, environ={"BUREAUCRAT_AMQP_URL": "amqp://rabbit:five/"})
+    with pytest.raises(ConfigError, match=r"^BUREAUCRAT_DATABASE_URL: is not a valid database"):
+        load_config(path, environ={"BUREAUCRAT_DATABASE_URL": "sqlite//nope"})
+    with pytest.raises(ConfigError, match=r"^BUREAUCRAT_AMQP_URL: contains a lone surrogate"):
+        load_config(None, environ={"BUREAUCRAT_AMQP_URL": "amqp://r\udcff/"})  # undecodable byte
+
+
+def test_a_file_that_is_not_utf8_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.conf"
+    path.write_bytes("[amqp]\nhost = café\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"not a UTF-8 text file \(byte 0xe9 at offset 17\)"):
+        load_config(path, environ={})
+
+
+def test_a_utf8_file_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "bom.conf"
+    path.write_bytes("[bureaucrat]\nprefetch = 7\n".encode("utf-8-sig"))
+    assert load_config(path, environ={}).prefetch == 7
+
+
+def test_good_values_at_the_edges_are_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "edges.conf"
+    path.write_text(
+        "[amqp]\nurl = amqps://u:p@rabbit:5671/prod?heartbeat=10\nheartbeat = 0\n"
+        "[bureaucrat]\nprefetch = 65535\nmax_redeliveries = 1000\nqueue_type = quorum\n"
+        "dedupe_window = 60\ntimer_interval = 1e-3\nexchange = " + "é" * 100 + "\n"
+        "[logging]\nlevel = warning\n"
+    )
+    config = load_config(path, environ={})
+    assert (config.heartbeat, config.prefetch, config.max_redeliveries) == (0, 65535, 1000)
+    assert config.queue_type == "quorum" and config.log_level == "WARNING"
+
+
+def test_the_original_default_section_stays_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "config.ini"
+    path.write_text("[DEFAULT]\nprefetch = nonsense\n[bureaucrat]\nevent_queue = ev\n")
+    config = load_config(path, environ={})
+    assert (config.prefetch, config.event_queue) == (100, "ev")
+    assert "[DEFAULT]" in config.ignored

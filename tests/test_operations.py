@@ -174,6 +174,15 @@ def test_finished_processes_are_announced(sqlite_installation: Installation) -> 
     assert bodies["process.faulted"]["fault"] == {"code": "Nope", "message": "no"}
 
 
+def read_pid(path: Path) -> int | None:
+    """The pid in a pid file; None while there is none (no file yet, or not yet written)."""
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
 def test_daemonises_with_a_pid_file_and_stops_on_sigterm(sqlite_installation: Installation) -> None:
     pid_file = sqlite_installation.tmp / "run" / "bureaucrat.pid"
     pid_file.parent.mkdir()
@@ -193,13 +202,15 @@ def test_daemonises_with_a_pid_file_and_stops_on_sigterm(sqlite_installation: In
     )
     assert started.returncode == 0, started.stderr
     sqlite_installation.wait_for(
-        lambda: pid_file.exists() and pid_file.read_text().strip() != "999999", what="the pid file"
+        lambda: read_pid(pid_file) not in (None, 999999), what="the daemon's pid in the pid file"
     )
-    daemon_pid = int(pid_file.read_text())
+    daemon_pid = read_pid(pid_file)
+    assert daemon_pid is not None
     again = subprocess.run(
         command, capture_output=True, text=True, timeout=30, env=env, cwd=sqlite_installation.tmp
     )
-    assert again.returncode == 1 and "already running" in again.stderr
+    assert again.returncode == 1
+    assert f"already running: pid {daemon_pid} holds the pid file {pid_file}" in again.stderr
     with sqlite_installation.launcher() as launcher:
         pid = launcher.launch("<process/>")
     assert sqlite_installation.wait_finished(pid).status == "completed"

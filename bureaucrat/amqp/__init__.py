@@ -1,6 +1,6 @@
 """The AMQP adapter: the only place that talks to pika."""
 
 from bureaucrat.amqp.connection import Broker, Delivery
-from bureaucrat.amqp.topology import Topology
+from bureaucrat.amqp.topology import QueueArguments, Topology, queue_arguments
 
-__all__ = ["Broker", "Delivery", "Topology"]
+__all__ = ["Broker", "Delivery", "QueueArguments", "Topology", "queue_arguments"]

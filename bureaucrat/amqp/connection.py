@@ -3,14 +3,18 @@
 ``Broker`` wraps a blocking connection with two channels: one that consumes and one that
 publishes in confirm mode, so a publish returns only once RabbitMQ has taken the message (and
 raises ``PublishError`` if it was refused or could not be routed). The topology is declared as
-data (``bureaucrat.amqp.topology``), idempotently, on every connection.
+data (``bureaucrat.amqp.topology``), idempotently, on every connection, and so are the
+workers' queues, declared on demand with the same ``QueueArguments``. A queue or exchange of
+bureaucrat's that exists with other arguments is a ``TopologyError`` (an operator must act), not
+a ``BrokerError``. Other queues (Celery's) are taken as they exist, and made classic if missing.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
-from contextlib import suppress
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,13 +23,38 @@ import pika.exceptions as pex
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import Basic, BasicProperties
 
-from bureaucrat.amqp.topology import Topology
-from bureaucrat.errors import BrokerError, PublishError
+from bureaucrat.amqp.topology import QueueArguments, Topology
+from bureaucrat.errors import BrokerError, PublishError, TopologyError
 
 LOG = logging.getLogger(__name__)
 
 RECOVERABLE = (pex.AMQPConnectionError, pex.AMQPChannelError, pex.StreamLostError, OSError)
 """pika errors after which a new connection may succeed."""
+NOT_FOUND = 404
+
+
+class _Probing(logging.Filter):
+    """Silences pika's warning that the broker closed a channel while this thread looks for a
+    queue that may not exist (a passive declare): not finding it is an answer, not a fault."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(self.local, "active", False)
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        self.local.active = True
+        try:
+            yield
+        finally:
+            self.local.active = False
+
+
+_PROBING = _Probing()
+logging.getLogger("pika.channel").addFilter(_PROBING)
 
 
 @dataclass(frozen=True)
@@ -48,11 +77,25 @@ def properties(fields: Mapping[str, Any]) -> BasicProperties:
 
 
 class Broker:
-    """A connection to RabbitMQ with a consuming and a confirming publishing channel."""
+    """A connection to RabbitMQ with a consuming and a confirming publishing channel.
 
-    def __init__(self, url: str, *, heartbeat: int = 60, topology: Topology | None = None):
+    ``topology`` is declared on connecting. ``queues`` (default: the topology's) says how
+    ``ensure_queue`` declares bureaucrat's own queues; without either, or for a queue that is
+    not bureaucrat's, ``ensure_queue`` takes the queue as it exists, and declares it as a
+    durable classic queue if it is missing (as Celery and the original's workers do).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        heartbeat: int = 60,
+        topology: Topology | None = None,
+        queues: QueueArguments | None = None,
+    ):
         self.url = url
         self.topology = topology
+        self.queues = queues or (topology.queues if topology is not None else None)
         self._declared: set[str] = set()
         try:
             parameters = pika.URLParameters(url)
@@ -64,7 +107,11 @@ class Broker:
             self.publisher.confirm_delivery()
             if topology is not None:
                 topology.declare(self.channel)
+        except TopologyError:
+            self.close()
+            raise
         except RECOVERABLE as error:
+            self.close()
             raise BrokerError(
                 f"cannot connect to RabbitMQ at {_safe(url)}: {_describe(error)}"
             ) from None
@@ -72,10 +119,23 @@ class Broker:
     # publishing -------------------------------------------------------------------------------
 
     def ensure_queue(self, name: str) -> None:
-        """Declare a durable queue once per connection (workers' queues are made on demand)."""
-        if name not in self._declared:
-            self._call(lambda: self.publisher.queue_declare(name, durable=True))
-            self._declared.add(name)
+        """Make sure durable queue ``name`` exists, once per connection (workers' queues are
+        made on demand); ``TopologyError`` if it is bureaucrat's and exists with other arguments
+        than ``queues`` says.
+
+        Declarations use a channel of their own, so a refusal leaves the others open."""
+        if name in self._declared:
+            return
+        if self.queues is not None and self.queues.owns(name):
+            with self._scratch_channel() as channel:
+                self.queues.declare(channel, name)
+        else:
+            with self._scratch_channel() as channel:
+                exists = self._exists(channel, name)
+            if not exists:
+                with self._scratch_channel() as channel:
+                    channel.queue_declare(name, durable=True)
+        self._declared.add(name)
 
     def publish(
         self,
@@ -101,18 +161,39 @@ class Broker:
 
     def consumers(self, queue: str) -> int | None:
         """How many consumers ``queue`` has now; None when there is no such queue."""
+        with self._scratch_channel() as channel:
+            try:
+                with _PROBING.active():
+                    frame = channel.queue_declare(queue, passive=True)
+            except pex.ChannelClosedByBroker as error:
+                if error.reply_code == NOT_FOUND:
+                    return None
+                raise BrokerError(f"cannot inspect queue {queue}: {_describe(error)}") from None
+        return int(frame.method.consumer_count)
+
+    def _exists(self, channel: BlockingChannel, queue: str) -> bool:
+        try:
+            with _PROBING.active():
+                channel.queue_declare(queue, passive=True)
+        except pex.ChannelClosedByBroker as error:
+            if error.reply_code == NOT_FOUND:
+                return False
+            raise
+        return True
+
+    @contextmanager
+    def _scratch_channel(self) -> Iterator[BlockingChannel]:
+        """A channel for one declaration, closed after it (if the broker has not closed it);
+        pika's errors in the block become ``BrokerError``."""
         channel = self._call(self.connection.channel)
         try:
-            frame = channel.queue_declare(queue, passive=True)
-        except pex.ChannelClosedByBroker as error:
-            if error.reply_code == 404:
-                return None
-            raise BrokerError(f"cannot inspect queue {queue}: {_describe(error)}") from None
+            yield channel
         except RECOVERABLE as error:
             raise BrokerError(f"lost RabbitMQ: {_describe(error)}") from None
-        with suppress(*RECOVERABLE):
-            channel.close()
-        return int(frame.method.consumer_count)
+        finally:
+            if channel.is_open:
+                with suppress(*RECOVERABLE):
+                    channel.close()
 
     # consuming --------------------------------------------------------------------------------
 
@@ -159,9 +240,10 @@ class Broker:
             self.channel.cancel()
 
     def close(self) -> None:
+        connection = getattr(self, "connection", None)  # None when connecting failed
         try:
-            if self.connection.is_open:
-                self.connection.close()
+            if connection is not None and connection.is_open:
+                connection.close()
         except RECOVERABLE:
             pass
 
