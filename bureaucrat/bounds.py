@@ -10,10 +10,14 @@ fits. Lengths are counted in UTF-8 bytes, as AMQP counts them.
     process id      <= 128 bytes   (+ "_" + path <= 64 + "." + counter <= 20 + ":answer" < 255)
     activity path   <= 64 bytes    (nesting and width of a definition)
     names           <= 200 bytes   (participants, events, process names, queues, exchanges)
+
+An id derived from one that was not bounded where it entered (a participant's answer to a
+workitem that did not come from this engine) goes through ``short_id``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 SHORT_STRING = 255
@@ -23,6 +27,10 @@ MAX_ACTIVITY_PATH = 64
 MAX_NAME = 200
 MAX_DEPTH = 100
 """How deeply JSON values in messages, fields and answers may nest."""
+MAX_ACTIVITY_ID = MAX_PROCESS_ID + 1 + MAX_ACTIVITY_PATH
+"""``<process id>_<activity path>``."""
+MAX_WORKITEM_ID = MAX_ACTIVITY_ID + 21
+"""``<activity id>.<counter>``, the counter at most 20 digits."""
 
 _FORBIDDEN = re.compile("[\x00\ud800-\udfff]")
 
@@ -55,3 +63,20 @@ def check_id(text: str, what: str, limit: int = MAX_PROCESS_ID) -> str | None:
     if any(ord(char) < 32 or ord(char) == 127 for char in text):
         return f"{what} contains a control character"
     return None
+
+
+_UNSAFE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+
+
+def short_id(text: str, suffix: str = "") -> str:
+    """``text + suffix`` as an AMQP short string: itself when it fits (and holds no NUL or lone
+    surrogate), else a readable prefix of ``text``, ``~``, the SHA-256 of ``text`` and ``suffix``.
+
+    The same ``text`` always gives the same id, so a message sent again keeps its id."""
+    whole = text + suffix
+    if utf8_length(whole) <= SHORT_STRING and _FORBIDDEN.search(whole) is None:
+        return whole
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    room = max(0, SHORT_STRING - len(digest) - 1 - utf8_length(suffix))
+    prefix = _UNSAFE.sub("", text).encode("utf-8")[:room].decode("utf-8", "ignore")
+    return f"{prefix}~{digest}{suffix}"

@@ -18,6 +18,12 @@ confirms, before the task returns (the task's result is that response). An excep
 ``self.retry()`` (``bind=True``) or retries through ``autoretry_for`` does not answer until its
 last attempt. Tasks acknowledge late, so a worker lost mid-task leaves the workitem queued.
 
+A task message that is not a workitem bureaucrat accepts (``messages.check_workitem``: no
+payload, NaN, NUL, nesting past ``bounds.MAX_DEPTH``...) is answered ``critical`` with the
+reason when it names its ``target`` or ``workitem_id``, else logged and dropped; it never fails
+the task. Answers are identified by ``messages.answer_id``, at most 255 bytes whatever the
+workitem's id.
+
 Settings, in the Celery app's configuration: ``bureaucrat_amqp_url`` (else the environment's
 ``BUREAUCRAT_AMQP_URL``, else the app's own broker when it is RabbitMQ) and
 ``bureaucrat_message_queue`` (default ``bureaucrat_msgs``). Each worker process keeps one
@@ -30,6 +36,7 @@ it, and a ``task_success`` handler publishes ``kwargs["result"]`` (its README sh
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -41,12 +48,15 @@ from celery.exceptions import Retry  # type: ignore[import-untyped]
 from celery.signals import worker_process_shutdown, worker_shutdown  # type: ignore[import-untyped]
 
 from bureaucrat.amqp import Broker
+from bureaucrat.bounds import bad_text, short_id
 from bureaucrat.config import Config
 from bureaucrat.errors import BrokerError, ConfigError
-from bureaucrat.messages import WORKITEM_TYPE, MessageError, dumps
+from bureaucrat.messages import WORKITEM_TYPE, MessageError, answer_id, check_workitem, dumps
 from bureaucrat.worker import Handler, answer
 
 __all__ = ["ParticipantTask", "participant"]
+
+LOG = logging.getLogger("bureaucrat.celery")
 
 AMQP_TRANSPORTS = frozenset({"amqp", "amqps", "pyamqp", "librabbitmq"})
 """kombu's names of the transports that speak to RabbitMQ."""
@@ -60,8 +70,11 @@ class ParticipantTask(Task):  # type: ignore[misc]
 
     acks_late = True
 
-    def __call__(self, workitem: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        workitem = _checked(workitem)
+    def __call__(self, workitem: Any, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
+        try:
+            workitem = check_workitem(workitem)
+        except MessageError as error:
+            return self._refuse(workitem, str(error))
         try:
             result = self.run(copy.deepcopy(workitem["payload"]), *args, **kwargs)
         except Retry:
@@ -74,18 +87,32 @@ class ParticipantTask(Task):  # type: ignore[misc]
         self.report(response)
         return response
 
+    def _refuse(self, workitem: Any, reason: str) -> dict[str, Any] | None:
+        """Answer ``critical`` to a workitem that cannot be served, if it says which one it is;
+        else log it and drop it (answering nobody)."""
+        names = _names(workitem)
+        if "target" not in names and "workitem_id" not in names:
+            LOG.error("%s: dropped a task message that is not a workitem: %s", self.name, reason)
+            return None
+        LOG.error("%s: answered critical to a workitem it cannot serve: %s", self.name, reason)
+        response = {**names, "payload": {"status": "critical", "error": reason}}
+        self.report(response)
+        return response
+
     def report(self, response: dict[str, Any]) -> None:
         """Publish ``response`` to the engine; if that fails, the task runs again later."""
         url, queue = settings(self.app)
+        body = dumps(response)
         task_id = self.request.id or response.get("workitem_id")
+        known_as = task_id if isinstance(task_id, str) and task_id else None
         fields = {
             "content_type": WORKITEM_TYPE,
             "delivery_mode": 2,
-            "message_id": f"{task_id}:answer",
-            "correlation_id": task_id,
+            "message_id": answer_id(known_as, body),
+            "correlation_id": None if known_as is None else short_id(known_as),
         }
         try:
-            REPORTER.publish(url, queue, dumps(response), fields)
+            REPORTER.publish(url, queue, body, fields)
         except BrokerError as error:
             raise self.retry(exc=error, countdown=REPORT_RETRY_DELAY) from None
 
@@ -127,10 +154,17 @@ def _broker_url(app: Celery) -> str:
     return f"{scheme}://{user}:{password}@{info['hostname']}:{info['port']}/{vhost}"
 
 
-def _checked(workitem: Any) -> dict[str, Any]:
-    if not isinstance(workitem, dict) or not isinstance(workitem.get("payload"), dict):
-        raise MessageError("a participant task takes a workitem: a JSON object with a 'payload'")
-    return workitem
+def _names(workitem: Any) -> dict[str, str]:
+    """What a workitem says about itself that can be sent back: its name, target, origin and
+    workitem id, those that are text."""
+    if not isinstance(workitem, dict):
+        return {}
+    keys = ("name", "target", "origin", "workitem_id")
+    return {
+        key: value
+        for key in keys
+        if isinstance(value := workitem.get(key), str) and value and bad_text(value) is None
+    }
 
 
 def _raises(error: Exception) -> Handler:

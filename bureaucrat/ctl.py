@@ -168,21 +168,29 @@ def _field(text: str) -> tuple[str, Any]:
         raise BureaucratError(f"-F {text!r}: expected KEY=VALUE")
     try:
         return key, json.loads(value)
+    except RecursionError:
+        from bureaucrat.messages import MessageError
+
+        raise MessageError(f"-F {key}: the value nests too deeply") from None
     except ValueError:
         return key, value
 
 
 def cmd_launch(args: argparse.Namespace, config: Config) -> int:
     from bureaucrat.launcher import Launcher
+    from bureaucrat.messages import MessageError
 
-    fields = dict(_field(text) for text in args.field)
     try:
+        fields = dict(_field(text) for text in args.field)
         with Launcher(config=config) as launcher:
             process_id = launcher.launch(args.file, fields, process_id=args.id)
     except OSError as error:
         return fail(f"{args.file}: cannot read: {error.strerror}")
     except DefinitionError as error:
         return fail(f"{args.file}:{error.line or 0}: {error.problem}")
+    except MessageError as error:  # an id or fields the engine would refuse: bad usage
+        print(f"bureaucratctl: launch: {error}", file=sys.stderr)
+        return 2
     print(process_id)
     return 0
 

@@ -8,7 +8,9 @@
 
 The definition is checked before it is sent (``DefinitionError`` names the line). The process
 id is chosen here (or given) and sent as the message id, so launching twice with one
-``process_id`` starts one process.
+``process_id`` starts one process. What the engine would dead-letter is refused here with
+``MessageError``: a process id ``bounds.check_id`` refuses, fields that are not JSON data
+(``messages.check_value``: NaN, sets, NUL, nesting...) or that set ``inst:`` properties.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from types import TracebackType
 from typing import Any
 
 from bureaucrat.amqp import Broker, Topology
+from bureaucrat.bounds import check_id
 from bureaucrat.config import Config, load_config
 from bureaucrat.definition import is_xml_text, parse_definition
-from bureaucrat.messages import JSON_TYPE, dumps
+from bureaucrat.messages import JSON_TYPE, MessageError, check_fields, check_value, dumps
 
 
 def read_definition(definition_or_path: str | Path) -> str:
@@ -53,8 +56,17 @@ class Launcher:
         """Start a process; return its id."""
         source = read_definition(definition_or_path)
         parse_definition(source)
-        process_id = process_id or uuid.uuid4().hex
-        body = {"definition": source, "fields": fields or {}}
+        if process_id is None:
+            process_id = uuid.uuid4().hex
+        problem = check_id(process_id, "the process id")
+        if problem is not None:
+            raise MessageError(problem)
+        fields = {} if fields is None else fields
+        if not isinstance(fields, dict):
+            raise MessageError(f"fields must be a dict, not {type(fields).__name__}")
+        check_value(fields, "fields", depth=1)  # as deep as in the message
+        check_fields(fields, "fields")
+        body = {"definition": source, "fields": fields}
         self._send(self.config.launch_queue, body, process_id)
         return process_id
 

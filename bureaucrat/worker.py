@@ -12,8 +12,12 @@ or from the shell: ``bureaucrat-worker check_stock mypackage.stock:check_stock``
 
 The worker takes one workitem at a time with manual acks, calls the function, publishes the
 answer to the engine's message queue with publisher confirms, and only then acks. A function
-that raises answers ``critical`` with the exception's text as ``error``; a message that is not a
-workitem goes to the dead-letter queue with the reason.
+that raises, or returns what cannot travel as JSON (NaN, a set, nesting past
+``bounds.MAX_DEPTH``, an answer over ``messages.MAX_BODY``), answers ``critical`` with the
+reason as ``error``. A message that is not a workitem (``messages.decode_workitem``), or whose
+answer RabbitMQ refuses, goes to the dead-letter queue with the reason; only a lost connection
+makes the worker reconnect. The answer's message id is ``messages.answer_id``: at most 255
+bytes, the same for the same workitem.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib
-import json
 import logging
 import signal
 import sys
@@ -30,26 +33,54 @@ from typing import Any
 
 from bureaucrat.amqp import Broker, Delivery
 from bureaucrat.config import Config, load_config
-from bureaucrat.errors import BrokerError, BureaucratError
-from bureaucrat.messages import WORKITEM_TYPE, dumps
+from bureaucrat.errors import BrokerError, BureaucratError, PublishError
+from bureaucrat.messages import (
+    MAX_BODY,
+    WORKITEM_TYPE,
+    MessageError,
+    answer_id,
+    check_value,
+    decode_workitem,
+    dumps,
+)
 
 LOG = logging.getLogger("bureaucrat.worker")
 
 Handler = Callable[[dict[str, Any]], "dict[str, Any] | None"]
 
+MAX_ERROR = 4000
+"""Characters of an exception's text kept as a ``critical`` answer's ``error``."""
+
 
 def answer(workitem: dict[str, Any], function: Handler) -> dict[str, Any]:
-    """The response to ``workitem``: the function's payload, or ``critical`` if it raised."""
+    """The response to ``workitem``: the function's payload, or ``critical`` if it raised or
+    returned what cannot travel as JSON."""
     payload = workitem["payload"]
     try:
         result = function(copy.deepcopy(payload))
         new_payload = payload if result is None else dict(result)
         new_payload.setdefault("status", "done")
-        json.dumps(new_payload)  # the answer must travel as JSON
+        response = {**workitem, "payload": new_payload}
+        check_value(response, "the answer")
+        size = len(dumps(response))
+        if size > MAX_BODY:
+            raise MessageError(f"the answer is {size} bytes, over the limit of {MAX_BODY}")
     except Exception as error:
-        LOG.exception("participant failed on %s", workitem.get("target"))
-        new_payload = {**payload, "status": "critical", "error": f"{error}" or repr(error)}
-    return {**workitem, "payload": new_payload}
+        LOG.exception("participant failed on %s", ascii(workitem.get("target")))
+        critical = {**payload, "status": "critical", "error": error_text(error)}
+        return {**workitem, "payload": critical}
+    return response
+
+
+def error_text(error: BaseException) -> str:
+    """An exception's text as it can travel: NUL and lone surrogates replaced, at most
+    ``MAX_ERROR`` characters, never empty."""
+    try:
+        text = str(error) or repr(error)
+    except Exception:  # a __str__ that raises
+        text = type(error).__name__
+    text = text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
+    return text if len(text) <= MAX_ERROR else text[: MAX_ERROR - 1] + "\u2026"
 
 
 class Worker:
@@ -91,30 +122,56 @@ class Worker:
 
     def _on_message(self, broker: Broker, delivery: Delivery) -> None:
         try:
-            workitem = json.loads(delivery.body)
-            if not isinstance(workitem, dict) or not isinstance(workitem.get("payload"), dict):
-                raise ValueError("a workitem is a JSON object with a 'payload' object")
-        except ValueError as error:
-            self._dead_letter(broker, delivery, f"not a workitem: {error}")
-            broker.ack(delivery)
+            workitem = decode_workitem(delivery.body)
+        except Exception as error:  # MessageError; anything else would be a defect of ours
+            self._refuse(broker, delivery, f"not a workitem: {error_text(error)}")
             return
         response = answer(workitem, self.function)
-        message_id = f"{delivery.message_id or workitem.get('workitem_id')}:answer"
+        ids = (delivery.message_id, workitem.get("workitem_id"))  # (pika gives bytes if not UTF-8)
+        known_as = next((i for i in ids if isinstance(i, str) and i), None)
         fields = {
             "content_type": WORKITEM_TYPE,
             "delivery_mode": 2,
-            "message_id": message_id,
+            "message_id": answer_id(known_as, delivery.body),
             "correlation_id": delivery.correlation_id,
         }
-        broker.publish("", self.config.message_queue, dumps(response), fields)
+        try:
+            broker.publish("", self.config.message_queue, dumps(response), fields)
+        except PublishError as error:
+            self._refuse(broker, delivery, f"the answer was refused: {error}")
+            return
+        except BrokerError:
+            raise  # the connection is lost: reconnect, the workitem comes back
+        except Exception as error:  # pika cannot send the answer at all
+            self._refuse(broker, delivery, f"the answer cannot be sent: {_describe(error)}")
+            return
         broker.ack(delivery)
 
-    def _dead_letter(self, broker: Broker, delivery: Delivery, reason: str) -> None:
+    def _refuse(self, broker: Broker, delivery: Delivery, reason: str) -> None:
+        """Dead-letter ``delivery`` with ``reason`` (headers as the daemon's), then ack it."""
         LOG.warning("dead-lettered a message from %s: %s", self.queue, reason)
         broker.ensure_queue(self.config.dead_letter_queue)
-        headers = {**(delivery.headers or {}), "x-bureaucrat-error": reason}
-        fields = {"delivery_mode": 2, "headers": headers, "message_id": delivery.message_id}
-        broker.publish("", self.config.dead_letter_queue, delivery.body, fields)
+        ours = {"x-bureaucrat-error": reason, "x-bureaucrat-queue": delivery.queue}
+        fields = {
+            "content_type": delivery.content_type,
+            "message_id": delivery.message_id,
+            "correlation_id": delivery.correlation_id,
+            "headers": {**(delivery.headers or {}), **ours},
+            "delivery_mode": 2,
+        }
+        try:
+            broker.publish("", self.config.dead_letter_queue, delivery.body, fields)
+        except BrokerError:
+            raise
+        except Exception as error:  # its own headers cannot be sent again: without them
+            LOG.warning("dead-lettered without its headers: %s", _describe(error))
+            fields["headers"] = ours
+            broker.publish("", self.config.dead_letter_queue, delivery.body, fields)
+        broker.ack(delivery)
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error_text(error)}"
 
 
 def serve(

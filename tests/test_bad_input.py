@@ -44,7 +44,21 @@ DEAD = [
     ("events", b"not json at all", "not valid JSON"),
     ("events", b'{"data": 1}', "'event'"),
     ("events", b'{"event": 5}', "'event'"),
-    ("events", b'{"event": "go", "process_id": 5}', "'process_id'"),
+    ("events", b'{"event": "go", "process_id": true}', "'process_id'"),
+    ("launch", b"[" * 100_000, "nests more than 100 levels deep"),
+    ("launch", b"<process>\x00</process>", "NUL"),
+    ("launch", b'{"definition": "<process/>", "fields": {"inst:current": 1}}', "inst:"),
+    ("launch", b'{"definition": "<process/>", "fields": {"x": NaN}}', "NaN"),
+    ("launch", b'{"definition": "<process/>", "process_id": "' + b"p" * 129 + b'"}', "128"),
+    ("msgs", b'{"a": ' * 100_000, "nests more than 100 levels deep"),
+    ("msgs", b'{"target": "x_0", "payload": {"\\u0000": 1}}', "NUL"),
+    ("msgs", b'{"target": "x_0", "payload": {"a": ["\\ud800"]}}', "lone surrogate"),
+    ("msgs", b'{"target": "x_0", "payload": {"a": 1e999}}', "not a JSON number"),
+    ("msgs", b'{"target": "x_0", "payload": {"a": "\xff"}}', "not UTF-8"),
+    ("msgs", b'{"workitem_id": "' + b"w" * 250 + b'", "payload": {}}', "250 bytes"),
+    ("msgs", b'{"name": "retry", "process_id": "p", "activity": 5}', "'activity'"),
+    ("msgs", b'{"name": "terminate", "process_id": "p", "reason": [1]}', "'reason'"),
+    ("events", b'{"event": "' + b"e" * 201 + b'"}', "over the limit of 200"),
 ]
 
 # Acknowledged and logged, not dead-lettered: well formed, but about nothing we know.
