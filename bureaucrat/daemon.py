@@ -20,7 +20,7 @@ from typing import Any
 
 from bureaucrat.amqp import Broker, Delivery, Topology
 from bureaucrat.config import Config
-from bureaucrat.errors import BrokerError, StoreError
+from bureaucrat.errors import BrokerError, StoreError, TopologyError
 from bureaucrat.service import Outcome, Service, Verdict
 from bureaucrat.store import Outgoing, Store
 
@@ -81,6 +81,11 @@ class Daemon:
                 LOG.error("%s; retrying in %.0f s", error, backoff)
                 self._sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
+            except TopologyError as error:  # declaring again cannot help: an operator must act
+                LOG.critical("stopping: %s", error)
+                if store is not None:
+                    store.close()
+                return 2
         if store is not None:
             store.close()
         LOG.info("stopped")

@@ -23,7 +23,7 @@ CALLER = '<process><call process="$child"/></process>'
 CHILD = '<process><action participant="c"/></process>'
 
 
-def answer(workitem: Outgoing, **payload: Any) -> Message:
+def answer(workitem: Message, **payload: Any) -> Message:
     body = json.loads(workitem.body)
     body["payload"] = {**body["payload"], "status": "done", **payload}
     return Message(CONFIG.message_queue, json.dumps(body).encode(), f"{workitem.message_id}:a")

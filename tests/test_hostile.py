@@ -73,7 +73,7 @@ def test_hostile_input_never_stops_the_daemon(installation: Installation) -> Non
     )
     workitem = _take(config.worker_queue("hold"))
     assert isinstance(workitem["workitem_id"], str)
-    aimed = [
+    aimed: list[tuple[str, bytes, dict[str, Any], str]] = [
         (
             "msgs",
             dumps({**workitem, "payload": {"status": "done"}}).replace(b'"done"', b'"\\ud800"'),

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from bureaucrat.definition import Definition, parse_definition
 from bureaucrat.errors import StoreDataError, StoreError
 from bureaucrat.store import statements as sql
+from bureaucrat.store.cache import DefinitionCache
 from bureaucrat.store.codec import UndecodableError, loads_lenient, loads_object
 from bureaucrat.store.database import (
     READ_ONLY,
@@ -31,7 +32,6 @@ from bureaucrat.store.database import (
     safe_url,
     translated,
 )
-from bureaucrat.store.cache import DefinitionCache
 from bureaucrat.store.records import (
     InstanceRecord,
     JournalEntry,
@@ -42,8 +42,8 @@ from bureaucrat.store.records import (
 )
 from bureaucrat.store.schema import ensure_schema
 from bureaucrat.store.tables import (
-    deliveries,
     definitions,
+    deliveries,
     instances,
     journal,
     outbox,
