@@ -31,9 +31,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from bureaucrat.amqp import Broker, Delivery
+from bureaucrat.amqp import Broker, Delivery, QueueArguments
 from bureaucrat.config import Config, load_config
-from bureaucrat.errors import BrokerError, BureaucratError, PublishError
+from bureaucrat.errors import BrokerError, BureaucratError, ConfigError, PublishError
 from bureaucrat.messages import (
     MAX_BODY,
     WORKITEM_TYPE,
@@ -108,7 +108,8 @@ class Worker:
                 backoff = min(backoff * 2, 30.0)
 
     def _serve_once(self) -> None:
-        broker = Broker(self.config.amqp_url, heartbeat=self.config.heartbeat)
+        queues = QueueArguments.from_config(self.config)  # quorum when the engine's are
+        broker = Broker(self.config.amqp_url, heartbeat=self.config.heartbeat, queues=queues)
         try:
             broker.ensure_queue(self.queue)
             broker.ensure_queue(self.config.message_queue)
@@ -233,7 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     except BureaucratError as error:
         print(f"bureaucrat-worker: {error}", file=sys.stderr)
         return 2
-    serve(args.participant, function, config=config)
+    try:
+        serve(args.participant, function, config=config)
+    except ConfigError as error:  # a queue declared otherwise: waiting cannot help
+        LOG.critical("stopping: %s", error)
+        return 2
     return 0
 
 
