@@ -24,6 +24,7 @@ from typing import Any
 from bureaucrat.definition import Definition, is_xml_text, parse_definition
 from bureaucrat.engine import commands as cmd
 from bureaucrat.engine import events as ev
+from bureaucrat.engine.budget import DEFAULT_LIMITS, Limits
 from bureaucrat.engine.state import State, is_finished, root_context
 from bureaucrat.engine.step import step
 from bureaucrat.errors import (
@@ -62,6 +63,7 @@ def run_process(
     max_steps: int = 100_000,
     process_id: str = "process",
     check_json: bool = False,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> ProcessResult:
     """Run ``definition`` (XML text or a path) to its end, or until nothing more can happen.
 
@@ -71,8 +73,9 @@ def run_process(
     ``events`` are delivered in order, each when the process has nothing else to do now and an
     ``await`` is waiting (or nothing else will ever happen). With ``check_json`` the state makes
     a JSON round trip after every step, as it would through a store, and must come back equal.
+    Every step runs within ``limits``, as the daemon's steps run within its configuration's.
     """
-    runner = _Runner(participants, max_steps, check_json)
+    runner = _Runner(participants, max_steps, check_json, limits)
     return runner.run(_load(definition), dict(fields or {}), list(events), process_id)
 
 
@@ -88,11 +91,16 @@ def _jsonable(value: Any) -> Any:
 
 class _Runner:
     def __init__(
-        self, participants: Mapping[str, Participant], max_steps: int, check_json: bool
+        self,
+        participants: Mapping[str, Participant],
+        max_steps: int,
+        check_json: bool,
+        limits: Limits,
     ) -> None:
         self.participants = participants
         self.max_steps = max_steps
         self.check_json = check_json
+        self.limits = limits
         self.now = 0.0
         self.steps = 0
         self.instances: dict[str, tuple[Definition, State]] = {}
@@ -162,7 +170,7 @@ class _Runner:
         self.steps += 1
         if self.steps > self.max_steps:
             raise StepLimitError(f"the process did not finish within {self.max_steps} steps")
-        result = step(definition, state, event, self.now)
+        result = step(definition, state, event, self.now, self.limits)
         new_state = result.state
         if self.check_json:
             new_state = _jsonable(result.state)

@@ -4,10 +4,13 @@ Definition text is untrusted, so an expression is Python syntax restricted twice
 time (``compile_expression``) the syntax tree must use only whitelisted node types, the names
 ``context`` and ``event``, whitelisted functions and, as the callee of a call only, whitelisted
 non-mutating methods. At run time simpleeval evaluates the stored tree with operators and
-functions that refuse oversized results (huge ints, strings, lists) before computing them.
+functions that refuse oversized results (huge ints, strings, lists) before computing them, and
+every node, operator, function and method pays what it costs (``costs``) from a ``Budget``: the
+engine passes the one budget of its step, so that all the expressions of a step share it.
 
 ``Expression.evaluate`` raises ``ExpressionError`` for every failure and returns a JSON value, so
-the engine can store the result in its state as it is.
+the engine can store the result in its state as it is. After a failure, ``budget.spent`` tells
+whether the budget ran out.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from typing import Any
 
 from simpleeval import EvalWithCompoundTypes, NameNotDefined
 
-from bureaucrat.definition import limits
+from bureaucrat.definition import costs, limits
+from bureaucrat.definition.limits import Budget
 from bureaucrat.errors import DefinitionError, ExpressionError
 
 MAX_SOURCE_LENGTH = 10_000
@@ -93,24 +97,30 @@ class Expression:
     line: int
     tree: ast.expr = field(compare=False, repr=False)
 
-    def evaluate(self, names: Mapping[str, Any]) -> Any:
-        """The JSON value of the expression; ``ExpressionError`` on any failure."""
-        value = self._run(names)
+    def evaluate(self, names: Mapping[str, Any], budget: Budget | None = None) -> Any:
+        """The JSON value of the expression; ``ExpressionError`` on any failure.
+
+        The work is paid from ``budget`` (None: a budget of ``limits.DEFAULT_BUDGET`` units
+        for this evaluation alone), the conversion of the result to JSON included."""
+        budget = Budget(limits.DEFAULT_BUDGET) if budget is None else budget
+        value = self._run(names, budget)
         try:
-            return limits.to_json(value)
+            return limits.to_json(value, budget)
         except Exception as error:
             raise self._failure(error) from None
 
-    def holds(self, names: Mapping[str, Any]) -> bool:
+    def holds(self, names: Mapping[str, Any], budget: Budget | None = None) -> bool:
         """Whether the expression's value is truthy; ``ExpressionError`` on any failure."""
-        return bool(self._run(names))
+        budget = Budget(limits.DEFAULT_BUDGET) if budget is None else budget
+        return bool(self._run(names, budget))
 
-    def _run(self, names: Mapping[str, Any]) -> Any:
+    def _run(self, names: Mapping[str, Any], budget: Budget) -> Any:
         try:
             evaluator = _IDLE.pop()
         except IndexError:
             evaluator = _Evaluator()
         evaluator.names = names
+        evaluator.meter.budget = budget
         try:
             return evaluator.eval(self.source, previously_parsed=self.tree)
         except Exception as error:
@@ -248,18 +258,43 @@ def _explain(error: Exception) -> str:
 
 
 class _Evaluator(EvalWithCompoundTypes):  # type: ignore[misc]
-    """simpleeval with bounded operators and our functions; the tree is checked already."""
+    """simpleeval with bounded, metered operators and our functions; the tree is checked
+    already. Every node evaluated costs ``costs.NODE_UNITS``; calls and slices cost more."""
 
     def __init__(self) -> None:
+        self.meter = costs.Meter()
         attrs = {kind: set(names) for kind, names in ALLOWED_ATTRS.items()}
-        super().__init__(limits.OPERATORS.copy(), dict(FUNCTIONS), _NO_NAMES, attrs)
+        super().__init__(self.meter.operators(), {}, _NO_NAMES, attrs)
+        # EvalWithCompoundTypes adds the builtins list, tuple, dict and set: ours replace them.
+        self.functions = self.meter.functions(dict(FUNCTIONS))
         self.ATTR_INDEX_FALLBACK = False
 
     def _eval(self, node: ast.AST) -> Any:
         # simpleeval's version also walks every intermediate value looking for forbidden
         # callables, which costs O(size of the context) per name; ``_check_tree`` already
         # guarantees that only whitelisted functions and methods can be reached.
+        budget = self.meter.budget
+        budget.left -= costs.NODE_UNITS
+        if budget.left < 0:
+            budget.spend(0)
         return self.nodes[type(node)](node)
+
+    def _eval_call(self, node: ast.Call) -> Any:
+        callee = node.func
+        if not isinstance(callee, ast.Attribute):
+            return super()._eval_call(node)
+        method = self._eval(callee)
+        args = [self._eval(argument) for argument in node.args]
+        keywords = dict(self._eval(keyword) for keyword in node.keywords)
+        budget = self.meter.budget
+        budget.spend(costs.method_cost(method.__self__, callee.attr, args, budget.left + 1))
+        return method(*args, **keywords)
+
+    def _eval_subscript(self, node: ast.Subscript) -> Any:
+        value = super()._eval_subscript(node)
+        if isinstance(node.slice, ast.Slice):
+            self.meter.charge(costs.length(value))
+        return value
 
 
 _NO_NAMES: Mapping[str, Any] = {}

@@ -1,9 +1,15 @@
-"""Bounded operators and functions for the expression evaluator, and the JSON check of results.
+"""Bounds on what expressions compute: the step's budget of work, sizes measured without
+recursion, operators that refuse oversized results, and the JSON conversion of results.
 
 Python arithmetic on untrusted input can allocate gigabytes or run for hours (``9**9**9``,
 ``"a" * 10**9``, ``round(5, -10**9)``, ``str([10**3000] * 99999)``). Every operator and function
 that can make its result much larger than its operands checks the size of the result first and
-raises ``LimitExceededError``.
+raises ``LimitExceededError``. What each operation costs in work units is in ``costs``; the units
+are spent from one ``Budget`` per step.
+
+The walkers (``weight``, ``text_size``, ``json_size``) never recurse and stop as soon as they
+pass their bound, so a value built of shared references (``[x, x]`` nested twenty times) costs
+what the bound allows, not what its expansion would.
 """
 
 from __future__ import annotations
@@ -11,27 +17,60 @@ from __future__ import annotations
 import ast
 import math
 import operator as op
-from collections.abc import Callable, ItemsView, KeysView, ValuesView
+from collections.abc import Callable
+from json.encoder import encode_basestring
 from typing import Any
 
 MAX_INT_BITS = 10_000
 MAX_LENGTH = 100_000
 MAX_ROUND_DIGITS = 4_000
+DEFAULT_BUDGET = 10_000_000
+"""Work units of one step unless the caller says otherwise (``Limits.step_budget``)."""
 _SMALL_INT_BITS = 64
+_UNBOUNDED = 1 << 62
 
-_REPEATABLE = (str, list, tuple)
-_CONTAINERS = (list, tuple, set, frozenset, dict)
+_VIEWS: tuple[type, ...] = (type({}.keys()), type({}.values()), type({}.items()))
+_SEQUENCES = frozenset({list, tuple, set, frozenset, *_VIEWS})
+_CONTAINERS = _SEQUENCES | {dict}
 _JSON_SCALARS = frozenset({type(None), bool, int, str})
-_VIEWS = (KeysView, ValuesView, ItemsView)
-_LISTS = (list, tuple, *_VIEWS)
+_LISTS = frozenset({list, tuple, *_VIEWS})
 
 
 class LimitExceededError(ArithmeticError):
-    """A result would exceed one of this module's limits."""
+    """A result would exceed one of this module's limits, or the step's budget is spent."""
+
+
+class Budget:
+    """The work units one step may still spend: expression evaluation, activity starts and the
+    sizes the engine measures all draw on it.
+
+    One unit is about 50 ns of CPython's time on one core of a 2020s server (the figures are
+    calibrated with ``benchmarks/hostile_steps.py``): an expression node costs 4, copying or
+    comparing an element 1, walking one in Python 2, 64 characters of a string 1. ``left`` goes
+    below zero only when ``spend`` has raised: ``spent`` tells afterwards that the budget, not
+    the expression, was the cause of a failure.
+    """
+
+    __slots__ = ("left",)
+
+    def __init__(self, units: int) -> None:
+        self.left = units
+
+    @property
+    def spent(self) -> bool:
+        return self.left < 0
+
+    def spend(self, units: int) -> None:
+        self.left -= units
+        if self.left < 0:
+            raise LimitExceededError("the step's budget of work is spent")
 
 
 def too_many_bits(value: int) -> bool:
     return value.bit_length() > MAX_INT_BITS
+
+
+# sizes ------------------------------------------------------------------------------------------
 
 
 def weight(value: object, budget: int) -> int:
@@ -51,37 +90,80 @@ def text_size(value: object, budget: int) -> int:
     return _measure(value, budget, _text_size_of)
 
 
-def _measure(value: object, budget: int, size_of: Callable[[object], int]) -> int:
+def _measure(value: object, budget: int, size_of: Callable[[Any], int]) -> int:
     """The sum of ``size_of`` over ``value`` and everything nested in it, walked without
     recursion; stops as soon as the sum passes ``budget``."""
     total = 0
-    stack = [value]
+    stack: list[Any] = [value]
     while stack and total <= budget:
         item = stack.pop()
         total += size_of(item)
-        if isinstance(item, _CONTAINERS + _VIEWS) and total <= budget:
-            stack.extend(item.items() if isinstance(item, dict) else item)
+        kind = type(item)
+        if kind is dict:
+            stack.extend(item.items())
+        elif kind in _SEQUENCES:
+            stack.extend(item)
     return total
 
 
-def _weight_of(item: object) -> int:
-    if isinstance(item, (str, *_CONTAINERS, *_VIEWS)):
+def _weight_of(item: Any) -> int:
+    kind = type(item)
+    if kind is str or kind in _CONTAINERS:
         return len(item)
-    if isinstance(item, int) and item.bit_length() > _SMALL_INT_BITS:
-        return item.bit_length() * 3 // 10
+    if kind is int and item.bit_length() > _SMALL_INT_BITS:
+        return int(item.bit_length() * 3 // 10)
     return 0
 
 
-def _text_size_of(item: object) -> int:
-    if isinstance(item, str):
+def _text_size_of(item: Any) -> int:
+    kind = type(item)
+    if kind is str:
         return len(item)
-    if isinstance(item, int):
-        return item.bit_length() * 3 // 10 + 1
-    if isinstance(item, float):
+    if kind is int:
+        return int(item.bit_length() * 3 // 10 + 1)
+    if kind is float:
         return 24
-    if isinstance(item, _CONTAINERS + _VIEWS):
+    if kind in _CONTAINERS:
         return 2 * len(item)
     return 4
+
+
+def json_size(value: object, bound: int, visits: int = -1) -> tuple[int, int]:
+    """(bytes, values visited): about how many bytes ``value`` takes as compact UTF-8 JSON text.
+
+    Strings are counted exactly (escapes and UTF-8 included), integers by their digits, floats
+    as 24 bytes at most. The walk stops once the bytes pass ``bound`` or the values visited pass
+    ``visits`` (when not negative): the figures returned are then only lower bounds.
+    """
+    total = seen = 0
+    stack: list[Any] = [value]
+    pop, push = stack.pop, stack.extend
+    while stack:
+        item = pop()
+        seen += 1
+        kind = type(item)
+        if kind is str:
+            text = encode_basestring(item)
+            total += len(text) if item.isascii() else len(text.encode("utf-8", "surrogatepass"))
+        elif kind is dict:
+            total += 2 * len(item) + 1
+            push(item)
+            push(item.values())
+        elif kind in _SEQUENCES:
+            total += len(item) + 1
+            push(item)
+        elif kind is int:
+            total += item.bit_length() * 3 // 10 + 2
+        elif kind is float:
+            total += 24
+        else:
+            total += 5
+        if total > bound or seen == visits:
+            break
+    return total, seen
+
+
+# bounded operators ------------------------------------------------------------------------------
 
 
 def _check_length(size: int) -> None:
@@ -100,16 +182,16 @@ def _check_bits(bits: float) -> None:
 
 
 def safe_add(left: Any, right: Any) -> Any:
-    if isinstance(left, _REPEATABLE) and isinstance(right, _REPEATABLE):
+    if isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple):
         # Concatenation shares the nested values: only the top level grows.
         _check_length(len(left) + len(right))
     return left + right
 
 
 def safe_mult(left: Any, right: Any) -> Any:
-    if isinstance(left, _REPEATABLE) and isinstance(right, int):
+    if isinstance(left, str | list | tuple) and isinstance(right, int):
         _check_repeat(left, right)
-    elif isinstance(right, _REPEATABLE) and isinstance(left, int):
+    elif isinstance(right, str | list | tuple) and isinstance(left, int):
         _check_repeat(right, left)
     elif isinstance(left, int) and isinstance(right, int):
         _check_bits(left.bit_length() + right.bit_length() - 1)
@@ -126,12 +208,6 @@ def safe_lshift(left: Any, right: Any) -> Any:
     if isinstance(left, int) and isinstance(right, int) and right > 0:
         _check_bits(left.bit_length() + right)
     return left << right
-
-
-def safe_mod(left: Any, right: Any) -> Any:
-    if isinstance(left, str):
-        raise TypeError("string formatting with % is not supported")
-    return left % right
 
 
 def safe_int(*args: Any) -> int:
@@ -180,7 +256,7 @@ OPERATORS: dict[type[ast.AST], Callable[..., Any]] = {
     ast.Mult: safe_mult,
     ast.Div: op.truediv,
     ast.FloorDiv: op.floordiv,
-    ast.Mod: safe_mod,
+    ast.Mod: op.mod,  # ``costs`` bounds string formatting before it gets here
     ast.Pow: safe_power,
     ast.LShift: safe_lshift,
     ast.RShift: op.rshift,
@@ -202,14 +278,33 @@ OPERATORS: dict[type[ast.AST], Callable[..., Any]] = {
     ast.Is: _is,
     ast.IsNot: _is_not,
 }
+"""The bounded operators, uncharged: ``costs.Meter`` wraps each with what it costs."""
 
 
-def to_json(value: Any) -> Any:
+# results as JSON --------------------------------------------------------------------------------
+
+WALK_UNITS = 3
+"""Units per value that a walk in Python visits (measuring, converting): about 150 ns."""
+JSON_UNITS = 2 * WALK_UNITS
+"""Units per value of a result converted to JSON: walking it once to measure, once to convert."""
+
+
+def to_json(value: Any, budget: Budget | None = None) -> Any:
     """``value`` as plain JSON data: tuples and dict views become lists, sets sorted lists.
 
+    With a ``budget``, the values that the conversion would create are counted first (shared
+    references counted as often as they occur, without recursion) and paid for, so a small
+    value that expands to a huge one costs its expansion before anything is built.
     Raises TypeError or ValueError for anything else (functions, non-string keys, NaN...), and
-    ``LimitExceededError`` for an integer over ``MAX_INT_BITS``.
+    ``LimitExceededError`` for an integer over ``MAX_INT_BITS`` or a budget spent.
     """
+    if budget is not None and type(value) not in _JSON_SCALARS:
+        _, seen = json_size(value, _UNBOUNDED, budget.left // JSON_UNITS + 1)
+        budget.spend(seen * JSON_UNITS)
+    return _convert(value)
+
+
+def _convert(value: Any) -> Any:
     kind = type(value)
     if kind is int:
         _check_bits(value.bit_length())  # past 4,300 digits, json.dumps refuses an int
@@ -220,12 +315,12 @@ def to_json(value: Any) -> Any:
         if not math.isfinite(value):
             raise ValueError(f"the result {value} is not a JSON number")
         return value
-    if isinstance(value, dict):
-        return {_json_key(key): to_json(item) for key, item in value.items()}
-    if isinstance(value, _LISTS):
-        return [to_json(item) for item in value]
-    if isinstance(value, set | frozenset):
-        return [to_json(item) for item in sorted(value)]
+    if kind is dict:
+        return {_json_key(key): _convert(item) for key, item in value.items()}
+    if kind in _LISTS:
+        return [_convert(item) for item in value]
+    if kind is set or kind is frozenset:
+        return [_convert(item) for item in sorted(value)]
     raise TypeError(f"the result, a {kind.__name__}, is not a JSON value")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from bureaucrat.definition.model import Definition
+from bureaucrat.engine import sizes
 
 if TYPE_CHECKING:
     from bureaucrat.engine.runtime import Runtime
@@ -41,12 +42,18 @@ def visible(scopes: dict[str, dict[str, Any]], scope_chain: list[str]) -> dict[s
     return merged
 
 
-def write(runtime: Runtime, scope_chain: list[str], name: str, value: Any) -> None:
+def target(scopes: dict[str, dict[str, Any]], scope_chain: list[str], name: str) -> str:
+    """The scope a write of ``name`` lands in: the innermost that declares it, else the root."""
     for scope in scope_chain:
-        if name in runtime.scopes.get(scope, {}):
-            runtime.scope_for_write(scope)[name] = value
-            return
-    runtime.scope_for_write("")[name] = value
+        if name in scopes.get(scope, {}):
+            return scope
+    return ""
+
+
+def write(runtime: Runtime, scope_chain: list[str], name: str, value: Any, origin: str) -> bool:
+    """Write ``name``; False after a fault at ``origin`` (the state would be too big)."""
+    writes = [(target(runtime.scopes, scope_chain, name), name, value)]
+    return sizes.store(runtime, writes, origin, f"setting {name}")
 
 
 def same(a: Any, b: Any) -> bool:
@@ -72,18 +79,37 @@ def same(a: Any, b: Any) -> bool:
 
 
 def changes(sent: dict[str, Any], received: dict[str, Any]) -> dict[str, Any]:
-    """What a participant changed: the keys it added or whose value differs from what it got."""
-    return {
-        name: value
-        for name, value in received.items()
-        if name not in PROTOCOL_KEYS
-        and not name.startswith(ENGINE_PREFIX)
-        and (name not in sent or not same(sent[name], value))
-    }
+    """What a participant changed: the keys it added or whose value differs from what it got
+    (names that are not strings are no properties: they are left out)."""
+    try:
+        return {
+            name: value
+            for name, value in received.items()
+            if name not in PROTOCOL_KEYS
+            and not name.startswith(ENGINE_PREFIX)
+            and (name not in sent or not same(sent[name], value))
+        }
+    except AttributeError:  # a name that is not a string has no startswith
+        named = {name: value for name, value in received.items() if isinstance(name, str)}
+        return changes(sent, named)
 
 
 def apply_changes(
-    runtime: Runtime, scope_chain: list[str], sent: dict[str, Any], received: dict[str, Any]
-) -> None:
-    for name, value in changes(sent, received).items():
-        write(runtime, scope_chain, name, value)
+    runtime: Runtime,
+    scope_chain: list[str],
+    sent: dict[str, Any],
+    received: dict[str, Any],
+    origin: str,
+) -> bool:
+    """Write every change, or none when they would not fit the state (False, after a fault)."""
+    found = changes(sent, received)
+    if not found:
+        return True
+    writes = [(target(runtime.scopes, scope_chain, name), name, v) for name, v in found.items()]
+    return sizes.store(runtime, writes, origin, f"the changes to {_names(found)}")
+
+
+def _names(changed: dict[str, Any]) -> str:
+    names = sorted(changed)
+    shown = ", ".join(name[:40] for name in names[:5])
+    return shown + (f" and {len(names) - 5} more" if len(names) > 5 else "")

@@ -5,6 +5,9 @@ it changes (never the caller's dicts), derives ids from the state's counter, and
 commands of the step in order. Activities start through an agenda rather than by recursion, so a
 sequence of thousands of instantaneous activities needs no deep stack; completion climbs the tree
 directly, which is bounded by the nesting depth of the definition.
+
+It also keeps the step within its ``Limits`` (``budget``): every start and every expression
+spends from one ``Budget``; what is written and sent is measured by ``sizes``.
 """
 
 from __future__ import annotations
@@ -13,15 +16,29 @@ from collections import deque
 from typing import Any
 
 from bureaucrat.definition.expressions import Expression
+from bureaucrat.definition.limits import Budget
 from bureaucrat.definition.model import Activity, Block, Definition, Foreach
 from bureaucrat.engine import commands as cmd
+from bureaucrat.engine.activities import child_done, discard, start
+from bureaucrat.engine.activities.blocks import catch
+from bureaucrat.engine.budget import LIMIT_EXCEEDED, Limits, error_text, over_budget
 from bureaucrat.engine.context import apply_changes, chain, visible, write
+from bureaucrat.engine.sizes import Sizes, final_context, scope_size
 from bureaucrat.engine.state import State, Status, activity_id
 from bureaucrat.errors import ExpressionError
 
 MAX_STARTS_PER_STEP = 100_000
-"""Activities one step may start; a loop of instantaneous activities beyond it faults."""
+"""Activities one step may start, whatever its budget; past it the step faults StepLimitError.
 
+Each start also costs ``START_UNITS`` of the budget, so with the default budget an endless loop
+of cheap activities meets this cap first (after about half a second), and a loop of costly ones
+runs out of budget first. The cap stays as a backstop when the budget is configured much larger:
+it bounds the nodes, commands and journal records that one step can produce.
+"""
+START_UNITS = 60
+"""Budget units an activity start costs (about 3 microseconds of the engine's work)."""
+
+_RUNNING = Status.RUNNING.value
 Node = dict[str, Any]
 Token = tuple[int | None, int | None]
 """What a scheduled start remembers of its parent's node: its number and its fault handler."""
@@ -30,7 +47,7 @@ Token = tuple[int | None, int | None]
 class Runtime:
     """The state being evolved by one step, with the operations activities use."""
 
-    def __init__(self, definition: Definition, state: State, now: float) -> None:
+    def __init__(self, definition: Definition, state: State, now: float, bounds: Limits) -> None:
         self.definition = definition
         self.now = now
         self.state: State = dict(state)
@@ -45,19 +62,24 @@ class Runtime:
         self.ignored = False
         """Set when the event changes nothing: the step then returns the state it was given."""
         self._start_limit = MAX_STARTS_PER_STEP
+        self.limits = bounds
+        self.budget = Budget(bounds.step_budget)
+        self._budget_renewed = False
+        self.sizes = Sizes(self.state, bounds)
+        self._pid = str(state["id"])
 
     # ids and commands -------------------------------------------------------------------------
 
     @property
     def process_id(self) -> str:
-        return str(self.state["id"])
+        return self._pid
 
     @property
     def running(self) -> bool:
-        return bool(self.state["status"] == Status.RUNNING.value)
+        return bool(self.state["status"] == _RUNNING)
 
     def aid(self, path: str) -> str:
-        return activity_id(self.process_id, path)
+        return activity_id(self._pid, path)
 
     def next_id(self) -> int:
         self.state["seq"] = int(self.state["seq"]) + 1
@@ -89,17 +111,21 @@ class Runtime:
         self._agenda.append((path, parent, token))
 
     def drain(self) -> None:
-        from bureaucrat.engine.activities import start
-
         while self._agenda and self.running:
             path, parent, token = self._agenda.popleft()
             if parent is not None and _token(self.nodes.get(parent, {})) != token:
                 continue  # the parent was cancelled, restarted or caught a fault meanwhile
             self._starts += 1
+            origin = parent if parent is not None else path
             if self._starts > self._start_limit:
-                self._too_many_starts(parent if parent is not None else path)
+                self._too_many_starts(origin)
                 continue
-            self.set_node(path, {"n": self.next_id()})
+            budget = self.budget
+            budget.left -= START_UNITS
+            if budget.left < 0:
+                self.budget_spent(origin)
+                continue
+            self.nodes[path] = {"n": self.next_id()}
             start(self, self.spec(path))
 
     def _too_many_starts(self, origin: str) -> None:
@@ -121,6 +147,34 @@ class Runtime:
         self._start_limit += MAX_STARTS_PER_STEP
         self.fault(origin, "StepLimitError", message)
 
+    # limits -----------------------------------------------------------------------------------
+
+    def charge(self, units: int, origin: str) -> bool:
+        """Spend ``units`` of the step's budget; False after faulting at ``origin`` if spent."""
+        budget = self.budget
+        budget.left -= units
+        if budget.left >= 0:
+            return True
+        self.budget_spent(origin)
+        return False
+
+    def budget_spent(self, origin: str) -> None:
+        """Fault ``LimitExceeded`` at ``origin``: the step's budget is spent.
+
+        Like ``_too_many_starts``: a handler may catch the fault and gets a budget as large again
+        to run in; when that is spent too, the instance faults without handlers, so that a loop
+        around a handler that catches it still ends.
+        """
+        message = over_budget(self.limits)
+        if self._budget_renewed:
+            self.record("fault", origin, code=LIMIT_EXCEEDED, message=message)
+            fault = {"code": LIMIT_EXCEEDED, "message": message, "activity": self.aid(origin)}
+            self.finish(Status.FAULTED, fault)
+            return
+        self._budget_renewed = True
+        self.budget.left = self.limits.step_budget
+        self.fault(origin, LIMIT_EXCEEDED, message)
+
     # contexts ---------------------------------------------------------------------------------
 
     def open_scope(self, block: Block) -> None:
@@ -131,6 +185,11 @@ class Runtime:
             values = block.context.initial_values() if block.context is not None else {}
             self.scopes[block.path] = values
             self._copied_scopes.add(block.path)
+            self.sizes.scoped += scope_size(block.path, values, self.limits.max_state_size)
+
+    def _close_scope(self, path: str) -> None:
+        values = self.scopes.pop(path)
+        self.sizes.scoped -= scope_size(path, values, self.limits.max_state_size)
 
     def scope_for_write(self, path: str) -> dict[str, Any]:
         if path not in self._copied_scopes:
@@ -142,19 +201,28 @@ class Runtime:
         """Every property visible from the activity at ``path``."""
         return visible(self.scopes, chain(self.definition, self.scopes, path))
 
-    def write(self, path: str, name: str, value: Any) -> None:
-        write(self, chain(self.definition, self.scopes, path), name, value)
+    def write(self, path: str, name: str, value: Any) -> bool:
+        """Set property ``name`` as seen from ``path``; False after a fault (state too big)."""
+        return write(self, chain(self.definition, self.scopes, path), name, value, path)
 
-    def apply_changes(self, path: str, sent: dict[str, Any], received: dict[str, Any]) -> None:
-        apply_changes(self, chain(self.definition, self.scopes, path), sent, received)
+    def apply_changes(self, path: str, sent: dict[str, Any], received: dict[str, Any]) -> bool:
+        """Apply what a participant or subprocess changed; False after a fault."""
+        return apply_changes(self, chain(self.definition, self.scopes, path), sent, received, path)
 
     def evaluate(self, expression: Expression, path: str, event: Any = None) -> tuple[bool, Any]:
-        """(True, value), or (False, None) after raising ``ExpressionError`` at ``path``."""
+        """(True, value), or (False, None) after raising ``ExpressionError`` (or
+        ``LimitExceeded`` when the step's budget ran out) at ``path``."""
         try:
-            return True, expression.evaluate(self._names(path, event))
+            return True, expression.evaluate(self._names(path, event), self.budget)
         except ExpressionError as error:
-            self.fault(path, "ExpressionError", str(error))
+            self._failed(path, error)
             return False, None
+
+    def _failed(self, path: str, error: ExpressionError) -> None:
+        if self.budget.spent:
+            self.budget_spent(path)
+        else:
+            self.fault(path, "ExpressionError", str(error))
 
     def _names(self, path: str, event: Any) -> dict[str, Any]:
         names: dict[str, Any] = {"context": self.context(path)}
@@ -171,10 +239,10 @@ class Runtime:
         names = self._names(path, event)
         for condition in conditions:
             try:
-                if condition.holds(names):
+                if condition.holds(names, self.budget):
                     return True
             except ExpressionError as error:
-                self.fault(path, "ExpressionError", str(error))
+                self._failed(path, error)
                 return None
         return False
 
@@ -182,21 +250,18 @@ class Runtime:
 
     def complete(self, path: str) -> None:
         """The activity at ``path`` is done: drop it and let its parent carry on."""
-        from bureaucrat.engine.activities import child_done
-
         spec = self.spec(path)
         del self.nodes[path]
         if spec.parent is None:
             self.finish(Status.COMPLETED, None)
             return
         if path in self.scopes:
-            del self.scopes[path]
+            self._close_scope(path)
         child_done(self, self.spec(spec.parent), path)
 
     def fault(self, origin: str, code: str, message: str) -> None:
         """Raise a fault at ``origin``: the nearest enclosing handler catches it, else the root."""
-        from bureaucrat.engine.activities.blocks import catch
-
+        message = error_text(message)
         fault = {"code": code, "message": message, "activity": self.aid(origin)}
         self.record("fault", origin, code=code, message=message)
         path: str | None = origin
@@ -214,8 +279,6 @@ class Runtime:
 
     def cancel_below(self, path: str) -> None:
         """Cancel every activity in progress under ``path`` (``path`` itself is kept)."""
-        from bureaucrat.engine.activities import discard
-
         prefix = path + "_" if path else ""
         doomed = [p for p in self.nodes if p != path and p.startswith(prefix)]
         for p in sorted(doomed, key=len, reverse=True):
@@ -224,16 +287,17 @@ class Runtime:
                 self.record("cancelled", p)
             discard(self, self.spec(p), node)
             if p in self.scopes:
-                del self.scopes[p]
+                self._close_scope(p)
 
     def finish(self, status: Status, fault: dict[str, Any] | None) -> None:
         """The instance ends: release everything it waits on and tell the world."""
         self.cancel_below("")
         self.nodes.clear()
         self._agenda.clear()
+        copies = 1 if self.state["parent"] is None else 2
+        status, fault, context = final_context(self, status, fault, copies)
         self.state["status"] = status.value
         self.state["fault"] = fault
-        context = dict(self.scopes.get("", {}))
         public_fault = None if fault is None else {k: fault[k] for k in ("code", "message")}
         self.record(status.value, "", **({"fault": public_fault} if public_fault else {}))
         self.emit(cmd.ProcessFinished(status.value, context, public_fault))

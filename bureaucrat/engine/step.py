@@ -3,6 +3,11 @@
 Pure: no I/O, no clock, no randomness. The same definition, state, event and time always give
 the same new state and commands; the state passed in is never modified. Domain outcomes (faults,
 failed actions, messages that arrive too late) are state and ``Record`` commands, not exceptions.
+
+Events carry what participants, launchers and subprocesses sent, so nothing in them is trusted:
+an answer must name a workitem the instance waits for (and the activity that sent it), a child's
+result must have the shape the engine gives it, and a value of any other shape is ignored with
+a reason in the journal rather than raised on. Every step keeps within its ``Limits``.
 """
 
 from __future__ import annotations
@@ -14,9 +19,16 @@ from typing import Any
 from bureaucrat.definition.model import Action, Await, Call, Definition, Delay
 from bureaucrat.engine import commands as cmd
 from bureaucrat.engine import events as ev
+from bureaucrat.engine import sizes
 from bureaucrat.engine.activities import waiting
+from bureaucrat.engine.budget import DEFAULT_LIMITS, Limits, over_state_size
+from bureaucrat.engine.context import ENGINE_PREFIX
 from bureaucrat.engine.runtime import Runtime
 from bureaucrat.engine.state import State, Status, new_state, path_of
+
+LISTED = 100
+"""Names a journal record lists at most (the fields of a launch, say); it counts the rest."""
+_STATUSES = frozenset({Status.COMPLETED.value, Status.FAULTED.value, Status.TERMINATED.value})
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,8 +39,15 @@ class Step:
     commands: tuple[cmd.Command, ...]
 
 
-def step(definition: Definition, state: State | None, event: ev.Event, now: float) -> Step:
-    """Apply ``event`` to the instance in ``state`` (None before ``Start``) at time ``now``."""
+def step(
+    definition: Definition,
+    state: State | None,
+    event: ev.Event,
+    now: float,
+    limits: Limits = DEFAULT_LIMITS,
+) -> Step:
+    """Apply ``event`` to the instance in ``state`` (None before ``Start``) at time ``now``,
+    within ``limits``."""
     if state is None:
         if not isinstance(event, ev.Start):
             raise TypeError(f"an instance without state can only be started, not {event!r}")
@@ -36,7 +55,7 @@ def step(definition: Definition, state: State | None, event: ev.Event, now: floa
         state = new_state(event.process_id, parent)
     elif isinstance(event, ev.Start):
         return Step(state, (cmd.Record("ignored", state["id"], {"reason": "already started"}),))
-    runtime = Runtime(definition, state, now)
+    runtime = Runtime(definition, state, now, limits)
     if runtime.running:
         _HANDLERS[type(event)](runtime, event)
         runtime.drain()
@@ -44,6 +63,7 @@ def step(definition: Definition, state: State | None, event: ev.Event, now: floa
         _ignore(runtime, "", f"the instance is {runtime.state['status']}")
     if runtime.ignored:  # a late, repeated or stray message: the state stays as it was
         return Step(state, tuple(runtime.commands))
+    sizes.settle(runtime)
     runtime.state["steps"] = int(runtime.state["steps"]) + 1
     return Step(runtime.state, tuple(runtime.commands))
 
@@ -58,21 +78,57 @@ def _ignore(runtime: Runtime, path: str, reason: str, **details: Any) -> None:
     runtime.ignored = True
 
 
+def _listed(names: list[str]) -> list[str]:
+    if len(names) <= LISTED:
+        return names
+    return [*names[:LISTED], f"... and {len(names) - LISTED} more"]
+
+
 def _start(runtime: Runtime, event: ev.Start) -> None:
+    """Fields override the root context's values, except names of the engine's own (``inst:``)
+    and names that are not strings: those are ignored, and listed in the journal."""
     root = runtime.definition.root
     initial = root.context.initial_values() if root.context is not None else {}
-    runtime.scopes[""] = {**initial, **event.fields}
-    runtime.record("launched", "", name=root.name, fields=sorted(event.fields))
+    fields = {
+        name: value
+        for name, value in event.fields.items()
+        if isinstance(name, str) and not name.startswith(ENGINE_PREFIX)
+    }
+    scope = {**initial, **fields}
+    runtime.scopes[""] = scope
+    details: dict[str, Any] = {"name": root.name, "fields": _listed(sorted(fields))}
+    if len(fields) < len(event.fields):
+        details["ignored"] = _listed(
+            sorted(str(name) for name in event.fields if name not in fields)
+        )
+    runtime.record("launched", "", **details)
+    size = sizes.scope_size("", scope, runtime.limits.max_state_size)
+    runtime.sizes.scoped += size
+    if runtime.sizes.estimate() > runtime.limits.max_state_size:
+        message = over_state_size(runtime.limits, size, "the launch's fields")
+        sizes.overflow(runtime, message)
+        return
     runtime.schedule("", None)
 
 
 def _response(runtime: Runtime, event: ev.ParticipantResponse) -> None:
+    """An answer names its workitem (``workitem_id``), its activity (``target``, as the
+    original's workers do) or both; both must then agree."""
     message = event.workitem
     workitem_id = message.get("workitem_id")
     target = message.get("target")
     path: str | None
-    if isinstance(workitem_id, str):
-        path = runtime.state["workitems"].get(workitem_id)
+    if workitem_id is not None:
+        path = runtime.state["workitems"].get(workitem_id) if type(workitem_id) is str else None
+        if path is not None and target is not None and target != runtime.aid(path):
+            _ignore(
+                runtime,
+                path,
+                "the target is not the activity that sent this workitem",
+                workitem=workitem_id,
+                target=_shown(target),
+            )
+            return
     elif isinstance(target, str):
         path = path_of(runtime.process_id, target)
         node = runtime.nodes.get(path) if path is not None else None
@@ -83,7 +139,11 @@ def _response(runtime: Runtime, event: ev.ParticipantResponse) -> None:
         path = None
     if path is None:
         _ignore(
-            runtime, "", "no action waits for this workitem", workitem=workitem_id, target=target
+            runtime,
+            "",
+            "no action waits for this workitem",
+            workitem=_shown(workitem_id),
+            target=_shown(target),
         )
         return
     payload = message.get("payload")
@@ -95,8 +155,18 @@ def _response(runtime: Runtime, event: ev.ParticipantResponse) -> None:
     waiting.answer(runtime, spec, dict(payload))
 
 
+def _shown(value: Any) -> Any:
+    """``value`` as a journal may show it: short strings and numbers as they are."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return value if len(value) <= 300 else value[:297] + "..."
+    return f"(a {type(value).__name__})"
+
+
 def _timer(runtime: Runtime, event: ev.TimerFired) -> None:
-    path = runtime.state["timers"].get(event.timer_id)
+    timer = event.timer_id
+    path = runtime.state["timers"].get(timer) if isinstance(timer, str) else None
     if path is None or path not in runtime.nodes:
         _ignore(runtime, "", "no activity waits for this timer", timer=event.timer_id)
         return
@@ -124,14 +194,40 @@ def _event(runtime: Runtime, event: ev.EventReceived) -> None:
 
 
 def _child(runtime: Runtime, event: ev.ChildFinished) -> None:
-    path = runtime.state["children"].pop(event.child_id, None)
+    """A subprocess's end: its status, its final context and, if it faulted, the fault (a code
+    and a message). A result of another shape is ignored: the call keeps waiting."""
+    child = event.child_id
+    path = runtime.state["children"].get(child) if isinstance(child, str) else None
     if path is None:
-        _ignore(runtime, "", "no call waits for this subprocess", child=event.child_id)
+        _ignore(runtime, "", "no call waits for this subprocess", child=_shown(child))
         return
+    problem = _malformed(event)
+    if problem is not None:
+        _ignore(runtime, path, f"the subprocess's result {problem}", child=child)
+        return
+    del runtime.state["children"][child]
     spec = runtime.spec(path)
     assert isinstance(spec, Call)
     fault = None if event.fault is None else dict(event.fault)
     waiting.child_finished(runtime, spec, event.status, dict(event.context), fault)
+
+
+def _malformed(event: ev.ChildFinished) -> str | None:
+    """Why a child's result cannot be taken, or None."""
+    if event.status not in _STATUSES:
+        return f"has an unknown status {_shown(event.status)!r}"
+    if not isinstance(event.context, Mapping) or not all(
+        isinstance(name, str) for name in event.context
+    ):
+        return "has a context that is not an object"
+    fault = event.fault
+    if fault is None:
+        return None
+    if not isinstance(fault, Mapping):
+        return "has a fault that is not an object"
+    if not isinstance(fault.get("code"), str) or not isinstance(fault.get("message"), str):
+        return "has a fault without a code and a message"
+    return None
 
 
 def _terminate(runtime: Runtime, event: ev.Terminate) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from bureaucrat.definition.model import Activity, All, Block, Case, Foreach, Switch, While
+from bureaucrat.engine import sizes
 
 if TYPE_CHECKING:
     from bureaucrat.engine.runtime import Runtime
@@ -94,9 +95,8 @@ def start_foreach(runtime: Runtime, spec: Foreach) -> None:
             f'foreach select="{spec.select}": expected a list, found {_describe(selection)}',
         )
         return
-    scope = runtime.scope_for_write(spec.path)
-    scope["inst:selection"] = selection
-    _iterate(runtime, spec, 0)
+    if sizes.store(runtime, [(spec.path, "inst:selection", selection)], spec.path, "the selection"):
+        _iterate(runtime, spec, 0)
 
 
 def foreach_child_done(runtime: Runtime, spec: Foreach, child: str) -> None:
@@ -112,10 +112,12 @@ def _iterate(runtime: Runtime, spec: Foreach, iteration: int) -> None:
     if iteration >= len(selection) or not spec.children:
         runtime.complete(spec.path)
         return
-    scope = runtime.scope_for_write(spec.path)
-    scope["inst:iteration"] = iteration
-    scope["inst:current"] = selection[iteration]
-    _run_list(runtime, spec, spec.children, 0)
+    writes = [
+        (spec.path, "inst:iteration", iteration),
+        (spec.path, "inst:current", selection[iteration]),
+    ]
+    if sizes.store(runtime, writes, spec.path, "the current element"):
+        _run_list(runtime, spec, spec.children, 0)
 
 
 _MISSING = object()
@@ -162,11 +164,9 @@ def catch(runtime: Runtime, spec: Block, index: int, fault: dict[str, Any]) -> N
     assert handler is not None
     runtime.record("handled", spec.path, code=fault["code"], handler=runtime.aid(handler.path))
     runtime.set_node(spec.path, {"n": runtime.nodes[spec.path]["n"], "h": index, "i": 0})
-    runtime.scope_for_write(spec.path)["inst:fault"] = {
-        "code": fault["code"],
-        "message": fault["message"],
-    }
-    _run_list(runtime, spec, handler.activities, 0)
+    caught = {"code": fault["code"], "message": fault["message"]}
+    if sizes.store(runtime, [(spec.path, "inst:fault", caught)], spec.path, "the fault caught"):
+        _run_list(runtime, spec, handler.activities, 0)
 
 
 def handler_child_done(runtime: Runtime, spec: Block, child: str) -> None:

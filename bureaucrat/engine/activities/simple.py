@@ -16,8 +16,8 @@ def start_fault(runtime: Runtime, spec: Fault) -> None:
 
 
 def start_assign(runtime: Runtime, spec: Assign) -> None:
-    """``<assign property="p">expr</assign>``: completes once the property is set."""
+    """``<assign property="p">expr</assign>``: completes once the property is set; faults
+    ``ExpressionError`` if the expression fails, ``LimitExceeded`` if the value does not fit."""
     ok, value = runtime.evaluate(spec.expression, spec.path)
-    if ok:
-        runtime.write(spec.path, spec.property, value)
+    if ok and runtime.write(spec.path, spec.property, value):
         runtime.complete(spec.path)

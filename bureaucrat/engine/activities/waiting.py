@@ -5,6 +5,10 @@ Their nodes hold the ids of what they wait on (``wi`` a workitem, ``timer`` and 
 timers, ``child`` a subprocess), also kept in the state's indexes so that an incoming message
 finds its activity without a search. ``discard`` releases all of them when the activity is
 cancelled.
+
+Whatever goes out counts against the step's output and whatever comes back against the
+state's size: a workitem, a subprocess or an answer that would pass a limit faults
+``LimitExceeded`` at its activity instead.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 from bureaucrat.bounds import MAX_PROCESS_ID, utf8_length
 from bureaucrat.definition.model import Action, Activity, Await, Call, Delay
 from bureaucrat.engine import commands as cmd
+from bureaucrat.engine import sizes
+from bureaucrat.engine.budget import error_text
 from bureaucrat.engine.commands import TimerKind
 
 if TYPE_CHECKING:
@@ -65,6 +71,8 @@ def start_action(runtime: Runtime, spec: Action) -> None:
 def dispatch(runtime: Runtime, spec: Action, attempt: int) -> None:
     path, aid = spec.path, runtime.aid(spec.path)
     context = runtime.context(path)
+    if not sizes.send(runtime, path, "the workitem", context, 3 * len(aid) + sizes.ENVELOPE):
+        return
     workitem_id = f"{aid}.{runtime.next_id()}"
     message = {
         "name": "response",
@@ -99,14 +107,14 @@ def answer(runtime: Runtime, spec: Action, payload: dict[str, Any]) -> None:
     runtime.state["workitems"].pop(node["wi"], None)
     _cancel_timer(runtime, node.get("timer"))
     runtime.record("answered", path, status=status, workitem=node["wi"])
+    error = payload.get("error")
     if status == DONE:
-        runtime.apply_changes(path, node["sent"], payload)
-        runtime.complete(path)
+        if runtime.apply_changes(path, node["sent"], payload):
+            runtime.complete(path)
     elif status == CRITICAL:
-        error = payload.get("error")
-        runtime.fault(path, "ActionError", "" if error is None else str(error))
+        runtime.fault(path, "ActionError", "" if error is None else error_text(error))
     else:
-        _failed(runtime, spec, node, "" if payload.get("error") is None else str(payload["error"]))
+        _failed(runtime, spec, node, "" if error is None else error_text(error))
 
 
 def _failed(runtime: Runtime, spec: Action, node: Node, error: str) -> None:
@@ -121,6 +129,7 @@ def _failed(runtime: Runtime, spec: Action, node: Node, error: str) -> None:
             dispatch(runtime, spec, attempt + 1)
         return
     runtime.set_node(spec.path, {**base, "failed": True, "error": error})
+    runtime.sizes.held += 4 * len(error) + 2  # at most 4 bytes a character in UTF-8
     runtime.record("failed", spec.path, attempts=attempt, error=error)
 
 
@@ -195,6 +204,9 @@ def start_call(runtime: Runtime, spec: Call) -> None:
             f'call process="${spec.process}": the property holds no process definition',
         )
         return
+    extra = 4 * len(source) + 2 * len(runtime.aid(spec.path)) + sizes.ENVELOPE
+    if not sizes.send(runtime, spec.path, "the subprocess's launch", context, extra):
+        return
     child = child_id(runtime.process_id, runtime.next_id())
     runtime.state["children"][child] = spec.path
     digest = hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()
@@ -225,10 +237,11 @@ def child_finished(
     child = node["child"]
     runtime.record("child", spec.path, child=child, status=status)
     if status == "completed":
-        runtime.apply_changes(spec.path, node["sent"], context)
-        runtime.complete(spec.path)
+        if runtime.apply_changes(spec.path, node["sent"], context):
+            runtime.complete(spec.path)
     elif status == "faulted":
         fault = fault or {}
-        runtime.fault(spec.path, str(fault.get("code", "Fault")), str(fault.get("message", "")))
+        code = error_text(fault.get("code", "Fault"))
+        runtime.fault(spec.path, code, error_text(fault.get("message", "")))
     else:
         runtime.fault(spec.path, "TerminatedError", f"subprocess {child} was terminated")

@@ -1,0 +1,221 @@
+"""What one step writes and sends, measured against the state's size and the step's output.
+
+The state keeps its own size as an upper estimate (``state["size"]``: the JSON bytes of its
+scopes, and of the copies that waiting activities hold), updated as values are written, so that
+no step serialises the whole state to know where it stands: ``store`` measures only what it
+writes and what that replaces, ``send`` only the messages that would come near the output
+limit, and the state is measured whole only when the estimate says a write would not fit, and at
+the end of a step whose estimate is over the limit (``settle``). Every measure is paid for from
+the step's budget. What would pass a limit faults ``LimitExceeded`` at the activity that
+attempted it, and is not done.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from bureaucrat.definition.limits import WALK_UNITS, json_size
+from bureaucrat.engine import budget
+from bureaucrat.engine.budget import LIMIT_EXCEEDED, Limits
+from bureaucrat.engine.state import Status
+
+if TYPE_CHECKING:
+    from bureaucrat.engine.runtime import Runtime
+
+ENVELOPE = 1_000
+"""Bytes of a message besides the context it carries and its ids: keys, status, attempt."""
+
+
+class Sizes:
+    """The running estimate of one state's JSON size, and the bytes its step has sent so far.
+
+    ``scoped`` counts the bytes of the scopes (their values and names): writes add what they
+    write and take off what they replace, so it stays close to the truth. ``held`` bounds the
+    copies that waiting activities keep (the context an action or a call sent, a failed
+    action's error): it only grows, and comes back to the truth whenever the state is measured
+    exactly. The rest of the state is bounded by counting: each node in progress, with the ids
+    it waits on (a workitem, two timers, an event or a subprocess), takes a bounded number of
+    bytes. So the estimate is never below the state's real size (escapes aside); when it says
+    a write would not fit, the engine measures the state exactly (``exact``) before it refuses
+    anything.
+    """
+
+    __slots__ = ("_pid", "_saved", "held", "limit", "nodes", "output", "scoped", "state")
+
+    def __init__(self, state: dict[str, Any], bounds: Limits) -> None:
+        self.state = state
+        self.nodes: dict[str, Any] = state["nodes"]
+        self.limit = bounds.max_state_size
+        self.output = 0
+        self._pid = len(state["id"])
+        saved: Any = state.get("size")
+        if (
+            type(saved) is dict
+            and type(saved.get("scopes")) is int
+            and type(saved.get("held")) is int
+        ):
+            self.scoped: int = saved["scopes"]
+            self.held: int = saved["held"]
+            self._saved: Any = saved
+        else:  # a new state, an older one, or one edited by hand: measure it
+            values = state["scopes"].values()
+            self.scoped = sum(json_size(scope, self.limit)[0] for scope in values)
+            self.held = sum(held_by(node, self.limit) for node in self.nodes.values())
+            self._saved = None
+
+    def estimate(self) -> int:
+        """An upper estimate of the state's JSON size now, in bytes: the scopes, the copies
+        held, each node with the ids it waits on, the state's own keys, ids and counters."""
+        pid = self._pid
+        per_node = (3 * pid + 400) + 3 * (pid + 200)
+        return self.scoped + self.held + per_node * len(self.nodes) + 4 * pid + 1_000
+
+    def exact(self) -> tuple[int, int]:
+        """(bytes, values visited): the state measured, no further than past its limit; the
+        estimate of the copies held is brought back to what the measure leaves for them."""
+        size, seen = json_size(self.state, self.limit)
+        self.held = max(0, self.held + size - self.estimate())
+        return size, seen
+
+    def save(self) -> None:
+        """Keep the figures in the state for its next step (unchanged: as they were)."""
+        saved = self._saved
+        if saved is None or saved["held"] != self.held or saved["scopes"] != self.scoped:
+            self.state["size"] = {"scopes": self.scoped, "held": self.held}
+
+
+def held_by(node: dict[str, Any], bound: int) -> int:
+    """The bytes a node keeps besides its ids: what it sent, its error."""
+    if "sent" not in node and "error" not in node:
+        return 0
+    return json_size(node.get("sent"), bound)[0] + json_size(node.get("error"), bound)[0]
+
+
+def measure(runtime: Runtime, value: Any, bound: int, origin: str) -> int | None:
+    """The JSON bytes of ``value`` (counted no further than past ``bound``), paid for from
+    the budget; None after faulting at ``origin`` if the budget is spent."""
+    size, seen = json_size(value, bound)
+    return size if runtime.charge(WALK_UNITS * seen, origin) else None
+
+
+def fits(runtime: Runtime, growth: int, origin: str, what: str) -> bool:
+    """Whether the state may grow by ``growth`` bytes; else fault at ``origin``.
+
+    The running estimate decides when it can; when it says no, the state is measured."""
+    sizes, limit = runtime.sizes, runtime.limits.max_state_size
+    if sizes.estimate() + growth <= limit:
+        return True
+    size, seen = sizes.exact()
+    if not runtime.charge(WALK_UNITS * seen, origin):
+        return False
+    if size + growth <= limit:
+        return True
+    message = budget.over_state_size(runtime.limits, size + growth, what)
+    runtime.fault(origin, LIMIT_EXCEEDED, message)
+    return False
+
+
+def send(runtime: Runtime, origin: str, what: str, content: Any, extra: int) -> bool:
+    """Count a message that carries ``content`` and ``extra`` bytes more (ids, envelope)
+    against the step's output, and the copy of ``content`` that its sender keeps against the
+    state's size; False after a fault at ``origin``.
+
+    ``content`` is a context: its size is at most that of all the scopes, which is used as it
+    is while it leaves room enough; near a limit ``content`` is measured."""
+    sizes, output_limit = runtime.sizes, runtime.limits.max_step_output
+    bound = sizes.scoped
+    output = sizes.output + bound + extra
+    if output <= output_limit and sizes.estimate() + bound <= sizes.limit:
+        sizes.output = output  # the usual case: far from both limits
+        sizes.held += bound
+        return True
+    room = output_limit - sizes.output - extra
+    size = measure(runtime, content, room, origin) if room >= 0 else room + 1
+    if size is None:
+        return False
+    if size > room:
+        total = sizes.output + extra + size
+        runtime.fault(origin, LIMIT_EXCEEDED, budget.over_output(runtime.limits, total, what))
+        return False
+    if not fits(runtime, size, origin, what):
+        return False
+    sizes.output += extra + size
+    sizes.held += size
+    return True
+
+
+def store(runtime: Runtime, writes: list[tuple[str, str, Any]], origin: str, what: str) -> bool:
+    """Write each (scope, name, value) if the state stays within its size limit; else fault
+    ``LimitExceeded`` at ``origin`` and write nothing. False after a fault."""
+    bound = runtime.limits.max_state_size
+    growth, deltas = 0, []
+    for scope, name, value in writes:
+        size = measure(runtime, value, bound, origin)
+        if size is None:
+            return False
+        current = runtime.scopes[scope]
+        if name in current:
+            old = measure(runtime, current[name], bound, origin)
+            if old is None:
+                return False
+            delta = size - old
+        else:
+            delta = size + json_size(name, bound)[0] + 2
+        growth += delta
+        deltas.append(delta)
+    if growth > 0 and not fits(runtime, growth, origin, what):
+        return False
+    for (scope, name, value), delta in zip(writes, deltas, strict=True):
+        runtime.scope_for_write(scope)[name] = value
+        runtime.sizes.scoped += delta
+    return True
+
+
+def scope_size(path: str, values: dict[str, Any], bound: int) -> int:
+    """The JSON bytes of the scope ``path`` holding ``values``, its key included."""
+    return (json_size(values, bound)[0] if values else 2) + len(path) + 4
+
+
+def settle(runtime: Runtime) -> None:
+    """The end of the step: the state must be within its size limit, else its contexts are
+    emptied and, if it still runs, the instance faults."""
+    limit = runtime.limits.max_state_size
+    fault = runtime.state["fault"]
+    growth = 0 if fault is None else json_size(fault, limit)[0]
+    if runtime.sizes.estimate() + growth > limit:
+        size, _ = runtime.sizes.exact()
+        if size > limit:
+            overflow(runtime, budget.over_state_size(runtime.limits, size, "this step"))
+    runtime.sizes.save()
+
+
+def overflow(runtime: Runtime, message: str) -> None:
+    """The state cannot be kept as it is: its contexts are emptied and, if it still runs, the
+    instance faults ``LimitExceeded`` (no handler could run without its context)."""
+    for path in list(runtime.scopes):
+        runtime.scopes[path] = {}
+        runtime.scope_for_write(path)
+    runtime.sizes.scoped = sum(scope_size(path, {}, 0) for path in runtime.scopes)
+    if not runtime.running:
+        runtime.record("emptied", "", reason=message)
+        return
+    runtime.record("fault", "", code=LIMIT_EXCEEDED, message=message)
+    fault = {"code": LIMIT_EXCEEDED, "message": message, "activity": runtime.aid("")}
+    runtime.finish(Status.FAULTED, fault)
+
+
+def final_context(
+    runtime: Runtime, status: Status, fault: dict[str, Any] | None, copies: int
+) -> tuple[Status, dict[str, Any] | None, dict[str, Any]]:
+    """The status, fault and context that the end's ``copies`` notifications carry: as they
+    are, unless the context would take them past the step's output limit; then the instance
+    faults and they carry no context."""
+    context = dict(runtime.scopes.get("", {}))
+    sizes = runtime.sizes
+    room = runtime.limits.max_step_output - sizes.output - copies * ENVELOPE
+    if copies * sizes.scoped <= room or copies * json_size(context, room)[0] <= room:
+        return status, fault, context
+    message = budget.over_output(runtime.limits, sizes.output + room + 1, "the final context")
+    runtime.record("fault", "", code=LIMIT_EXCEEDED, message=message)
+    fault = {"code": LIMIT_EXCEEDED, "message": message, "activity": runtime.aid("")}
+    return Status.FAULTED, fault, {}
