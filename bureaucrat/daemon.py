@@ -14,51 +14,73 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bureaucrat.amqp import Broker, Delivery, Topology
+from bureaucrat.amqp import Broker, Delivery, Publication, Topology, properties
 from bureaucrat.config import Config
-from bureaucrat.errors import BrokerError, StoreError, TopologyError
-from bureaucrat.service import Outcome, Service, Verdict
+from bureaucrat.errors import BrokerError, ConfigError, StoreError, TopologyError
+from bureaucrat.service import RELAY_AFTER, Outcome, Service
 from bureaucrat.store import Outgoing, Store
 
 LOG = logging.getLogger("bureaucrat.daemon")
 MAX_BACKOFF = 30.0
+BATCH = 100
+"""Messages handled in one transaction at most."""
 PRUNE_EVERY = 3600.0
 """Seconds between prunings of processed message ids and sent outbox rows."""
 
 
 class BrokerPublisher:
-    """Publishes outbox messages through the broker, declaring workers' queues on demand."""
+    """Publishes outbox messages in batches with pipelined confirms, declaring workers' queues
+    on demand."""
 
     def __init__(self, broker: Broker, config: Config) -> None:
         self.broker = broker
         self.routed = {config.exchange, ""}
+        self.pipeline = broker.pipeline()
 
-    def publish(self, message: Outgoing) -> None:
-        if message.exchange == "":
-            self.broker.ensure_queue(message.routing_key)
-        self.broker.publish(
-            message.exchange,
-            message.routing_key,
-            message.body,
-            message.properties,
-            mandatory=message.exchange in self.routed,
-        )
+    def publish_many(self, messages: Sequence[Outgoing]) -> list[str | None]:
+        outcomes: list[str | None] = [None] * len(messages)
+        publications: list[Publication] = []
+        indexes: list[int] = []
+        for index, message in enumerate(messages):
+            try:
+                if message.exchange == "":
+                    self.broker.ensure_queue(message.routing_key)
+                publication = Publication(
+                    message.exchange,
+                    message.routing_key,
+                    message.body,
+                    properties(message.properties),
+                    mandatory=message.exchange in self.routed,
+                )
+            except ConfigError as error:  # a worker queue of another type: this message only
+                outcomes[index] = str(error)
+                continue
+            except (TypeError, ValueError) as error:  # properties pika does not take
+                outcomes[index] = f"{type(error).__name__}: {error}"
+                continue
+            publications.append(publication)
+            indexes.append(index)
+        for index, outcome in zip(indexes, self.pipeline.publish(publications), strict=True):
+            outcomes[index] = outcome
+        return outcomes
 
 
 class Daemon:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.stopping = False
-        self.handled: list[Delivery] = []
-        """Messages handled and committed, to acknowledge once their outbox is published."""
+        self.deliveries: list[Delivery] = []
+        """Messages delivered and not yet handled, in the order they came."""
         self.next_prune = 0.0
+        self.next_relay = 0.0
 
     def request_stop(self, signum: int, frame: FrameType | None = None) -> None:
-        LOG.info("signal %s: stopping after the message in hand", signal.Signals(signum).name)
+        LOG.info("signal %s: stopping after the batch in hand", signal.Signals(signum).name)
         self.stopping = True
 
     def install_signal_handlers(self) -> None:
@@ -98,10 +120,9 @@ class Daemon:
         )
         try:
             service = Service(store, config, BrokerPublisher(broker, config))
-            service.autoflush = False
-            self.handled.clear()
-            sent = service.flush_outbox()
-            fired = service.fire_due_timers()
+            self.deliveries.clear()
+            sent = service.relay_outbox(everything=True)  # left by a crash or a lost connection
+            fired = self._fire_timers(service)
             LOG.info(
                 "serving %s, %s, %s (published %d pending messages, fired %d due timers)",
                 config.launch_queue,
@@ -111,43 +132,54 @@ class Daemon:
                 fired,
             )
             queues = [config.launch_queue, config.message_queue, config.event_queue]
-            broker.consume(queues, config.prefetch, lambda d: self._on_message(service, broker, d))
+            broker.consume(queues, config.prefetch, self.deliveries.append)
             while not self.stopping:
                 broker.run(config.timer_interval)
-                self._settle(service, broker)
-                while not self.stopping and service.fire_due_timers():
-                    self._settle(service, broker)
+                self._drain(service, broker)
+                self._fire_timers(service)
+                self._relay(service)
                 self._prune(store)
             broker.cancel()
         finally:
             broker.close()
 
-    def _on_message(self, service: Service, broker: Broker, delivery: Delivery) -> None:
-        try:
-            verdict = service.handle(delivery)
-        except (BrokerError, StoreError):
-            raise  # reconnect; the message comes back
-        except Exception as error:  # a defect must not turn a message into a poison pill
-            LOG.exception("internal error on a message from %s", delivery.queue)
-            verdict = Verdict.dead(f"internal error: {type(error).__name__}: {error}")
-        if verdict.outcome is Outcome.DEAD:
-            LOG.warning("dead-lettered a message from %s: %s", delivery.queue, verdict.reason)
-            self._dead_letter(broker, delivery, verdict.reason)
-        if verdict.outcome is Outcome.RETRY:
-            broker.requeue(delivery)
-        else:
-            self.handled.append(delivery)
+    def _drain(self, service: Service, broker: Broker) -> None:
+        """Handle the delivered messages in batches: one transaction each, then publish what
+        the batch sends (pipelined confirms), then acknowledge the batch.
 
-    def _settle(self, service: Service, broker: Broker) -> None:
-        """Publish what the handled messages sent (with confirms), then acknowledge them.
+        Each batch takes what has arrived already, without waiting for more: a lone message
+        goes through at once, a burst shares its transaction and its confirms. A message is
+        still acknowledged only after everything it caused is committed and confirmed."""
+        while self.deliveries and not self.stopping:
+            broker.run(0)  # take in what has arrived meanwhile
+            batch = self.deliveries[:BATCH]
+            del self.deliveries[:BATCH]
+            verdicts = service.handle_batch(batch)
+            for delivery, verdict in zip(batch, verdicts, strict=True):
+                if verdict.outcome is Outcome.DEAD:
+                    LOG.warning(
+                        "dead-lettered a message from %s: %s", delivery.queue, verdict.reason
+                    )
+                    self._dead_letter(broker, delivery, verdict.reason)
+            service.publish_committed()
+            broker.ack(batch[-1], multiple=True)  # every earlier delivery is in this batch
 
-        Messages arrive in bursts; publishing and acknowledging once per burst rather than once
-        per message saves a database round trip per message, and changes no guarantee: a
-        message is still acknowledged only after everything it caused is safely published."""
-        service.flush_outbox()
-        for delivery in self.handled:
-            broker.ack(delivery)
-        self.handled.clear()
+    def _fire_timers(self, service: Service) -> int:
+        fired = 0
+        while not self.stopping:
+            now_fired = service.fire_due_timers()
+            service.publish_committed()
+            fired += now_fired
+            if not now_fired:
+                return fired
+        return fired
+
+    def _relay(self, service: Service) -> None:
+        """Publish, every few seconds, outbox rows a lost connection left unsent."""
+        now = time.time()
+        if now >= self.next_relay:
+            self.next_relay = now + RELAY_AFTER
+            service.relay_outbox()
 
     def _prune(self, store: Store) -> None:
         """Forget, once an hour, message ids older than the dedupe window (the table of

@@ -1,18 +1,21 @@
-"""Handling one message: decode, drop duplicates, lock, step, commit, publish; then the ack.
+"""Handling messages in batches: decode, drop duplicates, lock, step, commit, publish; then ack.
 
-``Service.handle`` is the whole life of an incoming message (DESIGN.md section 1):
+``Service.handle_batch`` is the life of a batch of incoming messages (DESIGN.md sections 1, 5):
 
-1. decode it (bad input: a ``Verdict`` to dead-letter it, with the reason);
-2. drop it if its id was processed already;
-3. lock and load the instance, run the engine's ``step``;
-4. in one transaction: the new state, timers, subscriptions, workitems, journal, the outbox
-   (every message the step sends) and the message's id as processed;
-5. publish the outbox with publisher confirms and mark it sent;
-6. only then does the caller ack the message.
+1. decode each (bad input: a ``Verdict`` to dead-letter it, with the reason);
+2. in one transaction, lock the instances the batch touches in the order of their ids (two
+   daemons sharing PostgreSQL cannot deadlock), then apply each message in a savepoint of its
+   own, in arrival order: drop it if its id was processed already, else run the engine's
+   ``step`` and write the new state, timers, subscriptions, workitems, journal, outbox rows and
+   the message's id. A message that fails rolls back its own savepoint only;
+3. commit; ``publish_committed`` then publishes what the batch sends, with pipelined publisher
+   confirms, and marks it sent;
+4. only then does the caller acknowledge the batch.
 
-A crash anywhere in between loses nothing: the transaction is all or nothing, unsent outbox
-rows are published at the next start, and a redelivered message is recognised by its id (or,
-without one, by the hash of its body). Every outgoing message carries a stable id.
+A crash anywhere in between loses nothing: the transaction is all or nothing, outbox rows not
+marked sent are published again by the relay (``relay_outbox``), and a redelivered message is
+recognised by its id (or, without one, by the hash of its body). Every outgoing message carries
+a stable id. ``handle`` is the same for one message.
 """
 
 from __future__ import annotations
@@ -24,33 +27,29 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, assert_never
 
 from bureaucrat import messages as wire
-from bureaucrat.bounds import SHORT_STRING, bad_text, check_id, utf8_length
+from bureaucrat.bounds import bad_text, check_id
 from bureaucrat.config import Config
-from bureaucrat.engine import commands as cmd
+from bureaucrat.encoding import encode, too_long
 from bureaucrat.engine import events as ev
 from bureaucrat.engine.state import TERMINAL, activity_id, root_context
 from bureaucrat.engine.step import step
-from bureaucrat.errors import (
-    BrokerError,
-    BureaucratError,
-    DefinitionError,
-    PublishError,
-    StoreDataError,
-    StoreError,
-)
+from bureaucrat.errors import BrokerError, DefinitionError, StoreDataError, StoreError
 from bureaucrat.messages import MessageError
 from bureaucrat.store import Outgoing, Store, Tx
 
 LOG = logging.getLogger(__name__)
 
+RELAY_AFTER = 5.0
+"""Seconds after which the relay publishes an unsent outbox row: a row younger than that may
+still be on its way out through the daemon that wrote it."""
+
 
 class Outcome(enum.Enum):
     ACK = "ack"  # done with (handled, a duplicate, or nothing to do)
     DEAD = "dead"  # not acceptable: publish to the dead-letter queue, then ack
-    RETRY = "retry"  # could not be handled now (database or broker trouble): requeue
 
 
 @dataclass(frozen=True)
@@ -82,11 +81,27 @@ class Incoming(Protocol):
 
 
 class Publisher(Protocol):
-    def publish(self, message: Outgoing) -> None: ...
+    def publish_many(self, messages: Sequence[Outgoing]) -> list[str | None]:
+        """Publish with confirms; per message, why RabbitMQ refused it, or None when it took
+        it. ``BrokerError`` when the connection is lost (nothing is known then)."""
+        ...
+
+
+Decoded = wire.Launch | wire.Response | wire.Control | wire.Event
+
+
+@dataclass(frozen=True)
+class _Work:
+    """A decoded message of a batch, waiting for the transaction."""
+
+    index: int
+    message: Incoming
+    key: Key
+    decoded: Decoded
 
 
 class Service:
-    """The engine's I/O shell around the pure core, one message at a time."""
+    """The engine's I/O shell around the pure core."""
 
     def __init__(
         self,
@@ -99,96 +114,134 @@ class Service:
         self.config = config
         self.publisher = publisher
         self.clock = clock
-        self.autoflush = True
-        """Publish each step's outbox at once; a caller that batches (the daemon) turns this off
-        and calls ``flush_outbox`` before it acknowledges what it handled."""
+        self.committed: list[tuple[str | None, Outgoing]] = []
+        """Messages written to the outbox by committed transactions and not yet published,
+        with the instance that sent each."""
+        self._staged: list[tuple[str | None, Outgoing]] = []
 
     # incoming messages ------------------------------------------------------------------------
 
     def handle(self, message: Incoming) -> Verdict:
-        if message.message_id is not None:
-            if not isinstance(message.message_id, str):  # pika leaves invalid UTF-8 as bytes
-                return Verdict.dead("message_id is not UTF-8 text")
-            problem = bad_text(message.message_id)
-            if problem is not None:
-                return Verdict.dead(f"message_id {problem}")
+        """Handle one message and publish what it sends (a batch of one)."""
+        [verdict] = self.handle_batch([message])
+        self.publish_committed()
+        return verdict
+
+    def handle_batch(self, messages: Sequence[Incoming]) -> list[Verdict]:
+        """Handle ``messages`` in one transaction, one savepoint each, in order; their verdicts.
+
+        What they send is in ``committed`` afterwards: publish it (``publish_committed``) before
+        acknowledging them. ``StoreError`` or ``BrokerError``: nothing of the batch was kept."""
+        verdicts: list[Verdict] = [ACK] * len(messages)
+        work: list[_Work] = []
+        for index, message in enumerate(messages):
+            refused, key = self._admit(message)
+            if refused is None:
+                try:
+                    work.append(_Work(index, message, key, self._decode(message)))
+                except MessageError as error:
+                    refused = Verdict.dead(str(error))
+            if refused is not None:
+                verdicts[index] = refused
+        if not work:
+            return verdicts
+        self._staged.clear()
+        with self.store.transaction() as tx:
+            tx.lock_instances(_instances_of(tx, work))
+            for item in work:
+                verdicts[item.index] = self._apply_alone(tx, item)
+        self.committed.extend(self._staged)
+        self._staged.clear()
+        return verdicts
+
+    def _admit(self, message: Incoming) -> tuple[Verdict | None, Key]:
+        """Checks before decoding: the message id, and how often the message came back."""
         key = _dedupe_key(message)
-        if message.redelivered:
+        message_id: object = message.message_id
+        if message_id is not None:
+            if not isinstance(message_id, str):  # pika leaves invalid UTF-8 as bytes
+                return Verdict.dead("message_id is not UTF-8 text"), key
+            problem = bad_text(message_id)
+            if problem is not None:
+                return Verdict.dead(f"message_id {problem}"), key
+        if message.redelivered:  # counted in a transaction of its own: a crash keeps the count
             count = self.store.count_delivery(key.id, self.clock())
             if count > self.config.max_redeliveries:
-                return Verdict.dead(
-                    f"redelivered {count} times without being handled "
-                    f"(max_redeliveries = {self.config.max_redeliveries})"
-                )
+                limit = self.config.max_redeliveries
+                reason = f"redelivered {count} times without being handled"
+                return Verdict.dead(f"{reason} (max_redeliveries = {limit})"), key
+        return None, key
+
+    def _decode(self, message: Incoming) -> Decoded:
+        if message.queue == self.config.launch_queue:
+            return wire.decode_launch(message.body, message.content_type)
+        if message.queue == self.config.event_queue:
+            return wire.decode_event(message.body)
+        return wire.decode_message(message.body)
+
+    def _apply_alone(self, tx: Tx, item: _Work) -> Verdict:
+        """Apply one message in a savepoint: if it fails, only its own changes are undone."""
+        staged = len(self._staged)
         try:
-            return self._handle(message, key)
+            with tx.savepoint():
+                return self._apply(tx, item)
         except StoreDataError as error:  # the same data would be refused again
+            del self._staged[staged:]
             return Verdict.dead(f"the database refused this message: {error}")
+        except (StoreError, BrokerError):
+            raise  # lost the database or the broker: the whole batch comes back
+        except Exception as error:  # a defect must not turn a message into a poison pill
+            del self._staged[staged:]
+            LOG.exception("internal error on a message from %s", item.message.queue)
+            return Verdict.dead(f"internal error: {type(error).__name__}: {error}")
 
-    def _handle(self, message: Incoming, key: Key) -> Verdict:
-        try:
-            if message.queue == self.config.launch_queue:
-                return self._launch(
-                    wire.decode_launch(message.body, message.content_type), message, key
-                )
-            if message.queue == self.config.event_queue:
-                return self._event(wire.decode_event(message.body), key)
-            decoded = wire.decode_message(message.body)
-        except MessageError as error:
-            return Verdict.dead(str(error))
-        if isinstance(decoded, wire.Control):
-            return self._control(decoded, key)
-        return self._response(decoded, key)
+    def _apply(self, tx: Tx, item: _Work) -> Verdict:
+        decoded = item.decoded
+        match decoded:
+            case wire.Launch():
+                return self._launch(tx, decoded, item.message, item.key)
+            case wire.Response():
+                return self._response(tx, decoded, item.key)
+            case wire.Control():
+                return self._control(tx, decoded, item.key)
+            case wire.Event():
+                return self._event(tx, decoded, item.key)
+            case _:
+                assert_never(decoded)
 
-    def _launch(self, launch: wire.Launch, message: Incoming, key: Key) -> Verdict:
+    def _launch(self, tx: Tx, launch: wire.Launch, message: Incoming, key: Key) -> Verdict:
         process_id = launch.process_id or message.message_id or uuid.uuid4().hex
         problem = check_id(process_id, "the process id")
         if problem is not None:
             return Verdict.dead(problem)
         try:
-            definition_hash = self.store.add_definition(launch.definition)  # parsed once, cached
+            digest, definition = self.store.parse(launch.definition)  # parsed once, cached
         except DefinitionError as error:
             if launch.parent is None:
                 return Verdict.dead(f"invalid definition: {error}")
-            return self._child_not_started(launch.parent, process_id, str(error), key)
-        definition = self.store.definition(definition_hash)
+            return self._child_not_started(tx, launch.parent, process_id, str(error), key)
         parent = None if launch.parent is None else ev.ParentLink(**launch.parent)
         start = ev.Start(process_id, launch.fields, parent)
-        created = self.advance(
-            process_id,
-            start,
-            key,
-            create=(definition_hash, definition.name, launch.parent),
-        )
-        if created:
+        creation = _Creation(digest, definition.name, launch.parent, launch.definition)
+        if self.advance(tx, process_id, start, key, create=creation):
             LOG.info("launched %s (%s)", process_id, definition.name or "unnamed")
         return ACK
 
     def _child_not_started(
-        self, parent: dict[str, str], child_id: str, problem: str, key: Key
+        self, tx: Tx, parent: dict[str, str], child_id: str, problem: str, key: Key
     ) -> Verdict:
         """A ``call`` whose definition is invalid: the fault ``DefinitionError`` at the call."""
         LOG.warning("subprocess %s of %s not started: %s", child_id, parent["process_id"], problem)
         fault = {"code": "DefinitionError", "message": problem}
         finished = ev.ChildFinished(child_id, "faulted", {}, fault)
-        if not self.advance(parent["process_id"], finished, key):
+        if not self.advance(tx, parent["process_id"], finished, key):
             LOG.warning("the parent %s of %s is gone", parent["process_id"], child_id)
         return ACK
 
-    def _response(self, response: wire.Response, key: Key) -> Verdict:
-        def route(tx: Tx) -> str | None:
-            """The instance of the workitem the answer names; by its target (the original's
-            answers name no workitem), the one instance that waits on that very activity."""
-            if response.workitem_id is not None:
-                workitem = tx.workitem(response.workitem_id)
-                return None if workitem is None else workitem.instance_id
-            target = response.target or ""
-            waiting = [c for c in _process_id_candidates(target) if tx.waits_at(c, target)]
-            if len(waiting) > 1:  # P_0's activity 0 and P's activity 0_0 are both P_0_0
-                LOG.warning("answer for %s: %s all wait there", target, ", ".join(waiting))
-            return waiting[0] if len(waiting) == 1 else None
-
-        if not self.advance(route, ev.ParticipantResponse(response.workitem), key):
+    def _response(self, tx: Tx, response: wire.Response, key: Key) -> Verdict:
+        process_id = _route(tx, response)
+        event = ev.ParticipantResponse(response.workitem)
+        if process_id is None or not self.advance(tx, process_id, event, key):
             LOG.warning(
                 "response for an unknown workitem (workitem %s, target %s): ignored",
                 response.workitem_id,
@@ -196,7 +249,7 @@ class Service:
             )
         return ACK
 
-    def _control(self, control: wire.Control, key: Key) -> Verdict:
+    def _control(self, tx: Tx, control: wire.Control, key: Key) -> Verdict:
         body = control.body
         event: ev.Event | Callable[[Tx], ev.Event | None]
         if control.name == "terminate":
@@ -206,257 +259,195 @@ class Service:
             event = ev.Retry(activity if isinstance(activity, str) else None)
         else:
             event = _child_result(control.process_id, str(body["child_id"]))
-        if not self.advance(control.process_id, event, key):
+        if not self.advance(tx, control.process_id, event, key):
             LOG.warning("%s for unknown process %s: ignored", control.name, control.process_id)
         return ACK
 
-    def _event(self, event: wire.Event, key: Key) -> Verdict:
-        with self.store.transaction() as tx:
-            subscribers = tx.subscribers(event.name, event.process_id)
+    def _event(self, tx: Tx, event: wire.Event, key: Key) -> Verdict:
+        subscribers = tx.subscribers(event.name, event.process_id)
         if not subscribers:
             LOG.info("event %s: no process waits for it", event.name)
+        tx.lock_instances(subscribers)
         for process_id in subscribers:
-            self.advance(process_id, ev.EventReceived(event.name, event.data), key.per(process_id))
+            received = ev.EventReceived(event.name, event.data)
+            self.advance(tx, process_id, received, key.per(process_id))
         return ACK
 
     # timers -----------------------------------------------------------------------------------
 
     def fire_due_timers(self, limit: int = 100) -> int:
-        """Fire the timers that are due; the number fired."""
+        """Fire the timers that are due, in one transaction (a savepoint each); the number
+        fired. What they send is in ``committed``, as after ``handle_batch``."""
+        due = self.store.claim_due_timers(self.clock(), limit)
+        if not due:
+            return 0
         fired = 0
-        for timer in self.store.claim_due_timers(self.clock(), limit):
-            try:
-                if self.advance(timer.instance_id, ev.TimerFired(timer.id), None, timer=timer.id):
-                    fired += 1
-            except StoreDataError as error:  # this instance's data: set it aside, go on
-                LOG.error("timer %s of %s: %s", timer.id, timer.instance_id, error)
-                with self.store.transaction() as tx:
+        self._staged.clear()
+        with self.store.transaction() as tx:
+            tx.lock_instances([timer.instance_id for timer in due])
+            for timer in due:
+                staged = len(self._staged)
+                try:
+                    with tx.savepoint():
+                        event = ev.TimerFired(timer.id)
+                        if self.advance(tx, timer.instance_id, event, None, timer=timer.id):
+                            fired += 1
+                except StoreDataError as error:  # this instance's data: set it aside, go on
+                    del self._staged[staged:]
+                    LOG.error("timer %s of %s: %s", timer.id, timer.instance_id, error)
                     tx.mark_broken(timer.instance_id, f"timer {timer.id}: {error}", self.clock())
                     tx.delete_timer(timer.id)
+        self.committed.extend(self._staged)
+        self._staged.clear()
         return fired
 
-    # the transaction --------------------------------------------------------------------------
+    # one instance, one event ------------------------------------------------------------------
 
     def advance(
         self,
-        process: str | Callable[[Tx], str | None],
+        tx: Tx,
+        process_id: str,
         event: ev.Event | Callable[[Tx], ev.Event | None],
         key: Key | None,
         *,
-        create: tuple[str, str | None, dict[str, str] | None] | None = None,
+        create: _Creation | None = None,
         timer: str | None = None,
     ) -> bool:
-        """Apply ``event`` to one instance in one transaction, then publish what it sends.
-
-        ``process`` is the instance's id, or a function that finds it within the transaction;
-        ``event`` the event, or a function that makes it from what is stored (None: nothing
-        to apply). False when there was nothing to apply it to (unknown, broken, a
-        duplicate)."""
+        """Apply ``event`` to one instance within ``tx``; what it sends is staged for the
+        outbox. ``event`` may be a function that makes it from what is stored (None: nothing to
+        apply). False when there was nothing to apply it to (unknown, broken, a duplicate)."""
         now = self.clock()
-        with self.store.transaction() as tx:
-            process_id = process if isinstance(process, str) else process(tx)
-            if process_id is None:
-                return False
-            seen = key is not None and tx.processed(key.id)
-            if seen and key is not None and key.trusted:
-                LOG.info("message %s was processed already: dropped", key.id)
-                return False
-            record = tx.lock_instance(process_id)
-            if create is not None and record is not None:
+        first = key is None or tx.first_time(key.id, now)
+        if not first and key is not None and key.trusted:
+            LOG.info("message %s was processed already: dropped", key.id)
+            return False
+        record = tx.lock_instance(process_id)
+        if create is not None:
+            if record is not None:
                 LOG.info("process %s exists already: launch ignored", process_id)
                 return False
-            if create is not None and not _parent_waits(tx, create[2], process_id, create[0]):
-                LOG.info("subprocess %s not started: its caller no longer waits for it", process_id)
+            if not _parent_waits(tx, create.parent, process_id, create.digest):
+                LOG.info("subprocess %s not started: its caller does not wait for it", process_id)
+                if key is not None and first:  # an impostor must not use up the real one's id
+                    tx.forget_processed(key.id)
                 return False
-            if create is None and (record is None or record.state is None):
+            state = None
+        else:
+            if record is None or record.state is None:
                 if timer is not None:  # its instance is gone or set aside: it never fires
                     tx.delete_timer(timer)
                 return False
             if timer is not None and tx.timer(timer) is None:
                 return False  # fired by another daemon meanwhile
-            if callable(event):
-                made = event(tx)
-                if made is None:
-                    return False
-                event = made
-            if create is not None:
-                definition_hash, name, parent = create
-                tx.create_instance(
-                    process_id,
-                    definition_hash,
-                    name,
-                    None if parent is None else parent["process_id"],
-                    None if parent is None else parent["activity"],
-                    now,
-                )
-                state = None
-            else:
-                assert record is not None
-                definition_hash, state = record.definition_hash, record.state
-            try:
-                definition = self.store.definition(definition_hash)
-                result = step(definition, state, event, now)
-                outbox = self.encode(process_id, result.commands)
-            except StoreError:
-                raise
-            except Exception as error:  # a defect: set this instance aside, not the daemon
+            state = record.state
+        if callable(event):
+            made = event(tx)
+            if made is None:
+                return False
+            event = made
+        digest = create.digest if create is not None else record.definition_hash  # type: ignore[union-attr]
+        try:
+            result = step(self.store.definition(digest), state, event, now)
+            outbox = encode(self.config, process_id, result.commands)
+        except StoreDataError:
+            raise
+        except Exception as error:  # a defect: set this instance aside, not the daemon
+            if create is None:
                 _set_aside(tx, process_id, event, error, now, timer)
-            else:
-                tx.apply(process_id, result, now, outbox, timer)
-            if key is not None and not seen:
-                tx.mark_processed(key.id)
-        if self.autoflush:
-            self.flush_outbox()
+                return True
+            raise
+        if create is not None:
+            tx.insert_definition(create.digest, create.name, create.source, now)
+            parent = create.parent or {}
+            tx.create_instance(
+                process_id,
+                create.digest,
+                create.name,
+                parent.get("process_id"),
+                parent.get("activity"),
+                now,
+                state=result.state,
+            )
+        unchanged = create is not None or result.state is state  # new, or an ignored event
+        tx.apply(process_id, result, now, outbox, timer, write_state=not unchanged)
+        self._staged.extend((process_id, message) for message in outbox)
         return True
 
     # outgoing messages ------------------------------------------------------------------------
 
-    def encode(self, process_id: str, commands: Sequence[cmd.Command]) -> list[Outgoing]:
-        """The messages a step sends, each with a stable id."""
-        out: list[Outgoing] = []
-        for command in commands:
-            message = self._encode(process_id, command)
-            if message is not None:
-                out.append(message)
-        return out
+    def publish_committed(self) -> int:
+        """Publish what committed transactions sent, with pipelined confirms, and mark it sent;
+        the number published. A message RabbitMQ refuses is kept in the outbox with the reason
+        and its instance set aside. ``BrokerError``: the rows stay for the relay."""
+        if not self.committed or self.publisher is None:
+            return 0
+        batch, self.committed = self.committed, []
+        return self._publish([message for _, message in batch], [pid for pid, _ in batch])
 
-    def _encode(self, process_id: str, command: cmd.Command) -> Outgoing | None:
-        config = self.config
-        if isinstance(command, cmd.DispatchWorkitem):
-            return self.workitem(command)
-        if isinstance(command, cmd.LaunchChild):
-            body: dict[str, Any] = {
-                "definition": command.definition,
-                "fields": command.fields,
-                "parent": {"process_id": process_id, "activity": command.activity},
-            }
-            return _message(command.process_id, "", config.launch_queue, body, wire.JSON_TYPE)
-        if isinstance(command, cmd.NotifyParent):
-            body = {
-                "name": "child_finished",
-                "process_id": command.parent_id,
-                "activity": command.activity,
-                "child_id": command.child_id,
-                "status": command.status,
-                "context": command.context,
-                "fault": command.fault,
-            }
-            return _message(f"{command.child_id}:finished", "", config.message_queue, body)
-        if isinstance(command, cmd.TerminateChild):
-            body = {"name": "terminate", "process_id": command.process_id, "reason": "parent ended"}
-            return _message(f"{command.process_id}:terminate", "", config.message_queue, body)
-        if isinstance(command, cmd.ProcessFinished):
-            body = {
-                "process_id": process_id,
-                "status": command.status,
-                "context": command.context,
-                "fault": command.fault,
-            }
-            exchange = config.notifications_exchange
-            return _message(
-                f"{process_id}:{command.status}",
-                exchange,
-                f"process.{command.status}",
-                body,
-                wire.JSON_TYPE,
-            )
-        return None
-
-    def workitem(self, command: cmd.DispatchWorkitem) -> Outgoing:
-        kind = command.kind or self.config.taskqueue_type
-        if kind == "celery":
-            from bureaucrat.participants.celery import celery_message
-
-            return celery_message(command, self.config)
-        queue = command.queue or self.config.worker_queue(command.participant)
-        return _message(command.workitem_id, "", queue, command.message)
-
-    def flush_outbox(self, limit: int = 500) -> int:
-        """Publish unsent outbox rows (with confirms) and mark them sent; the number sent.
+    def relay_outbox(self, limit: int = 500, everything: bool = False) -> int:
+        """Publish outbox rows left unsent (by a crash, or a lost connection), oldest first;
+        the number sent. Rows written in the last ``RELAY_AFTER`` seconds are left to the
+        daemon that wrote them, unless ``everything``.
 
         The rows are claimed in a transaction that stays open while they are published, so a
         daemon sharing the database skips them instead of publishing them a second time."""
         if self.publisher is None:
             return 0
         sent = 0
+        before = None if everything else self.clock() - RELAY_AFTER
         while True:
-            failure: BureaucratError | None = None
             with self.store.transaction() as tx:
                 tx.without_waiting_for_disk()  # lost marks only mean messages sent again
-                rows = tx.claim_unsent(limit)
-                done: list[int] = []
-                for row in rows:
-                    try:
-                        problem = self._publish(row.message)
-                    except BrokerError as error:  # lost RabbitMQ: keep what went out, report
-                        failure = error
-                        break
-                    if problem is None:
-                        done.append(row.id)
-                    else:
-                        LOG.error("message %s not sent: %s", row.message.message_id, problem)
-                        tx.mark_unpublishable(row, problem, self.clock())
-                tx.mark_sent(done, self.clock())
-            sent += len(done)
-            if failure is not None:
-                raise failure
+                rows = tx.claim_unsent(limit, before)
+                if rows:
+                    messages = [row.message for row in rows]
+                    outcomes = self._outcomes(messages)
+                    instances = [row.instance_id for row in rows]
+                    sent += self._settle(tx, messages, instances, outcomes)
             if len(rows) < limit:
                 return sent
 
-    def _publish(self, message: Outgoing) -> str | None:
-        """Publish one message; why RabbitMQ refused it, or None when it took it.
+    def _publish(self, messages: list[Outgoing], instances: list[str | None]) -> int:
+        outcomes = self._outcomes(messages)
+        with self.store.transaction() as tx:
+            tx.without_waiting_for_disk()  # lost marks only mean messages sent again
+            return self._settle(tx, messages, instances, outcomes)
 
-        ``BrokerError`` (but for a refusal) means the connection is lost: worth a retry."""
+    def _outcomes(self, messages: list[Outgoing]) -> list[str | None]:
+        """Publish what can be an AMQP message; why each could not, or None when it went."""
         assert self.publisher is not None
-        problem = _too_long(message)
-        if problem is not None:
-            return problem
-        try:
-            self.publisher.publish(message)
-        except PublishError as error:
-            return str(error)
-        except BrokerError:
-            raise
-        except Exception as error:  # pika refusing the message itself (an encoding limit)
-            return f"{type(error).__name__}: {error}"
-        return None
+        outcomes: list[str | None] = [too_long(message) for message in messages]
+        sendable = [i for i, problem in enumerate(outcomes) if problem is None]
+        published = self.publisher.publish_many([messages[i] for i in sendable])
+        for index, problem in zip(sendable, published, strict=True):
+            outcomes[index] = problem
+        return outcomes
+
+    def _settle(
+        self,
+        tx: Tx,
+        messages: list[Outgoing],
+        instances: list[str | None],
+        outcomes: list[str | None],
+    ) -> int:
+        now = self.clock()
+        sent = [m.message_id for m, problem in zip(messages, outcomes, strict=True) if not problem]
+        tx.mark_sent_messages(sent, now)
+        for message, instance, problem in zip(messages, instances, outcomes, strict=True):
+            if problem is not None:
+                LOG.error("message %s not sent: %s", message.message_id, problem)
+                tx.mark_unpublishable(message.message_id, instance, problem, now)
+        return len(sent)
 
 
-def _too_long(message: Outgoing) -> str | None:
-    """Why ``message`` cannot be an AMQP message (a short string over 255 bytes), or None."""
-    texts = {
-        "message id": message.message_id,
-        "exchange": message.exchange,
-        "routing key": message.routing_key,
-    }
-    for name, value in message.properties.items():
-        if isinstance(value, str):
-            texts[name] = value
-    for what, text in texts.items():
-        if utf8_length(text) > SHORT_STRING:
-            return f"its {what} is longer than {SHORT_STRING} bytes"
-    return None
+@dataclass(frozen=True)
+class _Creation:
+    """What a launch creates: the definition (its digest, name and source) and the caller."""
 
-
-def _message(
-    message_id: str,
-    exchange: str,
-    routing_key: str,
-    body: dict[str, Any],
-    content_type: str = wire.WORKITEM_TYPE,
-) -> Outgoing:
-    return Outgoing(
-        message_id=message_id,
-        exchange=exchange,
-        routing_key=routing_key,
-        body=wire.dumps(body),
-        properties={
-            "content_type": content_type,
-            "delivery_mode": 2,
-            "message_id": message_id,
-            "correlation_id": message_id,
-        },
-    )
+    digest: str
+    name: str | None
+    parent: dict[str, str] | None
+    source: str
 
 
 @dataclass(frozen=True)
@@ -474,14 +465,50 @@ class Key:
 
 
 def _dedupe_key(message: Incoming) -> Key:
-    if message.message_id:
+    if isinstance(message.message_id, str) and message.message_id:
         return Key(f"{message.queue}:{message.message_id}", True)
     digest = hashlib.sha256(message.body).hexdigest()
     return Key(f"{message.queue}:sha256:{digest}", message.redelivered)
 
 
+def _instances_of(tx: Tx, work: list[_Work]) -> set[str]:
+    """The instances a batch will lock, as far as they are known before it runs: the
+    launched, their callers, the controlled, those holding the answered workitems."""
+    found: set[str] = set()
+    workitem_ids: set[str] = set()
+    for item in work:
+        decoded = item.decoded
+        match decoded:
+            case wire.Launch():
+                if decoded.parent is not None:
+                    found.add(decoded.parent["process_id"])
+            case wire.Control():
+                found.add(decoded.process_id)
+            case wire.Response():
+                if decoded.workitem_id is not None:
+                    workitem_ids.add(decoded.workitem_id)
+            case wire.Event():
+                if decoded.process_id is not None:
+                    found.add(decoded.process_id)
+    found.update(tx.instances_of_workitems(workitem_ids).values())
+    return found
+
+
+def _route(tx: Tx, response: wire.Response) -> str | None:
+    """The instance of the workitem an answer names; by its target (the original's answers name
+    no workitem), the one instance that waits on that very activity."""
+    if response.workitem_id is not None:
+        workitem = tx.workitem(response.workitem_id)
+        return None if workitem is None else workitem.instance_id
+    target = response.target or ""
+    waiting = [c for c in _process_id_candidates(target) if tx.waits_at(c, target)]
+    if len(waiting) > 1:  # P_0's activity 0 and P's activity 0_0 are both P_0_0
+        LOG.warning("answer for %s: %s all wait there", target, ", ".join(waiting))
+    return waiting[0] if len(waiting) == 1 else None
+
+
 def _set_aside(
-    tx: Tx, process_id: str, event: ev.Event, error: Exception, now: float, timer: str | None
+    tx: Tx, process_id: str, event: Any, error: Exception, now: float, timer: str | None
 ) -> None:
     """Mark the instance ``broken`` for an operator, with the reason, after a defect (an
     exception where none is expected) while stepping it; the message is not tried again, so it

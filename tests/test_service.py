@@ -4,6 +4,7 @@ publisher: orderings of messages that the broker may produce but an end-to-end t
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 
 from bureaucrat.config import Config
 from bureaucrat.engine import step
+from bureaucrat.errors import BrokerError, PublishError
 from bureaucrat.service import Service
 from bureaucrat.store import Outgoing, Store
 from tests.store_fixtures import postgres_url, store, store_url
@@ -35,6 +37,23 @@ class Recorder:
 
     def publish(self, message: Outgoing) -> None:
         self.sent.append(message)
+
+    def publish_many(self, messages: Sequence[Outgoing]) -> list[str | None]:
+        """As the daemon's publisher: a refusal per message, ``BrokerError`` for a lost
+        connection (then the rest is not published)."""
+        outcomes: list[str | None] = []
+        for message in messages:
+            try:
+                self.publish(message)
+            except BrokerError as error:
+                if not isinstance(error, PublishError):
+                    raise
+                outcomes.append(str(error))
+            except Exception as error:
+                outcomes.append(f"{type(error).__name__}: {error}")
+            else:
+                outcomes.append(None)
+        return outcomes
 
     def take(self, routing_key: str) -> Message:
         """The first message sent to ``routing_key`` (removed), as the daemon would get it."""

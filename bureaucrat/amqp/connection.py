@@ -23,6 +23,7 @@ import pika.exceptions as pex
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import Basic, BasicProperties
 
+from bureaucrat.amqp.pipeline import Pipeline
 from bureaucrat.amqp.topology import QueueArguments, Topology
 from bureaucrat.errors import BrokerError, PublishError, TopologyError
 
@@ -224,8 +225,13 @@ class Broker:
 
         return on_message
 
-    def ack(self, delivery: Delivery) -> None:
-        self._call(lambda: self.channel.basic_ack(delivery.delivery_tag))
+    def ack(self, delivery: Delivery, *, multiple: bool = False) -> None:
+        """Acknowledge ``delivery`` (with ``multiple``: and every earlier one not acknowledged)."""
+        self._call(lambda: self.channel.basic_ack(delivery.delivery_tag, multiple=multiple))
+
+    def pipeline(self) -> Pipeline:
+        """A channel of its own on which batches are published with pipelined confirms."""
+        return self._call(lambda: Pipeline(self.connection, self.connection.channel()))  # type: ignore[no-any-return]
 
     def requeue(self, delivery: Delivery) -> None:
         self._call(lambda: self.channel.basic_nack(delivery.delivery_tag, requeue=True))

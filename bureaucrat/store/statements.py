@@ -37,6 +37,7 @@ class DialectStatements:
     """The statements that need the dialect's own ``INSERT ... ON CONFLICT DO NOTHING``."""
 
     insert_processed: Any
+    insert_processed_returning: Any
     insert_outbox: Any
     insert_definition: Any
 
@@ -48,6 +49,9 @@ def for_dialect(name: str) -> DialectStatements:
         raise ValueError(f"unsupported database dialect {name!r}: use SQLite or PostgreSQL")
     return DialectStatements(
         insert_processed=insert(processed_messages).on_conflict_do_nothing(),
+        insert_processed_returning=insert(processed_messages)
+        .on_conflict_do_nothing()
+        .returning(processed_messages.c.message_id),
         insert_outbox=insert(outbox).on_conflict_do_nothing(index_elements=["message_id"]),
         insert_definition=insert(definitions).on_conflict_do_nothing(),
     )

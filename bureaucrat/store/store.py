@@ -21,7 +21,6 @@ import sqlalchemy as sa
 
 from bureaucrat.definition import Definition, parse_definition
 from bureaucrat.errors import StoreDataError, StoreError
-from bureaucrat.store import statements as sql
 from bureaucrat.store.cache import DefinitionCache
 from bureaucrat.store.codec import UndecodableError, loads_lenient, loads_object
 from bureaucrat.store.database import (
@@ -112,18 +111,24 @@ class Store:
 
     # definitions ------------------------------------------------------------------------------
 
+    def parse(self, source: str) -> tuple[str, Definition]:
+        """The digest of definition ``source`` and the definition, parsed once and cached
+        (``DefinitionError`` when it is not valid). Nothing is written: the transaction that
+        creates an instance stores its definition (``Tx.insert_definition``)."""
+        digest = hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()
+        cached = self._definitions.get(digest)
+        if cached is None:
+            cached = parse_definition(source)
+            self._definitions.put(digest, cached, len(source))
+        return digest, cached
+
     def add_definition(self, source: str) -> str:
         """Store the definition ``source`` (once: its sha256 is its key); its hash.
 
         Raises ``DefinitionError`` when ``source`` is not a valid definition."""
-        digest = hashlib.sha256(source.encode("utf-8")).hexdigest()
-        if digest in self._definitions:
-            return digest
-        definition = parse_definition(source)
-        row = {"hash": digest, "name": definition.name, "source": source, "created_at": time.time()}
+        digest, definition = self.parse(source)
         with self.transaction() as tx:
-            tx.connection.execute(sql.for_dialect(self.engine.dialect.name).insert_definition, row)
-        self._definitions.put(digest, definition, len(source))
+            tx.insert_definition(digest, definition.name, source, time.time())
         return digest
 
     def definition(self, digest: str) -> Definition:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,6 +21,7 @@ from bureaucrat.errors import StoreError
 from bureaucrat.store import statements as sql
 from bureaucrat.store.changes import Changes, changes_of
 from bureaucrat.store.codec import UndecodableError, dumps, loads_object
+from bureaucrat.store.database import translated
 from bureaucrat.store.records import (
     InstanceRecord,
     OutboxRecord,
@@ -50,8 +52,33 @@ class Tx:
         self.connection = connection
         self._sql = sql.for_dialect(connection.dialect.name)
         self._versions: dict[str, int] = {}
+        self._locked: dict[str, Any] = {}
+        """Rows locked by ``lock_instances`` and not read since (``lock_instance`` takes them)."""
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A part of the transaction that is undone alone if its block raises (the exception
+        goes on, translated like the transaction's: ``StoreError``, ``StoreDataError``)."""
+        versions, locked = dict(self._versions), dict(self._locked)
+        try:
+            with translated("handling a message"), self.connection.begin_nested():
+                yield
+        except BaseException:
+            self._versions, self._locked = versions, locked
+            raise
 
     # processed messages -----------------------------------------------------------------------
+
+    def first_time(self, message_id: str, now: float) -> bool:
+        """Remember ``message_id`` as handled; whether it was new (one statement for both)."""
+        inserted = self.connection.execute(
+            self._sql.insert_processed_returning, {"message_id": message_id, "processed_at": now}
+        ).first()
+        return inserted is not None
+
+    def forget_processed(self, message_id: str) -> None:
+        statement = sa.delete(processed_messages)
+        self.connection.execute(statement.where(processed_messages.c.message_id == message_id))
 
     def processed(self, message_id: str) -> bool:
         """Whether the message ``message_id`` was handled already."""
@@ -67,13 +94,31 @@ class Tx:
 
     # instances --------------------------------------------------------------------------------
 
+    def lock_instances(self, instance_ids: Collection[str]) -> None:
+        """Lock the rows of ``instance_ids`` at once, in the order of their ids, so that two
+        daemons handling batches that touch the same instances cannot deadlock; the rows are
+        kept for ``lock_instance``."""
+        wanted = sorted(set(instance_ids) - set(self._locked))
+        if not wanted:
+            return
+        query = (
+            sa.select(instances)
+            .where(instances.c.id.in_(wanted))
+            .order_by(instances.c.id)
+            .with_for_update()
+        )
+        for row in self.connection.execute(query):
+            self._locked[row.id] = row
+
     def lock_instance(self, instance_id: str) -> InstanceRecord | None:
         """The instance, its row locked until the transaction ends; None if there is none.
 
         A state that cannot be decoded marks the instance ``broken`` (logged with its id) and
         comes back as ``state=None``; so does an instance already marked broken."""
-        query = sa.select(instances).where(instances.c.id == instance_id).with_for_update()
-        row = self.connection.execute(query).first()
+        row = self._locked.pop(instance_id, None)
+        if row is None:
+            query = sa.select(instances).where(instances.c.id == instance_id).with_for_update()
+            row = self.connection.execute(query).first()
         if row is None:
             return None
         self._versions[instance_id] = row.version
@@ -123,23 +168,31 @@ class Tx:
         parent_id: str | None,
         parent_activity: str | None,
         now: float,
+        state: dict[str, Any] | None = None,
     ) -> None:
-        """Insert a new instance (state ``{}`` until ``apply`` writes the first one)."""
+        """Insert a new instance with its first ``state`` (None: ``{}``, for ``apply`` to write
+        over; passing the state saves that update)."""
+        version = 0 if state is None else 1
         values = {
             "id": instance_id,
             "definition_hash": definition_hash,
             "name": name,
             "parent_id": parent_id,
             "parent_activity": parent_activity,
-            "status": RUNNING,
-            "state": "{}",
-            "version": 0,
+            "status": RUNNING if state is None else str(state.get("status", RUNNING)),
+            "state": "{}" if state is None else dumps(state),
+            "version": version,
             "error": None,
             "created_at": now,
             "updated_at": now,
         }
         self.connection.execute(sa.insert(instances), values)
-        self._versions[instance_id] = 0
+        self._versions[instance_id] = version
+
+    def insert_definition(self, digest: str, name: str | None, source: str, now: float) -> None:
+        """Store a definition's source under its digest (once: a known digest is left as is)."""
+        row = {"hash": digest, "name": name, "source": source, "created_at": now}
+        self.connection.execute(self._sql.insert_definition, row)
 
     def mark_broken(self, instance_id: str, reason: str, now: float | None = None) -> None:
         """Set the instance aside for an operator: status ``broken``, ``error`` = ``reason``."""
@@ -159,11 +212,15 @@ class Tx:
         now: float,
         outbox: Sequence[Outgoing] = (),
         fired_timer: str | None = None,
-    ) -> int:
-        """Write ``step`` (its state and what its commands change) and ``outbox``; the new version.
+        *,
+        write_state: bool = True,
+    ) -> int | None:
+        """Write ``step`` (its state and what its commands change) and ``outbox``.
 
-        ``fired_timer`` is the timer whose firing caused the step: its row is deleted."""
-        version = self._write_state(instance_id, step.state, now)
+        ``fired_timer`` is the timer whose firing caused the step: its row is deleted.
+        ``write_state=False``: the state is written already (a new instance) or unchanged.
+        The new version, when the state was written."""
+        version = self._write_state(instance_id, step.state, now) if write_state else None
         self._write_changes(changes_of(instance_id, step.commands, now, outbox, fired_timer))
         return version
 
@@ -216,13 +273,15 @@ class Tx:
         if self.connection.dialect.name == "postgresql":
             self.connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
 
-    def claim_unsent(self, limit: int) -> list[OutboxRecord]:
-        """The oldest unsent outbox messages, in the order they were written, locked until the
-        transaction ends; rows another transaction holds (another daemon publishing them) are
-        skipped, so two daemons never publish one message twice."""
+    def claim_unsent(self, limit: int, before: float | None = None) -> list[OutboxRecord]:
+        """The oldest unsent outbox messages (written before ``before``, if given), in the order
+        they were written, locked until the transaction ends; rows another transaction holds
+        (another daemon publishing them) are skipped, so two daemons never publish one message
+        twice."""
+        written = outbox.c.created_at < before if before is not None else sa.true()
         query = (
             sa.select(outbox)
-            .where(outbox.c.sent_at.is_(None), outbox.c.error.is_(None))
+            .where(outbox.c.sent_at.is_(None), outbox.c.error.is_(None), written)
             .order_by(outbox.c.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -234,14 +293,30 @@ class Tx:
             statement = sa.update(outbox).where(outbox.c.id.in_(ids)).values(sent_at=now)
             self.connection.execute(statement)
 
-    def mark_unpublishable(self, row: OutboxRecord, reason: str, now: float) -> None:
+    def mark_sent_messages(self, message_ids: Sequence[str], now: float) -> None:
+        """Mark sent the outbox rows of ``message_ids`` (published from memory, not read back)."""
+        if message_ids:
+            statement = sa.update(outbox).where(outbox.c.message_id.in_(message_ids))
+            self.connection.execute(statement.values(sent_at=now))
+
+    def mark_unpublishable(
+        self, message_id: str, instance_id: str | None, reason: str, now: float
+    ) -> None:
         """Keep a message RabbitMQ refused for the operator, out of the relay's way, and set its
         instance aside with the reason (the instance would otherwise wait for ever on it)."""
-        self.connection.execute(sa.update(outbox).where(outbox.c.id == row.id).values(error=reason))
-        if row.instance_id is not None:
-            self.mark_broken(
-                row.instance_id, f"message {row.message.message_id} not sent: {reason}", now
-            )
+        statement = sa.update(outbox).where(outbox.c.message_id == message_id)
+        self.connection.execute(statement.values(error=reason))
+        if instance_id is not None:
+            self.mark_broken(instance_id, f"message {message_id} not sent: {reason}", now)
+
+    def instances_of_workitems(self, workitem_ids: Collection[str]) -> dict[str, str]:
+        """The instance of each of ``workitem_ids`` that exists: workitem id -> instance id."""
+        if not workitem_ids:
+            return {}
+        query = sa.select(workitems.c.id, workitems.c.instance_id).where(
+            workitems.c.id.in_(sorted(workitem_ids))
+        )
+        return {row.id: row.instance_id for row in self.connection.execute(query)}
 
     # lookups ----------------------------------------------------------------------------------
 
