@@ -135,11 +135,14 @@ class Daemon:
             broker.consume(queues, config.prefetch, self.deliveries.append)
             while not self.stopping:
                 broker.run(config.timer_interval)
+                if not self.deliveries:
+                    service.mark_published()  # idle: no next transaction will do it soon
                 self._drain(service, broker)
                 self._fire_timers(service)
                 self._relay(service)
                 self._prune(store)
             broker.cancel()
+            service.mark_published()
         finally:
             broker.close()
 

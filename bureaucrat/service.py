@@ -39,6 +39,7 @@ from bureaucrat.engine.step import step
 from bureaucrat.errors import BrokerError, DefinitionError, StoreDataError, StoreError
 from bureaucrat.messages import MessageError
 from bureaucrat.store import Outgoing, Store, Tx
+from bureaucrat.store.database import translated
 
 LOG = logging.getLogger(__name__)
 
@@ -118,6 +119,9 @@ class Service:
         """Messages written to the outbox by committed transactions and not yet published,
         with the instance that sent each."""
         self._staged: list[tuple[str | None, Outgoing]] = []
+        self.published: list[str] = []
+        """Ids of messages RabbitMQ confirmed whose outbox rows are not marked sent yet: the
+        next transaction marks them (``mark_published`` when there is none)."""
 
     # incoming messages ------------------------------------------------------------------------
 
@@ -145,11 +149,24 @@ class Service:
                 verdicts[index] = refused
         if not work:
             return verdicts
+        alone = len(work) == 1  # no savepoint needed: the transaction is the message's own
         self._staged.clear()
-        with self.store.transaction() as tx:
-            tx.lock_instances(_instances_of(tx, work))
-            for item in work:
-                verdicts[item.index] = self._apply_alone(tx, item)
+        published, self.published = self.published, []
+        try:
+            with self.store.transaction() as tx:
+                tx.mark_sent_messages(published, self.clock())
+                _lock(tx, work)
+                for item in work:
+                    verdicts[item.index] = self._apply_alone(tx, item, savepoint=not alone)
+        except _RefusedError as refused:  # the one message rolled back with its transaction
+            verdicts[work[0].index] = refused.verdict
+            self._staged.clear()
+            self.published = published + self.published
+            return verdicts
+        except BaseException:
+            self._staged.clear()
+            self.published = published + self.published
+            raise
         self.committed.extend(self._staged)
         self._staged.clear()
         return verdicts
@@ -179,21 +196,26 @@ class Service:
             return wire.decode_event(message.body)
         return wire.decode_message(message.body)
 
-    def _apply_alone(self, tx: Tx, item: _Work) -> Verdict:
-        """Apply one message in a savepoint: if it fails, only its own changes are undone."""
+    def _apply_alone(self, tx: Tx, item: _Work, *, savepoint: bool) -> Verdict:
+        """Apply one message in a savepoint: if it fails, only its own changes are undone.
+
+        Without ``savepoint`` (a batch of one) a failure raises ``_RefusedError`` out of the
+        transaction, which rolls it back."""
         staged = len(self._staged)
         try:
-            with tx.savepoint():
+            with tx.savepoint() if savepoint else translated("handling a message"):
                 return self._apply(tx, item)
         except StoreDataError as error:  # the same data would be refused again
-            del self._staged[staged:]
-            return Verdict.dead(f"the database refused this message: {error}")
+            verdict = Verdict.dead(f"the database refused this message: {error}")
         except (StoreError, BrokerError):
             raise  # lost the database or the broker: the whole batch comes back
         except Exception as error:  # a defect must not turn a message into a poison pill
-            del self._staged[staged:]
             LOG.exception("internal error on a message from %s", item.message.queue)
-            return Verdict.dead(f"internal error: {type(error).__name__}: {error}")
+            verdict = Verdict.dead(f"internal error: {type(error).__name__}: {error}")
+        del self._staged[staged:]
+        if not savepoint:
+            raise _RefusedError(verdict)
+        return verdict
 
     def _apply(self, tx: Tx, item: _Work) -> Verdict:
         decoded = item.decoded
@@ -409,9 +431,21 @@ class Service:
 
     def _publish(self, messages: list[Outgoing], instances: list[str | None]) -> int:
         outcomes = self._outcomes(messages)
-        with self.store.transaction() as tx:
-            tx.without_waiting_for_disk()  # lost marks only mean messages sent again
-            return self._settle(tx, messages, instances, outcomes)
+        sent = [m.message_id for m, problem in zip(messages, outcomes, strict=True) if not problem]
+        self.published.extend(sent)  # marked by the next transaction, saving one of their own
+        if len(sent) < len(messages):
+            with self.store.transaction() as tx:
+                self._settle(tx, messages, instances, outcomes)
+        return len(sent)
+
+    def mark_published(self) -> None:
+        """Mark sent what was published since the last transaction (when there is no next one
+        soon: a crash before it only means those messages are published again)."""
+        if self.published:
+            published, self.published = self.published, []
+            with self.store.transaction() as tx:
+                tx.without_waiting_for_disk()  # lost marks only mean messages sent again
+                tx.mark_sent_messages(published, self.clock())
 
     def _outcomes(self, messages: list[Outgoing]) -> list[str | None]:
         """Publish what can be an AMQP message; why each could not, or None when it went."""
@@ -438,6 +472,14 @@ class Service:
                 LOG.error("message %s not sent: %s", message.message_id, problem)
                 tx.mark_unpublishable(message.message_id, instance, problem, now)
         return len(sent)
+
+
+class _RefusedError(Exception):
+    """A message of a batch of one failed: its transaction must be rolled back."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(verdict.reason)
+        self.verdict = verdict
 
 
 @dataclass(frozen=True)
@@ -471,9 +513,10 @@ def _dedupe_key(message: Incoming) -> Key:
     return Key(f"{message.queue}:sha256:{digest}", message.redelivered)
 
 
-def _instances_of(tx: Tx, work: list[_Work]) -> set[str]:
-    """The instances a batch will lock, as far as they are known before it runs: the
-    launched, their callers, the controlled, those holding the answered workitems."""
+def _lock(tx: Tx, work: list[_Work]) -> None:
+    """Lock the instances a batch will change, as far as they are known before it runs (the
+    callers of launched subprocesses, the controlled, those holding the answered workitems),
+    all at once and in the order of their ids."""
     found: set[str] = set()
     workitem_ids: set[str] = set()
     for item in work:
@@ -490,16 +533,14 @@ def _instances_of(tx: Tx, work: list[_Work]) -> set[str]:
             case wire.Event():
                 if decoded.process_id is not None:
                     found.add(decoded.process_id)
-    found.update(tx.instances_of_workitems(workitem_ids).values())
-    return found
+    tx.lock_instances(found, workitem_ids)
 
 
 def _route(tx: Tx, response: wire.Response) -> str | None:
     """The instance of the workitem an answer names; by its target (the original's answers name
     no workitem), the one instance that waits on that very activity."""
     if response.workitem_id is not None:
-        workitem = tx.workitem(response.workitem_id)
-        return None if workitem is None else workitem.instance_id
+        return tx.instance_of_workitem(response.workitem_id)
     target = response.target or ""
     waiting = [c for c in _process_id_candidates(target) if tx.waits_at(c, target)]
     if len(waiting) > 1:  # P_0's activity 0 and P's activity 0_0 are both P_0_0

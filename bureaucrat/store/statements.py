@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from bureaucrat.store.tables import (
     definitions,
+    instances,
     journal,
     outbox,
     processed_messages,
@@ -30,6 +31,23 @@ update_workitem = (
     .values(status=sa.bindparam("new_status"), answered_at=sa.bindparam("at"))
 )
 insert_journal = sa.insert(journal)
+lock_instances = (
+    sa.select(instances)
+    .where(instances.c.id.in_(sa.bindparam("iids", expanding=True)))
+    .order_by(instances.c.id)
+    .with_for_update()
+)
+lock_workitem_instances = (
+    sa.select(instances, workitems.c.id.label("wid"))
+    .join(workitems, workitems.c.instance_id == instances.c.id)
+    .where(workitems.c.id.in_(sa.bindparam("wids", expanding=True)))
+    .order_by(instances.c.id)
+    .with_for_update(of=instances)
+)
+"""The instances holding some workitems, locked in id order, with the workitem of each row."""
+workitem_instances = sa.select(workitems.c.id, workitems.c.instance_id).where(
+    workitems.c.id.in_(sa.bindparam("wids", expanding=True))
+)
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,8 @@ class Tx:
         self._versions: dict[str, int] = {}
         self._locked: dict[str, Any] = {}
         """Rows locked by ``lock_instances`` and not read since (``lock_instance`` takes them)."""
+        self.workitem_instances: dict[str, str] = {}
+        """Workitem id -> instance id, for the workitems ``lock_instances`` was given."""
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -94,21 +96,30 @@ class Tx:
 
     # instances --------------------------------------------------------------------------------
 
-    def lock_instances(self, instance_ids: Collection[str]) -> None:
-        """Lock the rows of ``instance_ids`` at once, in the order of their ids, so that two
-        daemons handling batches that touch the same instances cannot deadlock; the rows are
-        kept for ``lock_instance``."""
-        wanted = sorted(set(instance_ids) - set(self._locked))
-        if not wanted:
+    def lock_instances(
+        self, instance_ids: Collection[str], workitem_ids: Collection[str] = ()
+    ) -> None:
+        """Lock the rows of ``instance_ids`` and of the instances holding ``workitem_ids`` at
+        once, in the order of their ids, so that two daemons handling batches that touch the
+        same instances cannot deadlock; the rows are kept for ``lock_instance``, the workitems'
+        instances in ``workitem_instances`` (one statement for both)."""
+        wanted = set(instance_ids) - set(self._locked)
+        if workitem_ids and not wanted:  # the usual batch of answers: one statement
+            found = self.connection.execute(
+                sql.lock_workitem_instances, {"wids": sorted(workitem_ids)}
+            )
+            for row in found:
+                self.workitem_instances[row.wid] = row.id
+                self._locked.setdefault(row.id, row)
             return
-        query = (
-            sa.select(instances)
-            .where(instances.c.id.in_(wanted))
-            .order_by(instances.c.id)
-            .with_for_update()
-        )
-        for row in self.connection.execute(query):
-            self._locked[row.id] = row
+        if workitem_ids:
+            rows = self.connection.execute(sql.workitem_instances, {"wids": sorted(workitem_ids)})
+            for row in rows:
+                self.workitem_instances[row.id] = row.instance_id
+            wanted |= set(self.workitem_instances.values()) - set(self._locked)
+        if wanted:
+            for row in self.connection.execute(sql.lock_instances, {"iids": sorted(wanted)}):
+                self._locked[row.id] = row
 
     def lock_instance(self, instance_id: str) -> InstanceRecord | None:
         """The instance, its row locked until the transaction ends; None if there is none.
@@ -332,6 +343,15 @@ class Tx:
             query = query.where(subscriptions.c.instance_id == process_id)
         return list(self.connection.execute(query).scalars())
 
+    def instance_of_workitem(self, workitem_id: str) -> str | None:
+        """The instance holding ``workitem_id``, if there is one."""
+        known = self.workitem_instances.get(workitem_id)
+        if known is not None:
+            return known
+        query = sa.select(workitems.c.instance_id).where(workitems.c.id == workitem_id)
+        found: str | None = self.connection.execute(query).scalar_one_or_none()
+        return found
+
     def workitem(self, workitem_id: str) -> WorkitemRecord | None:
         row = self.connection.execute(
             sa.select(workitems).where(workitems.c.id == workitem_id)
@@ -351,4 +371,5 @@ class Tx:
 def instance_record(row: Any, state: dict[str, Any] | None, **override: Any) -> InstanceRecord:
     """An ``InstanceRecord`` from an ``instances`` row, with ``state`` decoded already."""
     values = {**row._asdict(), "state": state, **override}
+    values.pop("wid", None)  # rows locked through their workitems carry the workitem's id
     return InstanceRecord(**values)
