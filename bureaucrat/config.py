@@ -58,6 +58,8 @@ class Config:
     max_redeliveries: int = 5
     max_state_size: int = 1_000_000
     max_step_output: int = 10_000_000
+    step_budget: int = 10_000_000
+    sqlite_synchronous: str = "full"
     definition_cache_size: int = 64_000_000
     log_level: str = "INFO"
     log_file: str | None = None
@@ -88,6 +90,8 @@ _KEYS: Mapping[tuple[str, str], str] = {
     ("bureaucrat", "max_redeliveries"): "max_redeliveries",
     ("bureaucrat", "max_state_size"): "max_state_size",
     ("bureaucrat", "max_step_output"): "max_step_output",
+    ("bureaucrat", "step_budget"): "step_budget",
+    ("bureaucrat", "sqlite_synchronous"): "sqlite_synchronous",
     ("bureaucrat", "definition_cache_size"): "definition_cache_size",
     ("logging", "level"): "log_level",
     ("logging", "file"): "log_file",
@@ -276,6 +280,8 @@ _CHECKS: Mapping[str, Check] = {
     "max_redeliveries": _between(1, 1000),
     "max_state_size": _at_least(10_000),
     "max_step_output": _at_least(100_000),
+    "step_budget": _at_least(10_000),
+    "sqlite_synchronous": _one_of("full", "normal"),
     "definition_cache_size": _at_least(1_000_000),
     "log_level": _log_level,
 }

@@ -96,6 +96,7 @@ class Daemon:
                     store = Store(
                         self.config.database_url,
                         definition_cache_size=self.config.definition_cache_size,
+                        sqlite_synchronous=self.config.sqlite_synchronous,
                     )
                 self._serve(store)
                 backoff = 1.0

@@ -33,6 +33,7 @@ from bureaucrat import messages as wire
 from bureaucrat.bounds import bad_text, check_id
 from bureaucrat.config import Config
 from bureaucrat.encoding import encode, too_long
+from bureaucrat.engine import Limits
 from bureaucrat.engine import events as ev
 from bureaucrat.engine.state import TERMINAL, activity_id, root_context
 from bureaucrat.engine.step import step
@@ -113,6 +114,11 @@ class Service:
     ) -> None:
         self.store = store
         self.config = config
+        self.limits = Limits(
+            step_budget=config.step_budget,
+            max_state_size=config.max_state_size,
+            max_step_output=config.max_step_output,
+        )
         self.publisher = publisher
         self.clock = clock
         self.committed: list[tuple[str | None, Outgoing]] = []
@@ -369,7 +375,7 @@ class Service:
             event = made
         digest = create.digest if create is not None else record.definition_hash  # type: ignore[union-attr]
         try:
-            result = step(self.store.definition(digest), state, event, now)
+            result = step(self.store.definition(digest), state, event, now, self.limits)
             outbox = encode(self.config, process_id, result.commands)
         except StoreDataError:
             raise

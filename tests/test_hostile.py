@@ -149,3 +149,32 @@ def _take(queue: str, timeout: float = 15) -> dict[str, Any]:
     finally:
         connection.close()
     raise AssertionError(f"nothing arrived on {queue}")
+
+
+def test_definitions_that_would_take_seconds_or_gigabytes_fault_and_the_daemon_goes_on(
+    installation: Installation,
+) -> None:
+    """A state that doubles every round, a loop of costly conditions, large properties sent to
+    two hundred participants at once: each instance faults ``LimitExceeded``, promptly, and the
+    next process completes (each of these ran for hours or took gigabytes before budgets)."""
+    from tests.test_budgets import BURNING, DOUBLING, FAN_OUT
+
+    installation.start_daemon()
+    installation.start_worker("inc", "tests.participants:inc")
+    queue = installation.config.launch_queue
+    for name, definition in (("doubling", DOUBLING), ("burning", BURNING), ("fan", FAN_OUT)):
+        installation.publish_raw(
+            queue, launch(definition), message_id=name, content_type="application/json"
+        )
+        installation.publish_raw(
+            queue,
+            launch(HELLO, {"n": 1}),
+            message_id=f"after-{name}",
+            content_type="application/json",
+        )
+    for name in ("doubling", "burning", "fan"):
+        record = installation.wait_finished(name, timeout=60)
+        assert record.status == "faulted", (name, record.status)
+        assert record.state["fault"]["code"] == "LimitExceeded", (name, record.state["fault"])
+        assert installation.wait_finished(f"after-{name}").status == "completed"
+    assert installation.daemon is not None and installation.daemon.poll() is None

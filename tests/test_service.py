@@ -120,10 +120,10 @@ def test_a_defect_while_firing_a_timer_sets_the_instance_aside_once(
     service.handle(launch('<process><delay duration="1"/></process>', {}, "sleeper"))
     service.handle(launch('<process><delay duration="1"/></process>', {}, "healthy"))
 
-    def broken_step(definition: Any, state: Any, event: Any, at: float) -> Any:
+    def broken_step(definition: Any, state: Any, event: Any, at: float, *rest: Any) -> Any:
         if state["id"] == "sleeper":
             raise RuntimeError("a defect")
-        return step(definition, state, event, at)
+        return step(definition, state, event, at, *rest)
 
     monkeypatch.setattr("bureaucrat.service.step", broken_step)
     now[0] += 2
@@ -146,10 +146,10 @@ def test_a_defect_on_a_response_sets_only_that_instance_aside(
     sent = [publisher.take("worker_p"), publisher.take("worker_p")]
     workitems = {json.loads(message.body)["process_id"]: message for message in sent}
 
-    def broken_step(definition: Any, state: Any, event: Any, at: float) -> Any:
+    def broken_step(definition: Any, state: Any, event: Any, at: float, *rest: Any) -> Any:
         if state["id"] == "victim":
             raise KeyError("a defect")
-        return step(definition, state, event, at)
+        return step(definition, state, event, at, *rest)
 
     monkeypatch.setattr("bureaucrat.service.step", broken_step)
     for pid in ("victim", "bystander"):

@@ -1,6 +1,7 @@
 """Opening the database: URLs, engines with the right transaction behaviour, error translation.
 
-SQLite: WAL journal (readers never block the writer), ``synchronous=NORMAL``, a busy timeout, and
+SQLite: WAL journal (readers never block the writer), ``synchronous=FULL`` (or ``NORMAL``), a busy
+timeout, and
 ``BEGIN IMMEDIATE`` for write transactions so that concurrent writers queue up instead of failing
 with "database is locked" half-way through. Read-only work (``read_only=True`` on the connection)
 begins a deferred transaction. PostgreSQL: connections are checked before use, rows are locked with
@@ -53,27 +54,33 @@ def is_sqlite(url: sa.URL | sa.Engine | sa.Connection) -> bool:
     return url.dialect.name == "sqlite"
 
 
-def make_engine(url: str) -> sa.Engine:
-    """An engine for ``url`` (any SQLAlchemy URL; SQLite and PostgreSQL are the tested ones)."""
+def make_engine(url: str, sqlite_synchronous: str = "full") -> sa.Engine:
+    """An engine for ``url`` (any SQLAlchemy URL; SQLite and PostgreSQL are the tested ones).
+
+    ``sqlite_synchronous``: ``full`` (a commit is on disk when it returns) or ``normal`` (in WAL
+    mode, the last commits before a power cut or an operating system crash may be lost; a crash
+    of the daemon alone loses nothing)."""
     parsed = _parse(url)
+    if sqlite_synchronous not in ("full", "normal"):
+        raise StoreError(f"sqlite_synchronous = {sqlite_synchronous!r}: expected full or normal")
     try:
         if is_sqlite(parsed):
             engine = sa.create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT})
-            _configure_sqlite(engine)
+            _configure_sqlite(engine, sqlite_synchronous.upper())
             return engine
         return sa.create_engine(parsed, pool_pre_ping=True)
     except (sa.exc.SQLAlchemyError, ImportError) as error:
         raise StoreError(f"cannot use database URL {safe_url(url)}: {error}") from None
 
 
-def _configure_sqlite(engine: sa.Engine) -> None:
+def _configure_sqlite(engine: sa.Engine, synchronous: str) -> None:
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves, below
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
             cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
         finally:
             cursor.close()

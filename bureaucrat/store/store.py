@@ -63,10 +63,13 @@ class Store:
     """The database of one bureaucrat installation (thread-safe; one connection per thread)."""
 
     def __init__(
-        self, url: str | None = None, definition_cache_size: int = DEFAULT_CACHE_SIZE
+        self,
+        url: str | None = None,
+        definition_cache_size: int = DEFAULT_CACHE_SIZE,
+        sqlite_synchronous: str = "full",
     ) -> None:
         self.url = resolve_url(url)
-        self.engine = make_engine(self.url)
+        self.engine = make_engine(self.url, sqlite_synchronous)
         self._definitions = DefinitionCache(definition_cache_size)
         if self.engine.dialect.name not in SUPPORTED:
             self.engine.dispose()
