@@ -31,6 +31,28 @@ update_workitem = (
     .values(status=sa.bindparam("new_status"), answered_at=sa.bindparam("at"))
 )
 insert_journal = sa.insert(journal)
+insert_timer = sa.insert(timers)
+mark_sent = (
+    sa.update(outbox)
+    .where(outbox.c.message_id.in_(sa.bindparam("mids", expanding=True)))
+    .values(sent_at=sa.bindparam("at"))
+)
+insert_subscription = sa.insert(subscriptions)
+insert_workitem = sa.insert(workitems)
+update_state = (
+    sa.update(instances)
+    .where(
+        instances.c.id == sa.bindparam("iid"),
+        instances.c.version == sa.bindparam("expected"),
+    )
+    .values(
+        state=sa.bindparam("state"),
+        status=sa.bindparam("new_status"),
+        version=sa.bindparam("expected") + 1,
+        updated_at=sa.bindparam("at"),
+    )
+)
+"""Write an instance's state if its version is still the one read (else no row changes)."""
 lock_instances = (
     sa.select(instances)
     .where(instances.c.id.in_(sa.bindparam("iids", expanding=True)))

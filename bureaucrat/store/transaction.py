@@ -237,36 +237,32 @@ class Tx:
 
     def _write_state(self, instance_id: str, state: dict[str, Any], now: float) -> int:
         expected = self._versions.get(instance_id)
-        statement = (
-            sa.update(instances)
-            .where(instances.c.id == instance_id)
-            .values(
-                state=dumps(state),
-                status=str(state.get("status", RUNNING)),
-                version=instances.c.version + 1,
-                updated_at=now,
-            )
-            .returning(instances.c.version)
-        )
-        if expected is not None:
-            statement = statement.where(instances.c.version == expected)
-        version = self.connection.execute(statement).scalar_one_or_none()
-        if version is None:
+        if expected is None:  # not read in this transaction: read its version, locked
+            record = self.lock_instance(instance_id)
+            expected = self._versions.get(instance_id) if record is not None else None
+        row = {
+            "iid": instance_id,
+            "expected": expected,
+            "state": dumps(state),
+            "new_status": str(state.get("status", RUNNING)),
+            "at": now,
+        }
+        if expected is None or self.connection.execute(sql.update_state, row).rowcount != 1:
             raise StoreError(
                 f"instance {instance_id} is gone or was changed by someone else "
                 f"(expected version {expected})"
             )
-        self._versions[instance_id] = version
-        return int(version)
+        self._versions[instance_id] = expected + 1
+        return expected + 1
 
     def _write_changes(self, changes: Changes) -> None:
         s = self._sql
         batches: list[tuple[Any, list[dict[str, Any]]]] = [
             (sql.delete_timer, changes.timer_deletes()),
-            (sa.insert(timers), changes.timer_inserts()),
+            (sql.insert_timer, changes.timer_inserts()),
             (sql.delete_subscription, changes.subscription_deletes()),
-            (sa.insert(subscriptions), changes.subscription_inserts()),
-            (sa.insert(workitems), changes.workitem_rows()),
+            (sql.insert_subscription, changes.subscription_inserts()),
+            (sql.insert_workitem, changes.workitem_rows()),
             (sql.update_workitem, changes.workitem_status_updates()),
             (sql.insert_journal, changes.journal),
             (s.insert_outbox, changes.outbox),
@@ -307,8 +303,7 @@ class Tx:
     def mark_sent_messages(self, message_ids: Sequence[str], now: float) -> None:
         """Mark sent the outbox rows of ``message_ids`` (published from memory, not read back)."""
         if message_ids:
-            statement = sa.update(outbox).where(outbox.c.message_id.in_(message_ids))
-            self.connection.execute(statement.values(sent_at=now))
+            self.connection.execute(sql.mark_sent, {"mids": list(message_ids), "at": now})
 
     def mark_unpublishable(
         self, message_id: str, instance_id: str | None, reason: str, now: float
