@@ -155,20 +155,38 @@ class Service:
                 verdicts[index] = refused
         if not work:
             return verdicts
-        alone = len(work) == 1  # no savepoint needed: the transaction is the message's own
+        if len(work) > 1:
+            try:  # the fast way: every table written once for the whole batch
+                return self._transact(work, verdicts, mode=_Mode.DEFERRED)
+            except _RefusedError:  # a message failed: again, a savepoint each
+                LOG.info("a message of a batch failed: the batch is handled again, one by one")
+                return self._transact(work, verdicts, mode=_Mode.SAVEPOINTS)
+        try:  # a batch of one needs no savepoint: the transaction is the message's own
+            return self._transact(work, verdicts, mode=_Mode.ALONE)
+        except _RefusedError as refused:  # rolled back with its transaction
+            verdicts[work[0].index] = refused.verdict
+            return verdicts
+
+    def _transact(self, work: list[_Work], verdicts: list[Verdict], mode: _Mode) -> list[Verdict]:
+        """Apply ``work`` in one transaction; ``_RefusedError`` (rolled back) when a message
+        fails and ``mode`` cannot confine it to a savepoint."""
         self._staged.clear()
         published, self.published = self.published, []
         try:
             with self.store.transaction() as tx:
+                tx.deferred = mode is _Mode.DEFERRED
                 tx.mark_sent_messages(published, self.clock())
                 _lock(tx, work)
                 for item in work:
-                    verdicts[item.index] = self._apply_alone(tx, item, savepoint=not alone)
-        except _RefusedError as refused:  # the one message rolled back with its transaction
-            verdicts[work[0].index] = refused.verdict
+                    verdicts[item.index] = self._apply_alone(tx, item, mode)
+                if tx.deferred:
+                    with translated("writing a batch"):
+                        tx.flush()
+        except StoreDataError as error:  # the batch's writes, at flush
             self._staged.clear()
             self.published = published + self.published
-            return verdicts
+            verdict = Verdict.dead(f"the database refused this message: {error}")
+            raise _RefusedError(verdict) from None
         except BaseException:
             self._staged.clear()
             self.published = published + self.published
@@ -202,12 +220,13 @@ class Service:
             return wire.decode_event(message.body)
         return wire.decode_message(message.body)
 
-    def _apply_alone(self, tx: Tx, item: _Work, *, savepoint: bool) -> Verdict:
+    def _apply_alone(self, tx: Tx, item: _Work, mode: _Mode) -> Verdict:
         """Apply one message in a savepoint: if it fails, only its own changes are undone.
 
-        Without ``savepoint`` (a batch of one) a failure raises ``_RefusedError`` out of the
-        transaction, which rolls it back."""
+        In the other modes a failure raises ``_RefusedError`` out of the transaction, which
+        rolls it back."""
         staged = len(self._staged)
+        savepoint = mode is _Mode.SAVEPOINTS
         try:
             with tx.savepoint() if savepoint else translated("handling a message"):
                 return self._apply(tx, item)
@@ -480,8 +499,16 @@ class Service:
         return len(sent)
 
 
+class _Mode(enum.Enum):
+    """How a batch's transaction confines a message that fails."""
+
+    DEFERRED = "deferred"  # writes kept for the end of the batch; a failure undoes the batch
+    SAVEPOINTS = "savepoints"  # a savepoint each: a failure undoes that message only
+    ALONE = "alone"  # a batch of one: its transaction is its own
+
+
 class _RefusedError(Exception):
-    """A message of a batch of one failed: its transaction must be rolled back."""
+    """A message failed where no savepoint confines it: the transaction must be rolled back."""
 
     def __init__(self, verdict: Verdict) -> None:
         super().__init__(verdict.reason)
@@ -540,6 +567,8 @@ def _lock(tx: Tx, work: list[_Work]) -> None:
                 if decoded.process_id is not None:
                     found.add(decoded.process_id)
     tx.lock_instances(found, workitem_ids)
+    if tx.deferred:
+        tx.preload_processed([item.key.id for item in work])
 
 
 def _route(tx: Tx, response: wire.Response) -> str | None:

@@ -10,9 +10,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
-from bureaucrat.service import Service
+from bureaucrat import service as service_module
+from bureaucrat.service import Outcome, Service
 from bureaucrat.store import Store
 from tests.store_fixtures import postgres_url, store, store_url
 from tests.test_service import CONFIG, Message, Recorder, launch
@@ -48,7 +50,7 @@ def answers(publisher: Recorder, count: int) -> list[Message]:
     return found
 
 
-def test_an_answer_costs_a_fixed_handful_of_statements(store: Store) -> None:
+def test_a_batch_writes_each_table_once_and_a_lone_answer_costs_a_handful(store: Store) -> None:
     publisher = Recorder()
     service = Service(store, CONFIG, publisher)
     for n in range(10):
@@ -57,12 +59,45 @@ def test_an_answer_costs_a_fixed_handful_of_statements(store: Store) -> None:
     with counting(store) as statements:
         service.handle_batch(batch)
         service.publish_committed()
-    savepoints = statements.count("SAVEPOINT") + statements.count("RELEASE")
-    work = [s for s in statements if s not in ("SAVEPOINT", "RELEASE")]
-    assert len(work) <= PER_BATCH + PER_ANSWER * 10, statements
-    assert savepoints == 2 * 10  # one savepoint a message: a failure undoes its own only
+    # lock, processed ids read and written, states, workitems twice, journal, outbox
+    assert len(statements) <= PER_BATCH + 7, statements
+    assert "SAVEPOINT" not in statements
+    for n in range(10):
+        record = store.instance(f"p{n}")
+        assert record is not None and record.state is not None and record.state["workitems"]
     [alone] = answers(publisher, 1)
     with counting(store) as statements:
         service.handle_batch([alone])
         service.publish_committed()
     assert len(statements) <= PER_BATCH + PER_ANSWER, statements  # a batch of one: no savepoint
+
+
+def test_a_batch_mixing_good_poisonous_and_duplicate_messages_commits_exactly_the_good(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher)
+    for n in range(6):
+        service.handle(launch(TWO, {}, f"p{n}"))
+    good = answers(publisher, 6)
+    service.handle(good[0])  # processed before: its copy in the batch is a duplicate
+    poisoned = json.loads(good[3].body)["workitem_id"]
+    real_route = service_module._route
+
+    def defect_on_one(tx: Any, response: Any) -> str | None:
+        if response.workitem_id == poisoned:
+            raise RuntimeError("a defect on this message only")
+        return real_route(tx, response)
+
+    monkeypatch.setattr(service_module, "_route", defect_on_one)
+    batch = [good[0], good[1], good[2], good[3], good[4], good[4], good[5]]
+    with counting(store) as statements:
+        verdicts = service.handle_batch(batch)
+    assert "SAVEPOINT" in statements  # the batch was handled again, a savepoint a message
+    assert [v.outcome for v in verdicts] == [Outcome.ACK] * 3 + [Outcome.DEAD] + [Outcome.ACK] * 3
+    assert "a defect on this message only" in verdicts[3].reason
+    for n in range(6):
+        kinds = [entry.kind for entry in store.journal(f"p{n}")]
+        assert kinds.count("answered") == (0 if n == 3 else 1), (n, kinds)
+    service.publish_committed()
+    assert len([m for m in publisher.sent if m.routing_key == "worker_p"]) == 5  # one each

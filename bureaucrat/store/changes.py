@@ -168,3 +168,65 @@ _HANDLERS: dict[type[Any], Callable[[Changes, Any], None]] = {
     cmd.CancelWorkitem: _cancel_workitem,
     cmd.Record: _record,
 }
+
+
+@dataclass
+class Pending:
+    """The changes of several steps (of one or more instances) not yet written, folded into
+    their net effect in the order the steps came, so that a batch of messages writes each
+    table with one statement: a workitem dispatched by one step and answered by the next is
+    inserted as answered; a timer started and cancelled is not written at all."""
+
+    timers: dict[str, Row | None] = field(default_factory=dict)  # None: delete
+    subscriptions: dict[tuple[str, str], str | None] = field(default_factory=dict)
+    new_workitems: dict[str, Row] = field(default_factory=dict)
+    workitem_updates: dict[str, Row] = field(default_factory=dict)
+    journal: list[Row] = field(default_factory=list)
+    outbox: list[Row] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.timers
+            or self.subscriptions
+            or self.new_workitems
+            or self.workitem_updates
+            or self.journal
+            or self.outbox
+        )
+
+    def add(self, changes: Changes) -> None:
+        self.timers.update(changes.timers)
+        for activity, event in changes.subscriptions.items():
+            self.subscriptions[(changes.instance_id, activity)] = event
+        for wid, new in changes.new_workitems.items():
+            self.new_workitems[wid] = dict(new)
+        for update in changes.workitem_status_updates():
+            known = self.new_workitems.get(update["wid"])
+            if known is None:
+                self.workitem_updates[update["wid"]] = update
+            else:
+                known["status"], known["answered_at"] = update["new_status"], update["at"]
+        self.journal.extend(changes.journal)
+        self.outbox.extend(changes.outbox)
+
+    def timer_deletes(self) -> list[Row]:
+        return [{"tid": tid} for tid, row in self.timers.items() if row is None]
+
+    def timer_inserts(self) -> list[Row]:
+        return [row for row in self.timers.values() if row is not None]
+
+    def subscription_deletes(self) -> list[Row]:
+        return [{"iid": iid, "act": activity} for iid, activity in self.subscriptions]
+
+    def subscription_inserts(self) -> list[Row]:
+        return [
+            {"instance_id": iid, "activity": activity, "event": event}
+            for (iid, activity), event in self.subscriptions.items()
+            if event is not None
+        ]
+
+    def workitem_rows(self) -> list[Row]:
+        return list(self.new_workitems.values())
+
+    def workitem_status_updates(self) -> list[Row]:
+        return list(self.workitem_updates.values())

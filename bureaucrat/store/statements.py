@@ -32,6 +32,9 @@ update_workitem = (
 )
 insert_journal = sa.insert(journal)
 insert_timer = sa.insert(timers)
+processed_among = sa.select(processed_messages.c.message_id).where(
+    processed_messages.c.message_id.in_(sa.bindparam("mids", expanding=True))
+)
 mark_sent = (
     sa.update(outbox)
     .where(outbox.c.message_id.in_(sa.bindparam("mids", expanding=True)))

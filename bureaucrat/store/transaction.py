@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,7 +20,7 @@ import sqlalchemy as sa
 from bureaucrat.engine.step import Step
 from bureaucrat.errors import StoreError
 from bureaucrat.store import statements as sql
-from bureaucrat.store.changes import Changes, changes_of
+from bureaucrat.store.changes import Changes, Pending, Row, changes_of
 from bureaucrat.store.codec import UndecodableError, dumps, loads_object
 from bureaucrat.store.database import translated
 from bureaucrat.store.records import (
@@ -56,6 +57,15 @@ class Tx:
         """Rows locked by ``lock_instances`` and not read since (``lock_instance`` takes them)."""
         self.workitem_instances: dict[str, str] = {}
         """Workitem id -> instance id, for the workitems ``lock_instances`` was given."""
+        self.deferred = False
+        """Whether ``apply`` keeps what it writes for ``flush`` (a batch then writes each table
+        once); reads that could see those rows flush first."""
+        self._pending = Pending()
+        self._states: dict[str, tuple[dict[str, Any], float]] = {}  # instance -> newest state
+        self._current: dict[str, InstanceRecord] = {}  # instance -> as its last step left it
+        self._seen: set[str] = set()  # message ids known processed (database or this batch)
+        self._new_ids: dict[str, float] = {}  # message ids processed in this batch, unwritten
+        self._preloaded: set[str] = set()  # message ids whose state ``_seen`` knows
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -71,14 +81,30 @@ class Tx:
 
     # processed messages -----------------------------------------------------------------------
 
+    def preload_processed(self, message_ids: Collection[str]) -> None:
+        """Learn which of ``message_ids`` were processed already, in one statement, so that
+        ``first_time`` answers from memory for them (deferred mode)."""
+        if message_ids:
+            rows = self.connection.execute(sql.processed_among, {"mids": sorted(message_ids)})
+            self._seen.update(rows.scalars())
+            self._preloaded.update(message_ids)
+
     def first_time(self, message_id: str, now: float) -> bool:
         """Remember ``message_id`` as handled; whether it was new (one statement for both)."""
+        if self.deferred and message_id in self._preloaded:
+            if message_id in self._seen:
+                return False
+            self._seen.add(message_id)
+            self._new_ids[message_id] = now
+            return True
+        self.flush()
         inserted = self.connection.execute(
             self._sql.insert_processed_returning, {"message_id": message_id, "processed_at": now}
         ).first()
         return inserted is not None
 
     def forget_processed(self, message_id: str) -> None:
+        self.flush()
         statement = sa.delete(processed_messages)
         self.connection.execute(statement.where(processed_messages.c.message_id == message_id))
 
@@ -126,6 +152,9 @@ class Tx:
 
         A state that cannot be decoded marks the instance ``broken`` (logged with its id) and
         comes back as ``state=None``; so does an instance already marked broken."""
+        current = self._current.get(instance_id)
+        if current is not None:
+            return current
         row = self._locked.pop(instance_id, None)
         if row is None:
             query = sa.select(instances).where(instances.c.id == instance_id).with_for_update()
@@ -143,10 +172,14 @@ class Tx:
             now = time.time()
             self.mark_broken(instance_id, reason, now)
             return instance_record(row, None, status=BROKEN, error=reason, updated_at=now)
-        return instance_record(row, state)
+        record = instance_record(row, state)
+        if self.deferred:  # its next steps in this batch start from what the last one left
+            self._current[instance_id] = record
+        return record
 
     def waits_at(self, instance_id: str, activity: str) -> bool:
         """Whether the instance has a pending workitem dispatched by ``activity`` (a wire id)."""
+        self.flush()
         query = sa.select(sa.literal(1)).where(
             workitems.c.instance_id == instance_id,
             workitems.c.activity == activity,
@@ -156,6 +189,7 @@ class Tx:
 
     def instance(self, instance_id: str) -> InstanceRecord | None:
         """The instance as it is, without a lock; ``state`` None if broken or undecodable."""
+        self.flush()
         row = self.connection.execute(sa.select(instances).where(instances.c.id == instance_id))
         found = row.first()
         if found is None:
@@ -168,6 +202,7 @@ class Tx:
             return instance_record(found, None)
 
     def instance_exists(self, instance_id: str) -> bool:
+        self.flush()
         query = sa.select(sa.literal(1)).where(instances.c.id == instance_id)
         return self.connection.execute(query).first() is not None
 
@@ -202,11 +237,15 @@ class Tx:
 
     def insert_definition(self, digest: str, name: str | None, source: str, now: float) -> None:
         """Store a definition's source under its digest (once: a known digest is left as is)."""
+        self.flush()
         row = {"hash": digest, "name": name, "source": source, "created_at": now}
         self.connection.execute(self._sql.insert_definition, row)
 
     def mark_broken(self, instance_id: str, reason: str, now: float | None = None) -> None:
         """Set the instance aside for an operator: status ``broken``, ``error`` = ``reason``."""
+        self.flush()
+        self._current.pop(instance_id, None)  # read again, broken, if asked for
+        self._locked.pop(instance_id, None)
         at = time.time() if now is None else now
         self.connection.execute(
             sa.update(instances)
@@ -231,23 +270,49 @@ class Tx:
         ``fired_timer`` is the timer whose firing caused the step: its row is deleted.
         ``write_state=False``: the state is written already (a new instance) or unchanged.
         The new version, when the state was written."""
+        changes = changes_of(instance_id, step.commands, now, outbox, fired_timer)
+        if self.deferred:
+            current = self.lock_instance(instance_id)
+            if write_state:
+                self._states[instance_id] = (step.state, now)
+                if current is not None:
+                    status = str(step.state.get("status", RUNNING))
+                    self._current[instance_id] = replace(current, state=step.state, status=status)
+            self._pending.add(changes)
+            return None
         version = self._write_state(instance_id, step.state, now) if write_state else None
-        self._write_changes(changes_of(instance_id, step.commands, now, outbox, fired_timer))
+        self._write_changes(changes)
         return version
+
+    def flush(self) -> None:
+        """Write what ``apply`` kept (deferred mode): each table with one statement."""
+        if not (self._states or self._pending or self._new_ids):
+            return
+        if self._new_ids:
+            rows = [{"message_id": m, "processed_at": at} for m, at in self._new_ids.items()]
+            self.connection.execute(self._sql.insert_processed, rows)
+            self._new_ids.clear()
+        if self._states:
+            rows = []
+            for instance_id, (state, now) in self._states.items():
+                expected = self._versions[instance_id]
+                rows.append(_state_row(instance_id, expected, state, now))
+                self._versions[instance_id] = expected + 1
+            if self.connection.execute(sql.update_state, rows).rowcount != len(rows):
+                raise StoreError("an instance of this batch was changed by someone else")
+            self._states.clear()
+        pending, self._pending = self._pending, Pending()
+        self._write_changes(pending)
 
     def _write_state(self, instance_id: str, state: dict[str, Any], now: float) -> int:
         expected = self._versions.get(instance_id)
         if expected is None:  # not read in this transaction: read its version, locked
             record = self.lock_instance(instance_id)
             expected = self._versions.get(instance_id) if record is not None else None
-        row = {
-            "iid": instance_id,
-            "expected": expected,
-            "state": dumps(state),
-            "new_status": str(state.get("status", RUNNING)),
-            "at": now,
-        }
-        if expected is None or self.connection.execute(sql.update_state, row).rowcount != 1:
+        if expected is None:
+            raise StoreError(f"instance {instance_id} is gone")
+        row = _state_row(instance_id, expected, state, now)
+        if self.connection.execute(sql.update_state, row).rowcount != 1:
             raise StoreError(
                 f"instance {instance_id} is gone or was changed by someone else "
                 f"(expected version {expected})"
@@ -255,7 +320,7 @@ class Tx:
         self._versions[instance_id] = expected + 1
         return expected + 1
 
-    def _write_changes(self, changes: Changes) -> None:
+    def _write_changes(self, changes: Changes | Pending) -> None:
         s = self._sql
         batches: list[tuple[Any, list[dict[str, Any]]]] = [
             (sql.delete_timer, changes.timer_deletes()),
@@ -328,6 +393,7 @@ class Tx:
 
     def subscribers(self, event: str, process_id: str | None = None) -> list[str]:
         """The instances waiting for ``event`` (only ``process_id``, if given)."""
+        self.flush()
         query = (
             sa.select(subscriptions.c.instance_id)
             .where(subscriptions.c.event == event)
@@ -343,24 +409,38 @@ class Tx:
         known = self.workitem_instances.get(workitem_id)
         if known is not None:
             return known
+        self.flush()
         query = sa.select(workitems.c.instance_id).where(workitems.c.id == workitem_id)
         found: str | None = self.connection.execute(query).scalar_one_or_none()
         return found
 
     def workitem(self, workitem_id: str) -> WorkitemRecord | None:
+        self.flush()
         row = self.connection.execute(
             sa.select(workitems).where(workitems.c.id == workitem_id)
         ).first()
         return None if row is None else WorkitemRecord(**row._asdict())
 
     def delete_timer(self, timer_id: str) -> None:
+        self.flush()
         self.connection.execute(sql.delete_timer, {"tid": timer_id})
 
     def timer(self, timer_id: str) -> TimerRecord | None:
         """The timer, row locked; None if it is gone (fired) or locked by another daemon."""
+        self.flush()
         query = sa.select(timers).where(timers.c.id == timer_id).with_for_update(skip_locked=True)
         row = self.connection.execute(query).first()
         return None if row is None else TimerRecord(**row._asdict())
+
+
+def _state_row(instance_id: str, expected: int, state: dict[str, Any], now: float) -> Row:
+    return {
+        "iid": instance_id,
+        "expected": expected,
+        "state": dumps(state),
+        "new_status": str(state.get("status", RUNNING)),
+        "at": now,
+    }
 
 
 def instance_record(row: Any, state: dict[str, Any] | None, **override: Any) -> InstanceRecord:
