@@ -25,7 +25,7 @@ from bureaucrat.definition.formatting import format_percent
 from bureaucrat.definition.limits import Budget
 
 NODE_UNITS = 4
-CHARS_PER_UNIT = 64
+CHARS_PER_UNIT = limits.CHARS_PER_UNIT
 _NUMBERS = frozenset({int, float, bool, type(None)})
 _FLAT = frozenset({float, bool, type(None)})
 _INTS = frozenset({int, bool})

@@ -285,8 +285,13 @@ OPERATORS: dict[type[ast.AST], Callable[..., Any]] = {
 
 WALK_UNITS = 3
 """Units per value that a walk in Python visits (measuring, converting): about 150 ns."""
-JSON_UNITS = 2 * WALK_UNITS
-"""Units per value of a result converted to JSON: walking it once to measure, once to convert."""
+CHARS_PER_UNIT = 64
+"""Characters that C code scans, copies or encodes for one unit."""
+
+
+def walk_cost(size: int, seen: int) -> int:
+    """The units that ``json_size`` spent to find ``size`` bytes in ``seen`` values."""
+    return WALK_UNITS * seen + size // CHARS_PER_UNIT
 
 
 def to_json(value: Any, budget: Budget | None = None) -> Any:
@@ -299,8 +304,9 @@ def to_json(value: Any, budget: Budget | None = None) -> Any:
     ``LimitExceededError`` for an integer over ``MAX_INT_BITS`` or a budget spent.
     """
     if budget is not None and type(value) not in _JSON_SCALARS:
-        _, seen = json_size(value, _UNBOUNDED, budget.left // JSON_UNITS + 1)
-        budget.spend(seen * JSON_UNITS)
+        left = max(budget.left, 0)
+        size, seen = json_size(value, left * CHARS_PER_UNIT, left // (2 * WALK_UNITS) + 1)
+        budget.spend(walk_cost(size, seen) + WALK_UNITS * seen)  # measured, then converted
     return _convert(value)
 
 

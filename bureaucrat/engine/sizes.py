@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from bureaucrat.definition.limits import WALK_UNITS, json_size
+from bureaucrat.definition.limits import json_size, walk_cost
 from bureaucrat.engine import budget
 from bureaucrat.engine.budget import LIMIT_EXCEEDED, Limits
 from bureaucrat.engine.state import Status
@@ -95,7 +95,7 @@ def measure(runtime: Runtime, value: Any, bound: int, origin: str) -> int | None
     """The JSON bytes of ``value`` (counted no further than past ``bound``), paid for from
     the budget; None after faulting at ``origin`` if the budget is spent."""
     size, seen = json_size(value, bound)
-    return size if runtime.charge(WALK_UNITS * seen, origin) else None
+    return size if runtime.charge(walk_cost(size, seen), origin) else None
 
 
 def fits(runtime: Runtime, growth: int, origin: str, what: str) -> bool:
@@ -106,7 +106,7 @@ def fits(runtime: Runtime, growth: int, origin: str, what: str) -> bool:
     if sizes.estimate() + growth <= limit:
         return True
     size, seen = sizes.exact()
-    if not runtime.charge(WALK_UNITS * seen, origin):
+    if not runtime.charge(walk_cost(size, seen), origin):
         return False
     if size + growth <= limit:
         return True
@@ -208,14 +208,17 @@ def final_context(
     runtime: Runtime, status: Status, fault: dict[str, Any] | None, copies: int
 ) -> tuple[Status, dict[str, Any] | None, dict[str, Any]]:
     """The status, fault and context that the end's ``copies`` notifications carry: as they
-    are, unless the context would take them past the step's output limit; then the instance
-    faults and they carry no context."""
+    are, unless the context would take them past the step's output limit. Then they carry no
+    context, and an instance that would have completed faults instead."""
     context = dict(runtime.scopes.get("", {}))
     sizes = runtime.sizes
     room = runtime.limits.max_step_output - sizes.output - copies * ENVELOPE
     if copies * sizes.scoped <= room or copies * json_size(context, room)[0] <= room:
         return status, fault, context
     message = budget.over_output(runtime.limits, sizes.output + room + 1, "the final context")
+    if status != Status.COMPLETED:
+        runtime.record("emptied", "", reason=message)
+        return status, fault, {}
     runtime.record("fault", "", code=LIMIT_EXCEEDED, message=message)
     fault = {"code": LIMIT_EXCEEDED, "message": message, "activity": runtime.aid("")}
     return Status.FAULTED, fault, {}

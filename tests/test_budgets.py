@@ -1,0 +1,462 @@
+"""The limits of one step: its budget of work, the state's size, the messages it sends; and the
+trust checks on what comes back (launch fields, answers, subprocess results).
+
+Hostile definitions fault ``LimitExceeded`` with a message that names the limit; legitimate heavy
+steps pass. No timings here: ``benchmarks/hostile_steps.py`` prints those.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from bureaucrat.definition import parse_definition
+from bureaucrat.definition.limits import Budget
+from bureaucrat.engine import DEFAULT_LIMITS, LIMIT_EXCEEDED, Limits, step
+from bureaucrat.engine import commands as cmd
+from bureaucrat.engine import events as ev
+from bureaucrat.engine.state import State
+from bureaucrat.testing import ProcessResult, run_process
+
+DOUBLING = """<process>
+  <context><property name="x" type="json">["abcdefgh"]</property></context>
+  <while><condition>True</condition>
+    <assign property="x">[context["x"], context["x"]]</assign>
+  </while>
+</process>"""
+
+BURNING = (
+    "<process><while><condition>"
+    + " and ".join(['sorted(list("ab"*50000))'] * 280)
+    + '</condition><assign property="n">1</assign></while></process>'
+)
+
+SUMMING = """<process><while>
+  <condition>len(sorted(list("ab"*50000))) + len(sorted(list("ab"*50000))) &gt; 0</condition>
+  <assign property="n">1</assign>
+</while></process>"""
+
+FAN_OUT = (
+    "<process>"
+    + "".join(f'<assign property="p{i}">"a" * 100000</assign>' for i in range(20))
+    + "<all>"
+    + '<action participant="p"/>' * 200
+    + "</all></process>"
+)
+
+
+def stored_size(state: State) -> int:
+    """The bytes of ``state`` as the store keeps it: compact JSON in UTF-8."""
+    text = json.dumps(state, separators=(",", ":"), ensure_ascii=False)
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def echo(payload: dict[str, Any]) -> dict[str, Any]:
+    return payload
+
+
+def fault_of(result: ProcessResult) -> dict[str, Any]:
+    assert result.status == "faulted", result.status
+    assert result.fault is not None
+    return result.fault
+
+
+def journal(result: ProcessResult, kind: str) -> list[str]:
+    return [line for line in result.trace if line.split(" ")[1] == kind]
+
+
+# the hostile definitions -------------------------------------------------------------------------
+
+
+def test_a_state_that_doubles_every_round_faults_on_the_state_size() -> None:
+    result = run_process(DOUBLING)
+    fault = fault_of(result)
+    assert fault["code"] == LIMIT_EXCEEDED
+    assert "max_state_size" in fault["message"]
+    assert "1,000,000" in fault["message"]
+    assert "[bureaucrat] max_state_size" in fault["message"]
+    assert stored_size(result.state) < 1_000_000
+
+
+def test_a_state_that_doubles_faults_on_the_budget_when_the_state_may_grow() -> None:
+    result = run_process(DOUBLING, limits=Limits(max_state_size=10**9))
+    fault = fault_of(result)
+    assert fault["code"] == LIMIT_EXCEEDED
+    assert "step_budget" in fault["message"]
+    assert "10,000,000" in fault["message"]
+    assert "[bureaucrat] step_budget" in fault["message"]
+
+
+@pytest.mark.parametrize("definition", [BURNING, SUMMING], ids=["and", "sum"])
+def test_a_loop_of_costly_conditions_faults_on_the_budget(definition: str) -> None:
+    fault = fault_of(run_process(definition))
+    assert fault["code"] == LIMIT_EXCEEDED
+    assert "step_budget exceeded" in fault["message"]
+
+
+def test_large_properties_before_a_wide_all_fault_on_the_state_size() -> None:
+    result = run_process(FAN_OUT, participants={"p": echo})
+    fault = fault_of(result)
+    assert fault["code"] == LIMIT_EXCEEDED
+    assert "max_state_size" in fault["message"] and "setting p9" in fault["message"]
+    assert result.calls == []
+
+
+def test_a_wide_all_of_large_workitems_faults_on_the_output_at_the_action() -> None:
+    limits = Limits(max_state_size=100_000_000)
+    result = run_process(FAN_OUT, participants={"p": echo}, limits=limits)
+    fault = fault_of(result)
+    assert fault["code"] == LIMIT_EXCEEDED
+    assert "max_step_output exceeded" in fault["message"]
+    assert "[bureaucrat] max_step_output" in fault["message"]
+    assert len(result.calls) < 10  # the first few workitems fit in 10 MB, not 200 of them
+    faults = journal(result, "fault")
+    assert faults[0].split(" ")[2].startswith("process_20_")  # an action of the all
+
+
+# legitimate heavy steps --------------------------------------------------------------------------
+
+
+def test_a_foreach_over_ten_thousand_elements_passes() -> None:
+    result = run_process(
+        """<process><foreach select="items">
+             <switch>
+               <case><condition>context["inst:current"] % 2 == 0</condition>
+                 <assign property="even">context.get("even", 0) + 1</assign></case>
+               <default><assign property="odd">context.get("odd", 0) + 1</assign></default>
+             </switch>
+           </foreach></process>""",
+        {"items": list(range(10_000))},
+    )
+    assert result.status == "completed"
+    assert (result.context["even"], result.context["odd"]) == (5_000, 5_000)
+
+
+def test_building_a_hundred_thousand_element_list_once_passes() -> None:
+    result = run_process(
+        """<process>
+             <assign property="big">[0] * 100000</assign>
+             <assign property="n">len(sorted(context["big"]))</assign>
+           </process>"""
+    )
+    assert result.status == "completed"
+    assert result.context["n"] == 100_000
+
+
+def test_string_formatting_with_percent_works() -> None:
+    result = run_process(
+        """<process><context><property name="who" type="str">Ada</property></context>
+             <assign property="line">"%s owes %05.1f (%d%%)" % (context["who"], 3.14159, 7)</assign>
+             <assign property="named">"%(who)s!" % context</assign>
+           </process>"""
+    )
+    assert result.context["line"] == "Ada owes 003.1 (7%)"
+    assert result.context["named"] == "Ada!"
+
+
+def test_all_expressions_of_a_step_share_one_budget() -> None:
+    source = """<process>
+      <context><property name="i" type="int">0</property></context>
+      <while><condition>context["i"] &lt; 50</condition>
+        <assign property="i">context["i"] + len(sorted(list("ab" * 5000)))  * 0 + 1</assign>
+      </while></process>"""
+    assert run_process(source).status == "completed"
+    fault = fault_of(run_process(source, limits=Limits(step_budget=500_000)))
+    assert fault["code"] == LIMIT_EXCEEDED and "500,000" in fault["message"]
+    alone = parse_definition(source).activities["0_0"]
+    budget = Budget(500_000)
+    alone.expression.evaluate({"context": {"i": 1}}, budget)  # type: ignore[attr-defined]
+    assert not budget.spent  # one evaluation fits: fifty of them together do not
+
+
+# handlers ----------------------------------------------------------------------------------------
+
+
+def handled(body: str, cure: str = "") -> str:
+    return f"""<sequence>
+      <context><faults><case code="LimitExceeded">
+        <assign property="caught">context["inst:fault"]["message"][:20]</assign>
+        {cure}
+        <action participant="cure"/>
+      </case></faults></context>
+      {body}
+    </sequence>"""
+
+
+LOOPS = DOUBLING[DOUBLING.index("<while>") : -len("</process>")]
+BURNS = BURNING[len("<process>") : -len("</process>")]
+
+
+def test_a_handler_that_catches_limit_exceeded_runs() -> None:
+    result = run_process(
+        f"""<process><context><property name="x" type="json">["abcdefgh"]</property></context>
+              {handled(LOOPS, cure='<assign property="x">0</assign>')}
+              <action participant="after"/>
+            </process>""",
+        participants={"cure": echo, "after": echo},
+    )
+    assert result.status == "completed"
+    assert result.context["caught"] == "max_state_size excee"
+    assert [name for name, _ in result.calls] == ["cure", "after"]
+
+
+def test_a_handler_that_catches_the_budget_gets_a_budget_to_run_in() -> None:
+    result = run_process(f"<process>{handled(BURNS)}</process>", participants={"cure": echo})
+    assert result.status == "completed"
+    assert result.context["caught"] == "step_budget exceeded"
+
+
+def test_a_loop_around_a_handler_that_catches_limit_exceeded_still_ends() -> None:
+    catching = f"""<sequence>
+        <context><faults><default><assign property="caught">1</assign></default></faults></context>
+        {BURNS}
+      </sequence>"""
+    result = run_process(
+        f"<process><while><condition>True</condition>{catching}</while></process>",
+        max_steps=10,
+    )
+    fault = fault_of(result)
+    assert fault["code"] == LIMIT_EXCEEDED and "step_budget" in fault["message"]
+    assert result.context["caught"] == 1
+
+
+ELEVEN = "[" + ", ".join(['context["s"]'] * 11) + "]"
+"""Eleven references to one string of 2,000 characters: 22 kB once written."""
+SMALL = Limits(max_state_size=20_000)
+
+
+def test_a_handler_that_writes_too_much_itself_ends_the_instance() -> None:
+    result = run_process(
+        f"""<process><while><condition>True</condition>
+              <sequence>
+                <context><faults><default>
+                  <assign property="again">{ELEVEN}</assign>
+                </default></faults></context>
+                <assign property="s">"a" * 2000</assign>
+                <assign property="y">{ELEVEN}</assign>
+              </sequence>
+            </while></process>""",
+        limits=SMALL,
+    )
+    fault = fault_of(result)
+    assert fault["code"] == LIMIT_EXCEEDED and "setting again" in fault["message"]
+
+
+def test_a_loop_around_a_handler_of_the_state_size_still_ends() -> None:
+    result = run_process(
+        f"""<process><while><condition>True</condition>
+              <sequence>
+                <context><faults><default><assign property="caught">1</assign></default>
+                </faults></context>
+                <assign property="s">"a" * 2000</assign>
+                <assign property="y">{ELEVEN}</assign>
+              </sequence>
+            </while></process>""",
+        max_steps=10,
+        limits=SMALL,
+    )
+    assert fault_of(result)["code"] in (LIMIT_EXCEEDED, "StepLimitError")
+    assert result.context["caught"] == 1
+
+
+# answers, results and fields past the state's size -----------------------------------------------
+
+
+class Instance:
+    """One instance driven step by step; its state makes a JSON round trip after every step."""
+
+    def __init__(
+        self, xml: str, fields: dict[str, Any] | None = None, limits: Limits = DEFAULT_LIMITS
+    ) -> None:
+        self.definition = parse_definition(xml)
+        self.limits = limits
+        self.state: State | None = None
+        self.commands: tuple[cmd.Command, ...] = ()
+        self.apply(ev.Start("pid", fields or {}))
+
+    def apply(self, event: ev.Event) -> None:
+        result = step(self.definition, self.state, event, 0.0, self.limits)
+        self.state = json.loads(json.dumps(result.state))
+        assert self.state == result.state
+        self.commands = result.commands
+
+    @property
+    def current(self) -> State:
+        assert self.state is not None
+        return self.state
+
+    def dispatched(self) -> list[cmd.DispatchWorkitem]:
+        return [c for c in self.commands if isinstance(c, cmd.DispatchWorkitem)]
+
+    def records(self, kind: str) -> list[cmd.Record]:
+        return [c for c in self.commands if isinstance(c, cmd.Record) and c.kind == kind]
+
+    def answer(self, workitem: cmd.DispatchWorkitem, **changes: Any) -> None:
+        payload = {**workitem.message["payload"], **changes}
+        self.apply(ev.ParticipantResponse({**workitem.message, "payload": payload}))
+
+
+def test_an_answer_past_the_state_size_faults_at_the_action_and_is_not_written() -> None:
+    instance = Instance(
+        '<process><action participant="p"/><action participant="q"/></process>', limits=SMALL
+    )
+    (workitem,) = instance.dispatched()
+    instance.answer(workitem, big="x" * 30_000, small=1)
+    assert instance.current["status"] == "faulted"
+    fault = instance.current["fault"]
+    assert fault["code"] == LIMIT_EXCEEDED and fault["activity"] == "pid_0"
+    assert "max_state_size" in fault["message"] and "20,000" in fault["message"]
+    assert "big" not in instance.current["scopes"][""]
+    assert "small" not in instance.current["scopes"][""]
+    assert instance.dispatched() == []
+
+
+def test_a_subprocess_result_past_the_state_size_faults_at_the_call() -> None:
+    instance = Instance(
+        '<process><call process="$sub"/></process>', {"sub": "<process/>"}, limits=SMALL
+    )
+    (launch,) = [c for c in instance.commands if isinstance(c, cmd.LaunchChild)]
+    result = {"sub": "<process/>", "r": "y" * 30_000}
+    instance.apply(ev.ChildFinished(launch.process_id, "completed", result))
+    fault = instance.current["fault"]
+    assert fault["code"] == LIMIT_EXCEEDED and fault["activity"] == "pid_0"
+    assert "the changes to r" in fault["message"]
+    assert "r" not in instance.current["scopes"][""]
+
+
+def test_launch_fields_past_the_state_size_fault_the_instance_at_once() -> None:
+    instance = Instance(
+        '<process><action participant="p"/></process>', {"big": "z" * 30_000}, limits=SMALL
+    )
+    assert instance.current["status"] == "faulted"
+    assert instance.current["fault"]["code"] == LIMIT_EXCEEDED
+    assert "the launch's fields" in instance.current["fault"]["message"]
+    assert instance.current["scopes"][""] == {}
+    assert instance.dispatched() == []
+    assert stored_size(instance.current) < 20_000
+
+
+def test_the_output_limit_faults_at_the_action_that_would_pass_it() -> None:
+    limits = Limits(max_step_output=20_000)
+    instance = Instance(
+        "<process><all>" + '<action participant="p"/>' * 10 + "</all></process>",
+        {"text": "t" * 5_000},
+        limits=limits,
+    )
+    sent = instance.dispatched()
+    assert 1 <= len(sent) < 10
+    assert sum(len(json.dumps(w.message)) for w in sent) <= 20_000
+    fault = instance.current["fault"]
+    assert fault["code"] == LIMIT_EXCEEDED and "max_step_output" in fault["message"]
+    assert fault["activity"] == f"pid_0_{len(sent)}"
+
+
+def test_the_state_stays_within_its_size_when_the_estimate_is_checked_exactly() -> None:
+    # Many small answers: the running estimate grows with every copy sent, the exact measure
+    # brings it back, and nothing legitimate is refused.
+    instance = Instance(
+        """<process><context><property name="n" type="int">0</property></context>
+             <while><condition>context["n"] &lt; 300</condition>
+               <action participant="p"/></while></process>""",
+        {"text": "t" * 5_000},
+        limits=SMALL,
+    )
+    for n in range(300):
+        (workitem,) = instance.dispatched()
+        instance.answer(workitem, n=n + 1)
+    assert instance.current["status"] == "completed"
+    assert instance.current["scopes"][""]["n"] == 300
+
+
+# trust -------------------------------------------------------------------------------------------
+
+
+def test_launch_fields_named_like_the_engines_own_are_ignored_and_journalled() -> None:
+    result = run_process(
+        """<process><context><faults><default>
+             <assign property="seen">context["inst:fault"]["code"]</assign>
+           </default></faults></context>
+           <fault code="Real"/></process>""",
+        {"inst:fault": {"code": "Forged", "message": "x"}, "inst:current": 1, "ok": 2},
+    )
+    assert result.context.get("seen") == "Real"
+    assert "inst:current" not in result.context and result.context["ok"] == 2
+    (launched,) = journal(result, "launched")
+    assert 'ignored=["inst:current", "inst:fault"]' in launched
+    assert 'fields=["ok"]' in launched
+
+
+def test_an_answer_whose_target_is_not_its_workitems_activity_is_ignored() -> None:
+    instance = Instance('<process><action participant="p"/><action participant="q"/></process>')
+    (first,) = instance.dispatched()
+    before = instance.current
+    forged = {**first.message, "target": "pid_1", "payload": {"status": "done", "x": 1}}
+    instance.apply(ev.ParticipantResponse(forged))
+    assert instance.current == before
+    (ignored,) = instance.records("ignored")
+    assert "target" in ignored.details["reason"]
+    for workitem_id in ("pid_0.99", 7, ["pid_0.1"], {"a": 1}):
+        stray = {**first.message, "workitem_id": workitem_id, "payload": {"status": "done"}}
+        instance.apply(ev.ParticipantResponse(stray))
+        assert instance.current == before
+        assert [r.kind for r in instance.commands if isinstance(r, cmd.Record)] == ["ignored"]
+    instance.answer(first, x=2)
+    assert instance.current["scopes"][""]["x"] == 2
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        ev.ChildFinished(["not", "a", "string"], "completed"),  # type: ignore[arg-type]
+        ev.ChildFinished("CHILD", "finished"),
+        ev.ChildFinished("CHILD", 3),  # type: ignore[arg-type]
+        ev.ChildFinished("CHILD", "completed", context=["a"]),  # type: ignore[arg-type]
+        ev.ChildFinished("CHILD", "completed", context={1: "a"}),  # type: ignore[dict-item]
+        ev.ChildFinished("CHILD", "faulted", fault="boom"),  # type: ignore[arg-type]
+        ev.ChildFinished("CHILD", "faulted", fault={"code": 1, "message": "m"}),
+        ev.ChildFinished("CHILD", "faulted", fault={"code": "C"}),
+        ev.ChildFinished("CHILD", "faulted", fault={"message": ["m"], "code": "C"}),
+    ],
+)
+def test_a_forged_subprocess_result_is_ignored_without_raising(forged: ev.ChildFinished) -> None:
+    instance = Instance('<process><call process="$sub"/></process>', {"sub": "<process/>"})
+    (launch,) = [c for c in instance.commands if isinstance(c, cmd.LaunchChild)]
+    before = instance.current
+    if forged.child_id == "CHILD":
+        forged = ev.ChildFinished(launch.process_id, forged.status, forged.context, forged.fault)
+    instance.apply(forged)
+    assert instance.current == before
+    assert [r.kind for r in instance.commands if isinstance(r, cmd.Record)] == ["ignored"]
+    instance.apply(
+        ev.ChildFinished(launch.process_id, "faulted", {}, {"code": "C", "message": "m"})
+    )
+    assert instance.current["fault"]["code"] == "C"
+
+
+@pytest.mark.parametrize("text", ["\x00", "\ud800", "a\udfffb", "\x00\ud83d"])
+def test_nul_and_lone_surrogates_never_make_a_step_raise(text: str) -> None:
+    instance = Instance(
+        '<process><action participant="p"/><assign property="n">len(context[context["k"]])'
+        "</assign></process>",
+        {text: text, "k": text, "inst:" + text: 1},
+    )
+    (workitem,) = instance.dispatched()
+    instance.answer(workitem, **{text + "2": text, "error": text})
+    assert instance.current["status"] == "completed"
+    assert instance.current["scopes"][""]["n"] == len(text)
+    instance = Instance('<process><action participant="p"/></process>')
+    (workitem,) = instance.dispatched()
+    payload = {**workitem.message["payload"], "status": "critical", "error": text * 5_000}
+    instance.apply(ev.ParticipantResponse({**workitem.message, "payload": payload}))
+    assert instance.current["fault"]["code"] == "ActionError"
+    assert len(instance.current["fault"]["message"]) <= 2_000
+
+
+def test_limits_is_a_frozen_value_with_documented_defaults() -> None:
+    assert Limits() == DEFAULT_LIMITS
+    assert (Limits().max_state_size, Limits().max_step_output) == (1_000_000, 10_000_000)
+    assert Limits().step_budget == 10_000_000
+    with pytest.raises(AttributeError):
+        Limits().step_budget = 1  # type: ignore[misc]
