@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from bureaucrat.definition import Expression, compile_expression, truthy
+from bureaucrat.definition.limits import DEFAULT_BUDGET, Budget
 from bureaucrat.errors import DefinitionError, ExpressionError
 
 CONTEXT: dict[str, Any] = {
@@ -250,3 +251,110 @@ def test_evaluation_is_safe_across_threads() -> None:
     for thread in threads:
         thread.join()
     assert results == [True] * 4000
+
+
+# formatting and budgets --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ('"%s-%05d %.2f %%" % ("a", 42, 3.14159)', "a-00042 3.14 %"),
+        ('"%(x)s of %(n)d" % context', "3 of 4"),
+        ('"%r|%-4s|%x" % ("a", "b", 255)', "'a'|b   |ff"),
+        ('"%s" % [1, 2]', "[1, 2]"),
+        ('"%c%c" % (72, "i")', "Hi"),
+        ("'%*d' % (5, 1)", "    1"),
+    ],
+)
+def test_percent_formatting_works(source: str, expected: str) -> None:
+    assert value(source) == expected
+
+
+@pytest.mark.parametrize(
+    ("source", "reason"),
+    [
+        ("'%*d' % (10**6, 1)", "result longer than 100000"),
+        ("'%.200000f' % 1.0", "result longer than 100000"),
+        ("'%s%s' % (context['big'], context['big'])", "result longer than 100000"),
+        ("'%s%s%s' % ('a' * 50000, 'b' * 50000, 'c' * 50000)", "result longer than 100000"),
+        ("'%z' % 1", "unsupported format character"),
+        ("'%s %s' % (1,)", "not enough arguments"),
+    ],
+)
+def test_percent_formatting_is_bounded(source: str, reason: str) -> None:
+    with pytest.raises(ExpressionError) as raised:
+        value(source)
+    assert reason in str(raised.value)
+
+
+BURNING = " and ".join(['sorted(list("ab"*50000))'] * 280)
+
+
+def test_an_expression_that_would_take_seconds_runs_out_of_budget() -> None:
+    budget = Budget(DEFAULT_BUDGET)
+    with pytest.raises(ExpressionError) as raised:
+        compile_expression(BURNING, 1).evaluate(NAMES, budget)
+    assert "budget" in str(raised.value)
+    assert budget.spent
+
+
+def test_evaluations_that_share_a_budget_spend_it_together() -> None:
+    expression = compile_expression('len(sorted(list("ab" * 5000)))', 1)
+    budget = Budget(200_000)
+    spent = []
+    while not budget.spent:
+        left = budget.left
+        try:
+            assert expression.evaluate(NAMES, budget) == 10_000
+        except ExpressionError:
+            break
+        spent.append(left - budget.left)
+    assert 1 < len(spent) < 10  # each evaluation pays alike; the budget runs out
+    assert len(set(spent)) == 1
+    assert budget.spent
+
+
+SMALL: dict[str, Any] = {"v": [[1], [2]], "w": [[1], [2]], "s": "a.b", "n": 3}
+LARGE: dict[str, Any] = {
+    "v": [[i] for i in range(10_000)],
+    "w": [[i] for i in range(10_000)],
+    "s": "a." * 10_000,
+    "n": 2**4000,
+}
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        'context["v"] == context["w"]',
+        '["z"] in context["v"]',
+        'sorted(context["v"])[:1]',
+        'max(context["v"])',
+        'str(context["v"])[:3]',
+        'len(context["s"].split("."))',
+        'context["s"].count("b")',
+        'context["v"][1:][:1]',
+        '("%s" % [context["v"]])[:3]',
+        'context["n"] * context["n"] > 0',
+        'str(context["n"])[:3]',
+    ],
+)
+def test_what_touches_more_costs_more(source: str) -> None:
+    expression = compile_expression(source, 1)
+    spent = []
+    for names in (SMALL, LARGE):
+        budget = Budget(DEFAULT_BUDGET)
+        expression.evaluate({"context": names}, budget)
+        spent.append(DEFAULT_BUDGET - budget.left)
+    assert spent[1] > spent[0] + 100
+
+
+def test_a_result_built_of_shared_references_pays_its_expansion() -> None:
+    names = {"context": {"x": [["abcdefgh"] * 2] * 2}}
+    for _ in range(16):
+        names = {"context": {"x": value('[context["x"], context["x"]]', names)}}
+    budget = Budget(100_000)
+    with pytest.raises(ExpressionError):
+        compile_expression('[context["x"], context["x"]]', 1).evaluate(names, budget)
+    assert budget.spent

@@ -24,7 +24,7 @@ from typing import Any
 MAX_INT_BITS = 10_000
 MAX_LENGTH = 100_000
 MAX_ROUND_DIGITS = 4_000
-DEFAULT_BUDGET = 10_000_000
+DEFAULT_BUDGET = 20_000_000
 """Work units of one step unless the caller says otherwise (``Limits.step_budget``)."""
 _SMALL_INT_BITS = 64
 _UNBOUNDED = 1 << 62

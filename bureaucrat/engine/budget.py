@@ -29,9 +29,10 @@ class Limits:
 
     ``step_budget``: work units for everything one step does (each expression node, operation
     and element it touches, each activity started, each size measured; see
-    ``bureaucrat.definition.costs``). The default, ten million units, is about half a second of
-    CPU at worst on a 2020s server core, and fits a ``foreach`` over 10,000 elements or an
-    expression that builds a 100,000-element list.
+    ``bureaucrat.definition.costs``). The default, twenty million units, is about a second of
+    CPU at worst on a 2020s server core (usually much less: most operations cost more units
+    than they take time), and fits a ``foreach`` over 10,000 elements four times over, or an
+    expression that builds a 100,000-element list many times over.
     ``max_state_size``: bytes of the instance's state as JSON.
     ``max_step_output``: bytes of the messages one step sends (workitems, subprocess launches,
     notifications), contexts included.

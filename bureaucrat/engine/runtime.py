@@ -31,12 +31,16 @@ MAX_STARTS_PER_STEP = 100_000
 """Activities one step may start, whatever its budget; past it the step faults StepLimitError.
 
 Each start also costs ``START_UNITS`` of the budget, so with the default budget an endless loop
-of cheap activities meets this cap first (after about half a second), and a loop of costly ones
-runs out of budget first. The cap stays as a backstop when the budget is configured much larger:
+of cheap activities meets this cap first (after about a second), and a loop of costly ones runs
+out of budget first. The cap stays as a backstop when the budget is configured much larger:
 it bounds the nodes, commands and journal records that one step can produce.
 """
-START_UNITS = 60
-"""Budget units an activity start costs (about 3 microseconds of the engine's work)."""
+START_UNITS = 100
+"""Budget units an activity start costs: the engine's work to start it and to complete it
+(about 5 microseconds)."""
+EVAL_UNITS = 20
+"""Budget units an expression costs before its first node: its context gathered, an evaluator
+taken and given back (about a microsecond)."""
 FAULT_UNITS = 600
 """Budget units a fault costs: its message and record, the search for a handler, what it
 cancels (about 30 microseconds)."""
@@ -100,6 +104,10 @@ class Runtime:
     # nodes and the agenda ---------------------------------------------------------------------
 
     def set_node(self, path: str, node: Node) -> None:
+        """Replace the node at ``path``; what the old one held no longer counts (``sizes``)."""
+        old = self.nodes.get(path)
+        if old is not None and "sz" in old:
+            self.sizes.held -= old["sz"]
         self.nodes[path] = node
 
     def update_node(self, path: str, **changes: Any) -> Node:
@@ -129,6 +137,7 @@ class Runtime:
                 self.budget_spent(origin)
                 continue
             self.nodes[path] = {"n": self.next_id()}
+            self.sizes.clean = False
             start(self, self.spec(path))
 
     def _too_many_starts(self, origin: str) -> None:
@@ -189,6 +198,7 @@ class Runtime:
             self.scopes[block.path] = values
             self._copied_scopes.add(block.path)
             self.sizes.scoped += scope_size(block.path, values, self.limits.max_state_size)
+            self.sizes.clean = False
 
     def _close_scope(self, path: str) -> None:
         values = self.scopes.pop(path)
@@ -215,6 +225,7 @@ class Runtime:
     def evaluate(self, expression: Expression, path: str, event: Any = None) -> tuple[bool, Any]:
         """(True, value), or (False, None) after raising ``ExpressionError`` (or
         ``LimitExceeded`` when the step's budget ran out) at ``path``."""
+        self.budget.left -= EVAL_UNITS
         try:
             return True, expression.evaluate(self._names(path, event), self.budget)
         except ExpressionError as error:
@@ -241,6 +252,7 @@ class Runtime:
             return True
         names = self._names(path, event)
         for condition in conditions:
+            self.budget.left -= EVAL_UNITS
             try:
                 if condition.holds(names, self.budget):
                     return True
@@ -254,7 +266,9 @@ class Runtime:
     def complete(self, path: str) -> None:
         """The activity at ``path`` is done: drop it and let its parent carry on."""
         spec = self.spec(path)
-        del self.nodes[path]
+        node = self.nodes.pop(path)
+        if "sz" in node:
+            self.sizes.held -= node["sz"]
         if spec.parent is None:
             self.finish(Status.COMPLETED, None)
             return
@@ -290,6 +304,8 @@ class Runtime:
         doomed = [p for p in self.nodes if p != path and p.startswith(prefix)]
         for p in sorted(doomed, key=len, reverse=True):
             node = self.nodes.pop(p)
+            if "sz" in node:
+                self.sizes.held -= node["sz"]
             if _waits(node) or p in self.state["awaits"]:
                 self.record("cancelled", p)
             discard(self, self.spec(p), node)

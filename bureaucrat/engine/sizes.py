@@ -30,52 +30,66 @@ class Sizes:
     """The running estimate of one state's JSON size, and the bytes its step has sent so far.
 
     ``scoped`` counts the bytes of the scopes (their values and names): writes add what they
-    write and take off what they replace, so it stays close to the truth. ``held`` bounds the
+    write and take off what they replace, so it stays close to the truth. ``held`` counts the
     copies that waiting activities keep (the context an action or a call sent, a failed
-    action's error): it only grows, and comes back to the truth whenever the state is measured
-    exactly. The rest of the state is bounded by counting: each node in progress, with the ids
+    action's error), each node's share in its ``sz``, given back when the node goes. The rest
+    of the state is bounded by counting: each node in progress, with the ids
     it waits on (a workitem, two timers, an event or a subprocess), takes a bounded number of
     bytes. So the estimate is never below the state's real size (escapes aside); when it says
     a write would not fit, the engine measures the state exactly (``exact``) before it refuses
     anything.
     """
 
-    __slots__ = ("_pid", "_saved", "held", "limit", "nodes", "output", "scoped", "state")
+    __slots__ = (
+        "_fixed",
+        "_per_node",
+        "_saved",
+        "clean",
+        "held",
+        "limit",
+        "nodes",
+        "output",
+        "scoped",
+        "state",
+    )
 
     def __init__(self, state: dict[str, Any], bounds: Limits) -> None:
         self.state = state
         self.nodes: dict[str, Any] = state["nodes"]
         self.limit = bounds.max_state_size
         self.output = 0
-        self._pid = len(state["id"])
+        self.clean = False
+        """Whether the state is known to be within its limit since the last change; anything
+        that grows the state unchecked (a start, a scope opened) sets it back to False."""
+        pid = len(state["id"])
+        self._per_node = 6 * pid + 1_000  # a node (3 ids, counters) and its index entries
+        self._fixed = 4 * pid + 1_000  # the state's own keys, its ids and counters
         saved: Any = state.get("size")
-        if (
-            type(saved) is dict
-            and type(saved.get("scopes")) is int
-            and type(saved.get("held")) is int
-        ):
-            self.scoped: int = saved["scopes"]
-            self.held: int = saved["held"]
-            self._saved: Any = saved
-        else:  # a new state, an older one, or one edited by hand: measure it
-            values = state["scopes"].values()
-            self.scoped = sum(json_size(scope, self.limit)[0] for scope in values)
-            self.held = sum(held_by(node, self.limit) for node in self.nodes.values())
-            self._saved = None
+        self._saved: Any = saved
+        self.scoped = self.held = 0
+        if saved is None:  # a new state (or one from before sizes were kept)
+            self._measure()
+            return
+        try:
+            self.scoped = saved["scopes"] + 0
+            self.held = saved["held"] + 0
+        except (TypeError, KeyError):  # a state edited by hand
+            self._measure()
+
+    def _measure(self) -> None:
+        scopes = self.state["scopes"].values()
+        self.scoped = sum(json_size(scope, self.limit)[0] for scope in scopes)
+        self.held = sum(held_by(node, self.limit) for node in self.nodes.values())
+        self._saved = None
 
     def estimate(self) -> int:
         """An upper estimate of the state's JSON size now, in bytes: the scopes, the copies
         held, each node with the ids it waits on, the state's own keys, ids and counters."""
-        pid = self._pid
-        per_node = (3 * pid + 400) + 3 * (pid + 200)
-        return self.scoped + self.held + per_node * len(self.nodes) + 4 * pid + 1_000
+        return self.scoped + self.held + self._per_node * len(self.nodes) + self._fixed
 
     def exact(self) -> tuple[int, int]:
-        """(bytes, values visited): the state measured, no further than past its limit; the
-        estimate of the copies held is brought back to what the measure leaves for them."""
-        size, seen = json_size(self.state, self.limit)
-        self.held = max(0, self.held + size - self.estimate())
-        return size, seen
+        """(bytes, values visited): the state measured, no further than past its limit."""
+        return json_size(self.state, self.limit)
 
     def save(self) -> None:
         """Keep the figures in the state for its next step (unchanged: as they were)."""
@@ -104,21 +118,24 @@ def fits(runtime: Runtime, growth: int, origin: str, what: str) -> bool:
     The running estimate decides when it can; when it says no, the state is measured."""
     sizes, limit = runtime.sizes, runtime.limits.max_state_size
     if sizes.estimate() + growth <= limit:
+        sizes.clean = True
         return True
     size, seen = sizes.exact()
     if not runtime.charge(walk_cost(size, seen), origin):
         return False
     if size + growth <= limit:
+        sizes.clean = True
         return True
     message = budget.over_state_size(runtime.limits, size + growth, what)
     runtime.fault(origin, LIMIT_EXCEEDED, message)
     return False
 
 
-def send(runtime: Runtime, origin: str, what: str, content: Any, extra: int) -> bool:
+def send(runtime: Runtime, origin: str, what: str, content: Any, extra: int) -> int | None:
     """Count a message that carries ``content`` and ``extra`` bytes more (ids, envelope)
     against the step's output, and the copy of ``content`` that its sender keeps against the
-    state's size; False after a fault at ``origin``.
+    state's size: the size counted for that copy (the node's ``sz``), or None after a fault at
+    ``origin``.
 
     ``content`` is a context: its size is at most that of all the scopes, which is used as it
     is while it leaves room enough; near a limit ``content`` is measured."""
@@ -128,20 +145,21 @@ def send(runtime: Runtime, origin: str, what: str, content: Any, extra: int) -> 
     if output <= output_limit and sizes.estimate() + bound <= sizes.limit:
         sizes.output = output  # the usual case: far from both limits
         sizes.held += bound
-        return True
+        sizes.clean = True
+        return bound
     room = output_limit - sizes.output - extra
     size = measure(runtime, content, room, origin) if room >= 0 else room + 1
     if size is None:
-        return False
+        return None
     if size > room:
         total = sizes.output + extra + size
         runtime.fault(origin, LIMIT_EXCEEDED, budget.over_output(runtime.limits, total, what))
-        return False
+        return None
     if not fits(runtime, size, origin, what):
-        return False
+        return None
     sizes.output += extra + size
     sizes.held += size
-    return True
+    return size
 
 
 def store(runtime: Runtime, writes: list[tuple[str, str, Any]], origin: str, what: str) -> bool:
@@ -181,6 +199,9 @@ def settle(runtime: Runtime) -> None:
     emptied and, if it still runs, the instance faults."""
     limit = runtime.limits.max_state_size
     fault = runtime.state["fault"]
+    if runtime.sizes.clean and fault is None:
+        runtime.sizes.save()
+        return
     growth = 0 if fault is None else json_size(fault, limit)[0]
     if runtime.sizes.estimate() + growth > limit:
         size, _ = runtime.sizes.exact()

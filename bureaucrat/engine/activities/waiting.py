@@ -4,7 +4,8 @@ and how each reacts to what it waits for.
 Their nodes hold the ids of what they wait on (``wi`` a workitem, ``timer`` and ``retry_timer``
 timers, ``child`` a subprocess), also kept in the state's indexes so that an incoming message
 finds its activity without a search. ``discard`` releases all of them when the activity is
-cancelled.
+cancelled. A node that keeps a copy of what it sent, or an error, keeps its size in ``sz``:
+its share of the state's size (``sizes``).
 
 Whatever goes out counts against the step's output and whatever comes back against the
 state's size: a workitem, a subprocess or an answer that would pass a limit faults
@@ -71,7 +72,8 @@ def start_action(runtime: Runtime, spec: Action) -> None:
 def dispatch(runtime: Runtime, spec: Action, attempt: int) -> None:
     path, aid = spec.path, runtime.aid(spec.path)
     context = runtime.context(path)
-    if not sizes.send(runtime, path, "the workitem", context, 3 * len(aid) + sizes.ENVELOPE):
+    size = sizes.send(runtime, path, "the workitem", context, 3 * len(aid) + sizes.ENVELOPE)
+    if size is None:
         return
     workitem_id = f"{aid}.{runtime.next_id()}"
     message = {
@@ -84,6 +86,7 @@ def dispatch(runtime: Runtime, spec: Action, attempt: int) -> None:
     }
     node: Node = {"n": runtime.nodes[path]["n"], "wi": workitem_id, "sent": context}
     node["attempt"] = attempt
+    node["sz"] = size
     runtime.state["workitems"][workitem_id] = path
     if spec.timeout is not None:
         node["timer"] = _start_timer(runtime, path, spec.timeout, TimerKind.TIMEOUT)
@@ -128,8 +131,10 @@ def _failed(runtime: Runtime, spec: Action, node: Node, error: str) -> None:
         else:
             dispatch(runtime, spec, attempt + 1)
         return
-    runtime.set_node(spec.path, {**base, "failed": True, "error": error})
-    runtime.sizes.held += 4 * len(error) + 2  # at most 4 bytes a character in UTF-8
+    size = 4 * len(error) + 2  # at most 4 bytes a character in UTF-8
+    runtime.set_node(spec.path, {**base, "failed": True, "error": error, "sz": size})
+    runtime.sizes.held += size
+    runtime.sizes.clean = False
     runtime.record("failed", spec.path, attempts=attempt, error=error)
 
 
@@ -205,12 +210,13 @@ def start_call(runtime: Runtime, spec: Call) -> None:
         )
         return
     extra = 4 * len(source) + 2 * len(runtime.aid(spec.path)) + sizes.ENVELOPE
-    if not sizes.send(runtime, spec.path, "the subprocess's launch", context, extra):
+    size = sizes.send(runtime, spec.path, "the subprocess's launch", context, extra)
+    if size is None:
         return
     child = child_id(runtime.process_id, runtime.next_id())
     runtime.state["children"][child] = spec.path
     digest = hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()
-    runtime.update_node(spec.path, child=child, sent=context, definition=digest)
+    runtime.update_node(spec.path, child=child, sent=context, definition=digest, sz=size)
     runtime.emit(cmd.LaunchChild(child, runtime.aid(spec.path), source, context))
     runtime.record("launched", spec.path, child=child)
 
