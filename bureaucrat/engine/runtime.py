@@ -110,6 +110,14 @@ class Runtime:
             self.sizes.held -= old["sz"]
         self.nodes[path] = node
 
+    def _forget(self, path: str, node: Node) -> None:
+        """A node has gone: what it took of the state's size no longer counts."""
+        sizes = self.sizes
+        sizes.structure -= sizes.node_base + 7 * len(path)
+        sizes.credit = 0
+        if "sz" in node:
+            sizes.held -= node["sz"]
+
     def update_node(self, path: str, **changes: Any) -> Node:
         node = {**self.nodes[path], **changes}
         self.nodes[path] = node
@@ -137,7 +145,9 @@ class Runtime:
                 self.budget_spent(origin)
                 continue
             self.nodes[path] = {"n": self.next_id()}
-            self.sizes.clean = False
+            sizes = self.sizes
+            sizes.structure += sizes.node_base + 7 * len(path)
+            sizes.clean = False
             start(self, self.spec(path))
 
     def _too_many_starts(self, origin: str) -> None:
@@ -267,8 +277,7 @@ class Runtime:
         """The activity at ``path`` is done: drop it and let its parent carry on."""
         spec = self.spec(path)
         node = self.nodes.pop(path)
-        if "sz" in node:
-            self.sizes.held -= node["sz"]
+        self._forget(path, node)
         if spec.parent is None:
             self.finish(Status.COMPLETED, None)
             return
@@ -304,8 +313,7 @@ class Runtime:
         doomed = [p for p in self.nodes if p != path and p.startswith(prefix)]
         for p in sorted(doomed, key=len, reverse=True):
             node = self.nodes.pop(p)
-            if "sz" in node:
-                self.sizes.held -= node["sz"]
+            self._forget(p, node)
             if _waits(node) or p in self.state["awaits"]:
                 self.record("cancelled", p)
             discard(self, self.spec(p), node)
@@ -316,6 +324,7 @@ class Runtime:
         """The instance ends: release everything it waits on and tell the world."""
         self.cancel_below("")
         self.nodes.clear()
+        self.sizes.structure = self.sizes.held = 0
         self._agenda.clear()
         copies = 1 if self.state["parent"] is None else 2
         status, fault, context = final_context(self, status, fault, copies)

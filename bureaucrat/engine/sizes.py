@@ -29,73 +29,93 @@ ENVELOPE = 1_000
 class Sizes:
     """The running estimate of one state's JSON size, and the bytes its step has sent so far.
 
-    ``scoped`` counts the bytes of the scopes (their values and names): writes add what they
-    write and take off what they replace, so it stays close to the truth. ``held`` counts the
-    copies that waiting activities keep (the context an action or a call sent, a failed
-    action's error), each node's share in its ``sz``, given back when the node goes. The rest
-    of the state is bounded by counting: each node in progress, with the ids
-    it waits on (a workitem, two timers, an event or a subprocess), takes a bounded number of
-    bytes. So the estimate is never below the state's real size (escapes aside); when it says
-    a write would not fit, the engine measures the state exactly (``exact``) before it refuses
-    anything.
+    Three counts, kept in the state between steps: ``scoped``, the bytes of the scopes (their
+    values and names), to which writes add what they write and from which they take what they
+    replace; ``held``, the copies that waiting activities keep (the context an action or a call
+    sent, a failed action's error), each node's share in its ``sz``, given back when the node
+    goes; and ``structure``, the nodes in progress with the ids and index entries they own, each
+    counted at ``node_size``, a bound that depends only on the lengths of the process id and of
+    the node's path (an ``await`` adds its event's name). So the estimate is never below the
+    state's real size (escapes aside), and when it says a write would not fit, the engine
+    measures the state exactly before it refuses. What that measure finds the estimate to be
+    over is credited for the rest of the step, as long as no node goes (the bound of a node that
+    goes may be more than it took).
     """
 
     __slots__ = (
         "_fixed",
-        "_per_node",
         "_saved",
         "clean",
+        "credit",
         "held",
         "limit",
-        "nodes",
+        "node_base",
         "output",
         "scoped",
         "state",
+        "structure",
     )
 
     def __init__(self, state: dict[str, Any], bounds: Limits) -> None:
         self.state = state
-        self.nodes: dict[str, Any] = state["nodes"]
         self.limit = bounds.max_state_size
         self.output = 0
         self.clean = False
         """Whether the state is known to be within its limit since the last change; anything
         that grows the state unchecked (a start, a scope opened) sets it back to False."""
         pid = len(state["id"])
-        self._per_node = 6 * pid + 1_000  # a node (3 ids, counters) and its index entries
+        self.node_base = 4 * pid + 120
+        self.credit = 0
         self._fixed = 4 * pid + 1_000  # the state's own keys, its ids and counters
         saved: Any = state.get("size")
         self._saved: Any = saved
-        self.scoped = self.held = 0
+        self.scoped = self.held = self.structure = 0
         if saved is None:  # a new state (or one from before sizes were kept)
             self._measure()
             return
         try:
             self.scoped = saved["scopes"] + 0
             self.held = saved["held"] + 0
+            self.structure = saved["nodes"] + 0
         except (TypeError, KeyError):  # a state edited by hand
             self._measure()
 
+    def node_size(self, path: str) -> int:
+        """At most the bytes of the node at ``path`` and of the index entries it owns: at most
+        two ids (``<pid>_<path>.<n>``), each in the node and in an index, counters, its key."""
+        return self.node_base + 7 * len(path)
+
     def _measure(self) -> None:
-        scopes = self.state["scopes"].values()
-        self.scoped = sum(json_size(scope, self.limit)[0] for scope in scopes)
-        self.held = sum(held_by(node, self.limit) for node in self.nodes.values())
+        state, bound = self.state, self.limit
         self._saved = None
+        if not state["scopes"] and not state["nodes"]:
+            return  # a new state: nothing to measure yet
+        self.scoped = sum(json_size(scope, bound)[0] for scope in state["scopes"].values())
+        self.held = sum(held_by(node, bound) for node in state["nodes"].values())
+        self.structure = sum(self.node_size(path) for path in state["nodes"])
+        self.structure += sum(len(event) + 8 for event in state["awaits"].values())
 
     def estimate(self) -> int:
-        """An upper estimate of the state's JSON size now, in bytes: the scopes, the copies
-        held, each node with the ids it waits on, the state's own keys, ids and counters."""
-        return self.scoped + self.held + self._per_node * len(self.nodes) + self._fixed
+        """An upper estimate of the state's JSON size now, in bytes."""
+        return self.scoped + self.held + self.structure + self._fixed - self.credit
 
     def exact(self) -> tuple[int, int]:
-        """(bytes, values visited): the state measured, no further than past its limit."""
-        return json_size(self.state, self.limit)
+        """(bytes, values visited): the state measured, no further than past its limit; the
+        estimate's excess over it is credited."""
+        size, seen = json_size(self.state, self.limit)
+        self.credit = max(0, self.credit + self.estimate() - size)
+        return size, seen
 
     def save(self) -> None:
-        """Keep the figures in the state for its next step (unchanged: as they were)."""
+        """Keep the counts in the state for its next step (unchanged: as they were)."""
         saved = self._saved
-        if saved is None or saved["held"] != self.held or saved["scopes"] != self.scoped:
-            self.state["size"] = {"scopes": self.scoped, "held": self.held}
+        if (
+            saved is None
+            or saved["held"] != self.held
+            or saved["scopes"] != self.scoped
+            or saved["nodes"] != self.structure
+        ):
+            self.state["size"] = {"scopes": self.scoped, "held": self.held, "nodes": self.structure}
 
 
 def held_by(node: dict[str, Any], bound: int) -> int:

@@ -89,18 +89,17 @@ def _start(runtime: Runtime, event: ev.Start) -> None:
     and names that are not strings: those are ignored, and listed in the journal."""
     root = runtime.definition.root
     initial = root.context.initial_values() if root.context is not None else {}
+    given = event.fields if isinstance(event.fields, Mapping) else {}
     fields = {
         name: value
-        for name, value in event.fields.items()
+        for name, value in given.items()
         if isinstance(name, str) and not name.startswith(ENGINE_PREFIX)
     }
     scope = {**initial, **fields}
     runtime.scopes[""] = scope
     details: dict[str, Any] = {"name": root.name, "fields": _listed(sorted(fields))}
-    if len(fields) < len(event.fields):
-        details["ignored"] = _listed(
-            sorted(str(name) for name in event.fields if name not in fields)
-        )
+    if len(fields) < len(given):
+        details["ignored"] = _listed(sorted(str(name) for name in given if name not in fields))
     runtime.record("launched", "", **details)
     size = sizes.scope_size("", scope, runtime.limits.max_state_size)
     runtime.sizes.scoped += size
@@ -236,6 +235,9 @@ def _terminate(runtime: Runtime, event: ev.Terminate) -> None:
 
 
 def _retry(runtime: Runtime, event: ev.Retry) -> None:
+    if event.activity is not None and not isinstance(event.activity, str):
+        _ignore(runtime, "", "no failed action to retry", activity=_shown(event.activity))
+        return
     wanted = None if event.activity is None else path_of(runtime.process_id, event.activity)
     failed = [
         path

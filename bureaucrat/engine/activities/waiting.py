@@ -55,6 +55,7 @@ def discard(runtime: Runtime, spec: Activity, node: Node) -> None:
             runtime.emit(cmd.CancelTimer(timer, aid))
     event = runtime.state["awaits"].pop(spec.path, None)
     if event is not None:
+        runtime.sizes.structure -= len(event) + 8
         runtime.emit(cmd.Unsubscribe(event, aid))
     child = node.get("child")
     if child is not None and runtime.state["children"].pop(child, None) is not None:
@@ -169,6 +170,7 @@ def start_delay(runtime: Runtime, spec: Delay) -> None:
 def start_await(runtime: Runtime, spec: Await) -> None:
     """``<await event="e">``: completes on an event ``e`` for which a condition holds."""
     runtime.state["awaits"][spec.path] = spec.event
+    runtime.sizes.structure += len(spec.event) + 8
     runtime.emit(cmd.Subscribe(spec.event, runtime.aid(spec.path)))
     if spec.timeout is not None:
         timer = _start_timer(runtime, spec.path, spec.timeout, TimerKind.TIMEOUT)
