@@ -8,15 +8,18 @@ steps pass. No timings here: ``benchmarks/hostile_steps.py`` prints those.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bureaucrat import testing
 from bureaucrat.definition import parse_definition
 from bureaucrat.definition.limits import Budget
 from bureaucrat.engine import DEFAULT_LIMITS, LIMIT_EXCEEDED, Limits, step
 from bureaucrat.engine import commands as cmd
 from bureaucrat.engine import events as ev
+from bureaucrat.engine.sizes import Sizes
 from bureaucrat.engine.state import State
 from bureaucrat.testing import ProcessResult, run_process
 
@@ -460,3 +463,39 @@ def test_limits_is_a_frozen_value_with_documented_defaults() -> None:
     assert Limits().step_budget == 20_000_000
     with pytest.raises(AttributeError):
         Limits().step_budget = 1  # type: ignore[misc]
+
+
+# the size kept in the state ----------------------------------------------------------------------
+
+GOLDEN = sorted((Path(__file__).parent / "golden").glob("*.xml"))
+
+
+@pytest.mark.parametrize("case", GOLDEN, ids=[case.stem for case in GOLDEN])
+def test_the_size_kept_in_the_state_is_never_below_its_real_size(
+    case: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.test_golden import Participants
+
+    checked = []
+
+    def checking_step(*args: Any) -> Any:
+        result = step(*args)
+        state = json.loads(json.dumps(result.state))
+        assert Sizes(state, DEFAULT_LIMITS).estimate() >= stored_size(state)
+        checked.append(state["size"])
+        return result
+
+    monkeypatch.setattr(testing, "step", checking_step)
+    extra = case.with_suffix(".json")
+    options = json.loads(extra.read_text()) if extra.exists() else {}
+    fields = {**options.get("fields", {}), "pad": "p" * 3_000, "ünïcode": "ü" * 500}
+    events = [(name, data) for name, data in options.get("events", [])]
+    run_process(case, fields, participants=Participants(), events=events)
+    assert checked
+
+
+def test_a_wide_all_of_small_workitems_passes() -> None:
+    instance = Instance("<process><all>" + '<action participant="p"/>' * 3_000 + "</all></process>")
+    assert instance.current["status"] == "running"
+    assert len(instance.dispatched()) == 3_000
+    assert Sizes(instance.current, DEFAULT_LIMITS).estimate() >= stored_size(instance.current)
