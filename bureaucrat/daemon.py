@@ -22,8 +22,9 @@ from typing import Any
 from bureaucrat.amqp import Broker, Delivery, Publication, Topology, properties
 from bureaucrat.config import Config
 from bureaucrat.errors import BrokerError, ConfigError, StoreError, TopologyError
+from bureaucrat.messages import Outgoing
 from bureaucrat.service import RELAY_AFTER, Outcome, Service
-from bureaucrat.store import Outgoing, Store
+from bureaucrat.store import Store
 
 LOG = logging.getLogger("bureaucrat.daemon")
 MAX_BACKOFF = 30.0

@@ -14,7 +14,7 @@ from bureaucrat import messages as wire
 from bureaucrat.bounds import SHORT_STRING, utf8_length
 from bureaucrat.config import Config
 from bureaucrat.engine import commands as cmd
-from bureaucrat.store import Outgoing
+from bureaucrat.messages import Outgoing
 
 
 def encode(config: Config, process_id: str, commands: Sequence[cmd.Command]) -> list[Outgoing]:

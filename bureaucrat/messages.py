@@ -36,6 +36,21 @@ RESERVED_PREFIX = "inst:"
 """Properties the engine sets itself (``inst:current``...); fields may not."""
 
 
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message to publish, as the outbox keeps it until RabbitMQ has confirmed it.
+
+    ``properties`` holds pika ``BasicProperties`` fields as JSON-friendly values
+    (``content_type``, ``headers``, ``correlation_id``, ``delivery_mode``, ...).
+    """
+
+    message_id: str
+    exchange: str
+    routing_key: str
+    body: bytes
+    properties: dict[str, Any] = field(default_factory=dict)
+
+
 class MessageError(BureaucratError):
     """An incoming message that cannot be accepted; the text says why."""
 

@@ -38,8 +38,8 @@ from bureaucrat.engine import events as ev
 from bureaucrat.engine.state import TERMINAL, activity_id, root_context
 from bureaucrat.engine.step import step
 from bureaucrat.errors import BrokerError, DefinitionError, StoreDataError, StoreError
-from bureaucrat.messages import MessageError
-from bureaucrat.store import Outgoing, Store, Tx
+from bureaucrat.messages import MessageError, Outgoing
+from bureaucrat.store import Store, Tx
 from bureaucrat.store.database import translated
 
 LOG = logging.getLogger(__name__)

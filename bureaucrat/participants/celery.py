@@ -27,7 +27,7 @@ from kombu.messaging import Producer
 from bureaucrat.config import Config
 from bureaucrat.engine.commands import DispatchWorkitem
 from bureaucrat.errors import ConfigError
-from bureaucrat.store import Outgoing
+from bureaucrat.messages import Outgoing
 
 CONFIG_MODULE_VARIABLE = "CELERY_CONFIG_MODULE"
 

@@ -3,27 +3,22 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from bureaucrat.messages import Outgoing
 from bureaucrat.store.codec import UndecodableError, loads_object
 
+__all__ = [
+    "InstanceRecord",
+    "JournalEntry",
+    "OutboxRecord",
+    "Outgoing",
+    "TimerRecord",
+    "WorkitemRecord",
+]
+
 LOG = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """A message to publish after the transaction commits (a row of the outbox).
-
-    ``properties`` holds pika ``BasicProperties`` fields as JSON-friendly values
-    (``content_type``, ``headers``, ``correlation_id``, ``delivery_mode``, ...).
-    """
-
-    message_id: str
-    exchange: str
-    routing_key: str
-    body: bytes
-    properties: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
