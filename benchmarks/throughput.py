@@ -210,6 +210,8 @@ def main() -> None:
         _, raw_rate = raw_round_trip(5000, in_flight=100)
         chains = celery_chains(args.chains, tmp)
         runs = [engine_run(tmp, "SQLite", False, args.processes)]
+        normal = {"sqlite_synchronous": "normal"}
+        runs.append(engine_run(tmp, "SQLite, sync=normal", False, args.processes, **normal))
         if not args.no_postgresql:
             runs.append(engine_run(tmp, "PostgreSQL", True, args.processes))
             runs.append(engine_run(tmp, "PostgreSQL, 2 daemons", True, args.processes, daemons=2))
@@ -234,8 +236,10 @@ def main() -> None:
         )
 
 
-def engine_run(tmp: Path, title: str, postgresql: bool, processes: int, daemons: int = 1) -> Engine:
-    with database(tmp, postgresql) as url, Installation(tmp, url) as install:
+def engine_run(
+    tmp: Path, title: str, postgresql: bool, processes: int, daemons: int = 1, **options: str
+) -> Engine:
+    with database(tmp, postgresql) as url, Installation(tmp, url, **options) as install:
         install.start_daemon()
         for _ in range(daemons - 1):
             install.start_another_daemon()
