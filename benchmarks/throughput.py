@@ -211,7 +211,7 @@ def main() -> None:
         chains = celery_chains(args.chains, tmp)
         runs = [engine_run(tmp, "SQLite", False, args.processes)]
         normal = {"sqlite_synchronous": "normal"}
-        runs.append(engine_run(tmp, "SQLite, sync=normal", False, args.processes, **normal))
+        runs.append(engine_run(tmp, "SQLite, sync=normal", False, args.processes, 1, **normal))
         if not args.no_postgresql:
             runs.append(engine_run(tmp, "PostgreSQL", True, args.processes))
             runs.append(engine_run(tmp, "PostgreSQL, 2 daemons", True, args.processes, daemons=2))
