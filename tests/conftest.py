@@ -1,15 +1,23 @@
 """Fixtures shared by the test modules: the real broker and real databases."""
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.brokers import require_rabbitmq
 from tests.harness import Installation
 from tests.store_fixtures import postgres_url, store, store_url
 
 __all__ = ["postgres_url", "rabbitmq", "store", "store_url"]
+
+# Under CI, property-based tests explore the same examples on every run: a failure there is a
+# failure of the change, not of the draw.
+settings.register_profile("ci", derandomize=True, deadline=None)
+if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture
