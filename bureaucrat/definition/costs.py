@@ -6,7 +6,7 @@ would take seconds of CPU stops within its budget instead. The estimates look at
 (``len``, and a walk of nested values bounded by what is left of the budget), never at timings.
 
     every evaluated node                      4
-    building, copying, scanning an element    1 per element, 1 per 64 characters
+    building, copying, scanning an element    1 per element, 1 per 64 characters scanned
     comparing containers, ``in`` on a list    every nested element the comparison may touch
     sorting                                   the elements touched times log2(n) / 4
     integers past 128 bits                    by their 64-bit limbs (multiplying: their product)
@@ -117,8 +117,9 @@ def _multiply(bound: int, left: Any, right: Any) -> int:
     if type(left) is int and type(right) is int:
         return _int_product(left, right)
     times, sequence = (right, left) if type(right) is int else (left, right)
-    if type(times) is int and times > 0:
-        return min(length(sequence) * times, limits.MAX_LENGTH)
+    if type(times) is int and times > 0 and hasattr(sequence, "__len__"):
+        size = len(sequence) * times
+        return min(size // CHARS_PER_UNIT if type(sequence) is str else size, limits.MAX_LENGTH)
     return 0
 
 
@@ -197,6 +198,11 @@ def _scan(bound: int, *args: Any, **kwargs: Any) -> int:
     return length(args[0]) if args else 0
 
 
+def _iterate(bound: int, *args: Any, **kwargs: Any) -> int:
+    """One unit per element the function goes through, characters of a string included."""
+    return len(args[0]) if args and hasattr(args[0], "__len__") else 0
+
+
 def _int(bound: int, *args: Any, **kwargs: Any) -> int:
     if args and type(args[0]) is str:
         size = len(args[0])
@@ -229,9 +235,9 @@ _FUNCTION_COSTS: dict[str, Cost] = {
     "max": _argument,
     "sorted": _sorted,
     "sum": _argument,
-    "any": _scan,
-    "all": _scan,
-    "list": _scan,
+    "any": _iterate,
+    "all": _iterate,
+    "list": _iterate,
     "dict": _dict,
 }
 

@@ -1,13 +1,13 @@
 """What one step writes and sends, measured against the state's size and the step's output.
 
 The state keeps its own size as an upper estimate (``state["size"]``: the JSON bytes of its
-scopes, and of the copies that waiting activities hold), updated as values are written, so that
-no step serialises the whole state to know where it stands: ``store`` measures only what it
-writes and what that replaces, ``send`` only the messages that would come near the output
-limit, and the state is measured whole only when the estimate says a write would not fit, and at
-the end of a step whose estimate is over the limit (``settle``). Every measure is paid for from
-the step's budget. What would pass a limit faults ``LimitExceeded`` at the activity that
-attempted it, and is not done.
+scopes, of the copies that waiting activities hold, and a bound on its nodes), updated as values
+are written, so that no step serialises the whole state to know where it stands: ``store``
+measures only what it writes and what that replaces, ``send`` only the messages that would come
+near the output limit, and the state is measured whole only when the estimate says a write would
+not fit, and at the end of a step whose estimate is over the limit (``settle``). Every measure is
+paid for from the step's budget. What would pass a limit faults ``LimitExceeded`` at the
+activity that attempted it, and is not done.
 """
 
 from __future__ import annotations
