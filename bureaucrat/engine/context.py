@@ -36,6 +36,8 @@ def chain(definition: Definition, scopes: dict[str, Any], path: str) -> list[str
 
 
 def visible(scopes: dict[str, dict[str, Any]], scope_chain: list[str]) -> dict[str, Any]:
+    if len(scope_chain) == 1:  # the root's scope alone: the usual case
+        return dict(scopes.get(scope_chain[0], {}))
     merged: dict[str, Any] = {}
     for scope in reversed(scope_chain):
         merged.update(scopes.get(scope, {}))

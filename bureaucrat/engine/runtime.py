@@ -96,7 +96,7 @@ class Runtime:
         self.commands.append(command)
 
     def record(self, kind: str, path: str, **details: Any) -> None:
-        self.emit(cmd.Record(kind, self.aid(path), details))
+        self.commands.append(cmd.Record(kind, activity_id(self._pid, path), details))
 
     def spec(self, path: str) -> Activity:
         return self.definition.activities[path]

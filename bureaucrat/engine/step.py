@@ -146,7 +146,7 @@ def _response(runtime: Runtime, event: ev.ParticipantResponse) -> None:
         )
         return
     payload = message.get("payload")
-    if not isinstance(payload, Mapping):
+    if type(payload) is not dict and not isinstance(payload, Mapping):
         _ignore(runtime, path, "the payload is not an object", workitem=workitem_id)
         return
     spec = runtime.spec(path)
