@@ -415,6 +415,7 @@ def test_an_answer_whose_target_is_not_its_workitems_activity_is_ignored() -> No
         ev.ChildFinished(["not", "a", "string"], "completed"),  # type: ignore[arg-type]
         ev.ChildFinished("CHILD", "finished"),
         ev.ChildFinished("CHILD", 3),  # type: ignore[arg-type]
+        ev.ChildFinished("CHILD", ["completed"]),  # type: ignore[arg-type]
         ev.ChildFinished("CHILD", "completed", context=["a"]),  # type: ignore[arg-type]
         ev.ChildFinished("CHILD", "completed", context={1: "a"}),  # type: ignore[dict-item]
         ev.ChildFinished("CHILD", "faulted", fault="boom"),  # type: ignore[arg-type]
@@ -436,6 +437,38 @@ def test_a_forged_subprocess_result_is_ignored_without_raising(forged: ev.ChildF
         ev.ChildFinished(launch.process_id, "faulted", {}, {"code": "C", "message": "m"})
     )
     assert instance.current["fault"]["code"] == "C"
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        ev.ParticipantResponse(["not", "an", "object"]),  # type: ignore[arg-type]
+        ev.ParticipantResponse({"workitem_id": {"a": 1}, "payload": {}}),
+        ev.ParticipantResponse({"target": ["pid_0"], "payload": {}}),
+        ev.TimerFired(["t"]),  # type: ignore[arg-type]
+        ev.Retry(["pid_0"]),  # type: ignore[arg-type]
+    ],
+)
+def test_events_of_an_unexpected_shape_are_ignored_without_raising(forged: ev.Event) -> None:
+    instance = Instance('<process><action participant="p"/></process>')
+    before = instance.current
+    instance.apply(forged)
+    assert instance.current == before
+    assert [r.kind for r in instance.commands if isinstance(r, cmd.Record)] == ["ignored"]
+
+
+def test_an_event_whose_data_is_not_an_object_comes_without_data() -> None:
+    instance = Instance('<process><await event="e"/></process>')
+    instance.apply(ev.EventReceived("e", ["x"]))  # type: ignore[arg-type]
+    assert instance.current["status"] == "completed"
+
+
+def test_a_progress_report_journals_a_bounded_status() -> None:
+    instance = Instance('<process><action participant="p"/></process>')
+    (workitem,) = instance.dispatched()
+    instance.answer(workitem, status="x" * 100_000)
+    (reported,) = instance.records("reported")
+    assert len(reported.details["status"]) <= 2_000
 
 
 @pytest.mark.parametrize("text", ["\x00", "\ud800", "a\udfffb", "\x00\ud83d"])

@@ -114,6 +114,9 @@ def _response(runtime: Runtime, event: ev.ParticipantResponse) -> None:
     """An answer names its workitem (``workitem_id``), its activity (``target``, as the
     original's workers do) or both; both must then agree."""
     message = event.workitem
+    if type(message) is not dict and not isinstance(message, Mapping):
+        _ignore(runtime, "", "the answer is not an object")
+        return
     workitem_id = message.get("workitem_id")
     target = message.get("target")
     path: str | None
@@ -167,7 +170,7 @@ def _timer(runtime: Runtime, event: ev.TimerFired) -> None:
     timer = event.timer_id
     path = runtime.state["timers"].get(timer) if isinstance(timer, str) else None
     if path is None or path not in runtime.nodes:
-        _ignore(runtime, "", "no activity waits for this timer", timer=event.timer_id)
+        _ignore(runtime, "", "no activity waits for this timer", timer=_shown(timer))
         return
     del runtime.state["timers"][event.timer_id]
     spec = runtime.spec(path)
@@ -182,7 +185,7 @@ def _timer(runtime: Runtime, event: ev.TimerFired) -> None:
 
 def _event(runtime: Runtime, event: ev.EventReceived) -> None:
     waiting_paths = [p for p, name in runtime.state["awaits"].items() if name == event.name]
-    data = dict(event.data)
+    data = dict(event.data) if isinstance(event.data, Mapping) else {}
     for path in waiting_paths:
         if path in runtime.state["awaits"] and runtime.running:
             spec = runtime.spec(path)
@@ -213,7 +216,7 @@ def _child(runtime: Runtime, event: ev.ChildFinished) -> None:
 
 def _malformed(event: ev.ChildFinished) -> str | None:
     """Why a child's result cannot be taken, or None."""
-    if event.status not in _STATUSES:
+    if not isinstance(event.status, str) or event.status not in _STATUSES:
         return f"has an unknown status {_shown(event.status)!r}"
     if not isinstance(event.context, Mapping) or not all(
         isinstance(name, str) for name in event.context

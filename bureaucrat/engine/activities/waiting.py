@@ -105,7 +105,8 @@ def answer(runtime: Runtime, spec: Action, payload: dict[str, Any]) -> None:
     node = runtime.nodes[path]
     status = payload.get("status")
     if status not in (DONE, CRITICAL, ERROR):  # progress: journalled, still waiting
-        runtime.record("reported", path, status=status)
+        shown = status if status is None or isinstance(status, int | float) else error_text(status)
+        runtime.record("reported", path, status=shown)
         runtime.ignored = True
         return
     runtime.state["workitems"].pop(node["wi"], None)
