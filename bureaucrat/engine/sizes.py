@@ -36,10 +36,10 @@ class Sizes:
     goes; and ``structure``, the nodes in progress with the ids and index entries they own, each
     counted at ``node_size``, a bound that depends only on the lengths of the process id and of
     the node's path (an ``await`` adds its event's name). So the estimate is never below the
-    state's real size (escapes aside), and when it says a write would not fit, the engine
-    measures the state exactly before it refuses. What that measure finds the estimate to be
-    over is credited for the rest of the step, as long as no node goes (the bound of a node that
-    goes may be more than it took).
+    state's real size, and when it says a write would not fit, the engine measures the state
+    exactly before it refuses. What that measure finds the estimate to be over is credited for
+    the rest of the step, as long as no node goes (the bound of a node that goes may be more
+    than it took).
     """
 
     __slots__ = (
