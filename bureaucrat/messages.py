@@ -8,7 +8,8 @@ Decoding never trusts its input: whatever the bytes, it returns one of the shape
   internal launches of subprocesses add ``"parent": {"process_id": ..., "activity": ...}``.
 - response (``bureaucrat_msgs``): the workitem sent to a participant with ``payload`` updated.
 - control (``bureaucrat_msgs``): ``{"name": "terminate" | "retry" | "child_finished",
-  "process_id": ..., ...}``.
+  "process_id": ..., ...}``. The original's terminate, ``{"name": "terminate", "target": ...,
+  "origin": ...}``, names an activity id (``<pid>`` or ``<pid>_0_2``) instead of a process id.
 - event (``bureaucrat_events``): ``{"event": name, ...data}``, optionally ``"process_id"``.
 
 Every JSON body goes through ``decode_json``: UTF-8, no NaN or infinities, nested at most
@@ -72,9 +73,17 @@ class Response:
 
 @dataclass(frozen=True)
 class Control:
+    """A control message for one process.
+
+    ``target`` is set for the original's terminate, which names an activity instead of a process
+    id: ``process_id`` is then the longest prefix of the target (cut at ``_<n>`` or ``_f<n>``
+    segments) that is short enough to be a process id, the target itself when it names a root.
+    Process ids may hold ``_``, so the receiver tries ``target_process_ids(target)`` in turn."""
+
     name: str
     process_id: str
     body: dict[str, Any]
+    target: str | None = None
 
 
 @dataclass(frozen=True)
@@ -304,6 +313,12 @@ def decode_message(body: bytes) -> Response | Control:
 
 def _control(name: str, message: dict[str, Any]) -> Control:
     what = f"{name} message"
+    if (
+        name == "terminate"
+        and message.get("process_id") is None
+        and message.get("target") is not None
+    ):
+        return _original_terminate(message, what)
     process_id = _required_id(message, "process_id", what, bounds.MAX_PROCESS_ID)
     if name == "terminate":
         reason = message.get("reason")
@@ -318,6 +333,39 @@ def _control(name: str, message: dict[str, Any]) -> Control:
         if not isinstance(message.get("context", {}), dict):
             raise MessageError(f"{what}: 'context' must be an object")
     return Control(name, process_id, message)
+
+
+def _original_terminate(message: dict[str, Any], what: str) -> Control:
+    """The original's ``{"name": "terminate", "target": <activity id>, "origin": ...}``."""
+    target = _required_id(message, "target", what, bounds.MAX_ACTIVITY_ID)
+    origin = message.get("origin")
+    if origin is not None and origin != "":  # the original's own launches sent origin ""
+        _id(message, "origin", what, bounds.MAX_WORKITEM_ID)
+    reason = message.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise MessageError(f"{what}: 'reason' must be a string")
+    candidates = target_process_ids(target)
+    if not candidates:
+        raise MessageError(
+            f"{what}: 'target' {target[:80]!a} names no process id of at most "
+            f"{bounds.MAX_PROCESS_ID} bytes"
+        )
+    return Control("terminate", candidates[0], message, target)
+
+
+def target_process_ids(target: str) -> list[str]:
+    """The process ids activity id ``target`` could belong to, longest first: the target minus
+    a tail of ``_<n>`` or ``_f<n>`` segments (process ids may hold ``_`` themselves), each of
+    at most ``bounds.MAX_PROCESS_ID`` bytes."""
+    candidates = [target]
+    rest = target
+    while "_" in rest:
+        rest, segment = rest.rsplit("_", 1)
+        number = segment[1:] if segment[:1] == "f" else segment
+        if not (number.isascii() and number.isdigit()):
+            break
+        candidates.append(rest)
+    return [c for c in candidates if c and bounds.utf8_length(c) <= bounds.MAX_PROCESS_ID]
 
 
 # events ---------------------------------------------------------------------------------------

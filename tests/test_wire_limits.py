@@ -28,6 +28,7 @@ from bureaucrat.messages import (
     decode_message,
     decode_workitem,
     dumps,
+    target_process_ids,
 )
 from bureaucrat.service import Outcome, Service
 from bureaucrat.store import Store
@@ -182,6 +183,98 @@ def test_a_terminate_reason_is_text() -> None:
     assert "'reason' must be a string" in refusal(decode_message, json.dumps(body).encode())
 
 
+def terminate(**body: Any) -> bytes:
+    return json.dumps({"name": "terminate", **body}).encode()
+
+
+@pytest.mark.parametrize(
+    ("target", "process_id"),
+    [
+        ("p", "p"),
+        ("p_0_2", "p_0_2"),  # the longest first: the service tries each of target_process_ids
+        ("my_proc", "my_proc"),
+        ("a" * 128, "a" * 128),
+        ("a" * 128 + "_0_2", "a" * 128),  # the target is too long to be a process id itself
+        ("a" * 126 + "_0" + "_1" * 30, "a" * 126 + "_0"),
+    ],
+)
+def test_the_original_terminate_names_its_process_by_target(target: str, process_id: str) -> None:
+    """The original's terminate: ``{"name": "terminate", "target": ..., "origin": ...}``."""
+    for origin in ("", target, None):
+        payloads: list[dict[str, Any] | None] = [{}, None]
+        for payload in payloads:
+            decoded = decode_message(terminate(target=target, origin=origin, payload=payload))
+            assert isinstance(decoded, Control)
+            assert (decoded.name, decoded.process_id, decoded.target) == (
+                "terminate",
+                process_id,
+                target,
+            )
+
+
+def test_target_process_ids_are_the_target_cut_at_activity_segments() -> None:
+    assert target_process_ids("p") == ["p"]
+    assert target_process_ids("my_proc_0_f1_12") == [
+        "my_proc_0_f1_12",
+        "my_proc_0_f1",
+        "my_proc_0",
+        "my_proc",
+    ]
+    assert target_process_ids("p_x_0") == ["p_x_0", "p_x"]
+    assert target_process_ids("p__0") == ["p__0", "p_"]
+    assert target_process_ids("p_\u0662") == ["p_\u0662"]  # only ASCII digits make a segment
+    assert target_process_ids("a" * 129) == []
+
+
+AWAIT = '<process><sequence><await event="never"/></sequence></process>'
+
+
+def test_the_original_terminate_of_a_root_terminates_its_process(store: Store) -> None:
+    service = Service(store, CONFIG, Recorder())
+    service.handle(launch(AWAIT, {}, "my_proc"))
+    body = terminate(target="my_proc", origin="", payload={})
+    assert service.handle(Message(CONFIG.message_queue, body, "t1")).outcome is Outcome.ACK
+    record = store.instance("my_proc")
+    assert record is not None and record.status == "terminated"
+
+
+@pytest.mark.xfail(strict=True, reason="the service resolves a target with target_process_ids")
+def test_the_original_terminate_of_an_activity_terminates_its_process(store: Store) -> None:
+    service = Service(store, CONFIG, Recorder())
+    service.handle(launch(AWAIT, {}, "my_proc"))
+    body = terminate(target="my_proc_0_0", origin="my_proc")
+    assert service.handle(Message(CONFIG.message_queue, body, "t1")).outcome is Outcome.ACK
+    record = store.instance("my_proc")
+    assert record is not None and record.status == "terminated"
+
+
+def test_a_terminate_with_a_process_id_keeps_it_and_no_target() -> None:
+    decoded = decode_message(terminate(process_id="q", target="p_0", origin="p_0"))
+    assert isinstance(decoded, Control)
+    assert (decoded.process_id, decoded.target) == ("q", None)
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ({"origin": ""}, "'process_id' is missing"),
+        ({"target": ""}, "'target' must be a non-empty string"),
+        ({"target": 42}, "'target' must be a non-empty string"),
+        ({"target": None, "origin": ""}, "'process_id' is missing"),
+        ({"target": "p" * 194}, "'target' is 194 bytes long, over the limit of 193"),
+        ({"target": "p" * 129 + "_0"}, "names no process id of at most 128 bytes"),
+        ({"target": "p\x00"}, "contains a NUL character"),
+        ({"target": "p\n_0"}, "'target' contains a control character"),
+        ({"target": "p", "origin": "o\x00"}, "contains a NUL character"),
+        ({"target": "p", "origin": "o" * 215}, "'origin' is 215 bytes long"),
+        ({"target": "p", "origin": ["p"]}, "'origin' must be a non-empty string"),
+        ({"target": "p", "reason": 5}, "'reason' must be a string"),
+    ],
+)
+def test_the_original_terminate_is_bounded(body: dict[str, Any], problem: str) -> None:
+    assert problem in refusal(decode_message, terminate(**body))
+
+
 def test_response_ids_are_bounded() -> None:
     longest = "p" * (bounds.MAX_WORKITEM_ID - 2) + ".1"
     assert decode_message(response(workitem_id=longest)).workitem_id == longest  # type: ignore[union-attr]
@@ -196,7 +289,7 @@ def test_response_ids_are_bounded() -> None:
 
 def test_a_name_of_any_type_is_no_crash() -> None:
     assert decode_message(response(name=["terminate"])).workitem_id == "p_0_1.1"  # type: ignore[union-attr]
-    assert decode_message(response(name={"a": 1})).target == "p_0_1"  # type: ignore[union-attr]
+    assert decode_message(response(name={"a": 1})).target == "p_0_1"
 
 
 def test_event_names_and_ids_are_bounded() -> None:
@@ -358,6 +451,7 @@ MESSAGES = st.fixed_dictionaries(  # the shapes of the real messages, each key p
         "parent": st.fixed_dictionaries({}, optional={"process_id": IDS, "activity": IDS}),
         "activity": IDS | VALUES,
         "reason": ANY_TEXT | VALUES,
+        "origin": IDS | VALUES,
         "context": OBJECTS,
         "fault": OBJECTS | VALUES,
     },
