@@ -102,7 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     event.add_argument("--data", default="{}", help="the event's data, a JSON object")
     event.add_argument("--process", metavar="ID", help="only to this process")
 
-    validate = sub.add_parser("validate", help="check a definition; problems with line numbers")
+    validate = sub.add_parser(
+        "validate",
+        help="check a definition: every problem and warning with its line (exit 0: valid)",
+    )
     validate.add_argument("file", metavar="FILE", type=Path)
 
     health = sub.add_parser(
@@ -147,7 +150,9 @@ def fail(message: str, status: int = 1) -> int:
 
 
 def cmd_validate(args: argparse.Namespace, config: Config) -> int:
-    from bureaucrat.definition import parse_definition
+    """Every problem of the definition, each as ``FILE:LINE: problem`` (exit 1); or its warnings,
+    each as ``FILE:LINE: warning: ...``, and ``FILE: valid`` (exit 0)."""
+    from bureaucrat.definition import InvalidDefinitionError, parse_definition
 
     path: Path = args.file
     try:
@@ -155,8 +160,16 @@ def cmd_validate(args: argparse.Namespace, config: Config) -> int:
     except OSError as error:
         return fail(f"{path}: cannot read: {error.strerror}")
     except DefinitionError as error:
-        print(printable(f"{path}:{error.line or 0}: {error.problem}"), file=sys.stderr)
+        problems = (
+            error.problems
+            if isinstance(error, InvalidDefinitionError)
+            else ((error.line, error.problem),)
+        )
+        for line, problem in problems:
+            print(printable(f"{path}:{line or 0}: {problem}"), file=sys.stderr)
         return 1
+    for warning in definition.warnings:
+        print(printable(f"{path}:{warning.line}: warning: {warning.problem}"), file=sys.stderr)
     count = len(definition.activities) - 1
     out(f"{path}: valid ({count} {'activity' if count == 1 else 'activities'})")
     return 0

@@ -57,18 +57,85 @@ def test_foreach_runs_body_once_per_element(items: list[str]) -> None:
         participants={"visit": visit},
     )
     assert result.status == "completed"
-    assert seen == [(item, index) for index, item in enumerate(items)]
+    assert seen == [(item, index) for index, item in enumerate(items, start=1)]
 
 
 def test_foreach_dotted_select_and_selection_visible() -> None:
     result = run_process(
         """<process><foreach select="order.lines">
-             <assign property="last">context["inst:selection"][context["inst:iteration"]]</assign>
+             <assign property="last">
+               context["inst:selection"][context["inst:iteration"] - 1]
+             </assign>
            </foreach></process>""",
         {"order": {"lines": [1, 2, 3]}},
     )
     assert result.status == "completed"
     assert result.context["last"] == 3
+
+
+def test_foreach_selects_from_the_scope_around_it() -> None:
+    # As the original's test: the foreach declares its own prop2, and selects the outer one's.
+    seen: list[tuple[Any, Any]] = []
+
+    def visit(payload: dict[str, Any]) -> None:
+        seen.append((payload["inst:current"], payload["prop2"]))
+
+    result = run_process(
+        """<process>
+             <context>
+               <property name="prop2" type="json">{"subkey": ["one", "two"]}</property>
+             </context>
+             <foreach select="prop2.subkey">
+               <context><property name="prop2" type="int">2</property></context>
+               <action participant="visit"/>
+             </foreach>
+           </process>""",
+        participants={"visit": visit},
+    )
+    assert result.status == "completed"
+    assert seen == [("one", 2), ("two", 2)]
+    assert result.context["prop2"] == {"subkey": ["one", "two"]}
+
+
+def test_foreach_context_is_fresh_for_every_element() -> None:
+    seen: list[tuple[Any, Any]] = []
+
+    def visit(payload: dict[str, Any]) -> dict[str, Any]:
+        seen.append((payload["inst:iteration"], payload["count"]))
+        return {**payload, "count": payload["count"] + 10}
+
+    result = run_process(
+        """<process><foreach select="items">
+             <context><property name="count" type="int">0</property></context>
+             <action participant="visit"/>
+             <assign property="count">context["count"] + 1</assign>
+             <action participant="visit"/>
+           </foreach></process>""",
+        {"items": ["a", "b", "c"]},
+        participants={"visit": visit},
+    )
+    assert result.status == "completed"
+    assert seen == [(1, 0), (1, 11), (2, 0), (2, 11), (3, 0), (3, 11)]
+    assert "count" not in result.context
+
+
+def test_a_fault_without_code_is_terminate_and_handlers_catch_it() -> None:
+    result = run_process("<process><fault/></process>")
+    assert result.status == "faulted"
+    assert result.fault is not None
+    assert (result.fault["code"], result.fault["message"]) == ("terminate", "")
+    caught = run_process(
+        """<process><sequence>
+             <context><faults>
+               <case code="terminate">
+                 <assign property="caught">context["inst:fault"]</assign>
+               </case>
+             </faults></context>
+             <fault/>
+           </sequence></process>"""
+    )
+    assert caught.status == "completed"
+    assert caught.context["caught"] == {"code": "terminate", "message": ""}
 
 
 def test_foreach_over_a_non_list_faults() -> None:

@@ -1,5 +1,6 @@
 """Process definitions: the XML reader, the immutable spec tree and the expression language."""
 
+from bureaucrat.definition.elements import InvalidDefinitionError
 from bureaucrat.definition.expressions import Expression, compile_expression, truthy
 from bureaucrat.definition.model import (
     JSON,
@@ -13,6 +14,7 @@ from bureaucrat.definition.model import (
     Case,
     Context,
     Definition,
+    DefinitionWarning,
     Delay,
     Fault,
     FaultHandler,
@@ -39,11 +41,13 @@ __all__ = [
     "Case",
     "Context",
     "Definition",
+    "DefinitionWarning",
     "Delay",
     "Expression",
     "Fault",
     "FaultHandler",
     "Foreach",
+    "InvalidDefinitionError",
     "ParticipantKind",
     "Process",
     "Property",

@@ -1,13 +1,17 @@
 """Safe XML parsing, and the reading of single elements: attributes, text, children, values.
 
 Every check raises ``DefinitionError`` at the element's line, with the problem said the way a
-person who wrote the XML would say it (``<action> needs the attribute participant``).
+person who wrote the XML would say it (``<action> needs the attribute participant``). What is
+harmless is not refused: an attribute nobody reads is ignored, with a warning kept in the
+``Report`` of the reading, which also collects the problems found so far, so that one reading
+reports every problem of a definition (``InvalidDefinitionError``).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from lxml import etree
@@ -15,7 +19,7 @@ from lxml import etree
 from bureaucrat.bounds import MAX_NAME, check_id
 from bureaucrat.definition import values
 from bureaucrat.definition.expressions import Expression, compile_expression
-from bureaucrat.definition.model import Property
+from bureaucrat.definition.model import DefinitionWarning, Property
 from bureaucrat.errors import DefinitionError
 
 ENGINE_PREFIX = "inst:"
@@ -34,6 +38,57 @@ KNOWN_TAGS |= {"condition"}
 
 _DECLARATION = re.compile(r"""^(\ufeff?<\?xml[^>]*?encoding\s*=\s*)(["'])[^"']*\2""")
 _LOCATION = re.compile(r", line \d+, column \d+$")
+
+
+MAX_PROBLEMS = 100
+"""A reading stops after this many problems: they are reported, the rest is not read."""
+_SHOWN = 10
+"""Problems spelled out in an ``InvalidDefinitionError``'s message (``problems`` holds them all)."""
+
+
+class InvalidDefinitionError(DefinitionError):
+    """Every problem found in a definition, in the order of their lines.
+
+    ``line`` and ``problem`` are those of the first one, as for any ``DefinitionError``;
+    ``problems`` holds (line, problem) for each of them.
+    """
+
+    def __init__(self, problems: list[tuple[int | None, str]]) -> None:
+        line, problem = problems[0]
+        super().__init__(problem, line)
+        self.problems = tuple(problems)
+        if len(problems) > 1:
+            shown = [f"line {at}: {text}" if at is not None else text for at, text in problems]
+            more = len(problems) - _SHOWN
+            text = "; ".join(shown[:_SHOWN]) + (f"; and {more} more" if more > 0 else "")
+            self.args = (text,)
+
+
+@dataclass
+class Report:
+    """What reading one definition found: problems (it is refused) and warnings (it is not)."""
+
+    problems: list[tuple[int | None, str]] = field(default_factory=list)
+    warnings: list[DefinitionWarning] = field(default_factory=list)
+
+    def problem(self, error: DefinitionError) -> None:
+        """Keep ``error`` and read on; at ``MAX_PROBLEMS``, stop the reading."""
+        if isinstance(error, InvalidDefinitionError):
+            raise error  # the reading was stopped: pass it on
+        self.problems.append((error.line, error.problem))
+        if len(self.problems) >= MAX_PROBLEMS:
+            raise self.failure()
+
+    def warn(self, element: Element, text: str) -> None:
+        self.warnings.append(DefinitionWarning(line(element), text))
+
+    def failure(self) -> InvalidDefinitionError:
+        return InvalidDefinitionError(sorted(self.problems, key=lambda found: found[0] or 0))
+
+    def check(self) -> None:
+        """Raise what was found, if anything."""
+        if self.problems:
+            raise self.failure()
 
 
 def parse_xml(source: str | bytes) -> Element:
@@ -85,13 +140,16 @@ def name(element: Element) -> str:
     return f"<{element.tag}>"
 
 
-def attributes(element: Element, *allowed: str) -> dict[str, str]:
-    """The element's attributes, after refusing any not in ``allowed``."""
-    found = {str(key): str(value) for key, value in element.attrib.items()}
-    for key in found:
-        if key not in allowed:
+def attributes(report: Report, element: Element, *allowed: str) -> dict[str, str]:
+    """The element's attributes in ``allowed``; any other is ignored, with a warning."""
+    found: dict[str, str] = {}
+    for raw, value in element.attrib.items():
+        key = str(raw)
+        if key in allowed:
+            found[key] = str(value)
+        else:
             expected = f"expected {', '.join(allowed)}" if allowed else "it takes none"
-            raise error(element, f"unknown attribute {key} on {name(element)} ({expected})")
+            report.warn(element, f"unknown attribute {key} on {name(element)} ignored ({expected})")
     return found
 
 
@@ -138,15 +196,22 @@ def not_blank(text: str) -> str:
     return text.strip()
 
 
-def children(element: Element) -> list[Element]:
-    """The child elements, after refusing text between them (whitespace is fine)."""
-    check_text(element, element.text)
+def children(report: Report, element: Element) -> list[Element]:
+    """The child elements; text between them (whitespace is fine) is a problem."""
+    try:
+        check_text(element, element.text)
+    except DefinitionError as problem:
+        report.problem(problem)
     found: list[Element] = []
     for child in element:
-        if not isinstance(child.tag, str):
-            raise error(child, f"unexpected content inside {name(element)}")
-        check_text(child, child.tail, inside=element)
-        found.append(child)
+        try:
+            if not isinstance(child.tag, str):
+                raise error(child, f"unexpected content inside {name(element)}")
+            check_text(child, child.tail, inside=element)
+        except DefinitionError as problem:
+            report.problem(problem)
+        if isinstance(child.tag, str):
+            found.append(child)
     return found
 
 
@@ -173,19 +238,9 @@ def leaf(element: Element) -> None:
     check_text(element, element.text)
 
 
-def misplaced(
-    child: Element, parent: Element, *, context: bool, conditions: Collection[str] = ()
-) -> DefinitionError:
-    """The error for a child that is not allowed where it is.
-
-    ``context``: the parent may own a ``<context>`` (as its first child); ``conditions``: the
-    tags the parent accepts before its activities.
-    """
+def misplaced(child: Element, parent: Element) -> DefinitionError:
+    """The error for a child that is not allowed where it is."""
     where = name(parent)
-    if child.tag == "context" and context:
-        return error(child, f"<context> must be the first child of {where}, and only one")
-    if child.tag in conditions:
-        return error(child, f"{name(child)} must come before the activities of {where}")
     if child.tag in KNOWN_TAGS:
         return error(child, f"{name(child)} is not allowed inside {where}")
     return error(child, f"unknown element {name(child)} inside {where}")
@@ -194,18 +249,18 @@ def misplaced(
 # elements that hold a value ----------------------------------------------------------------------
 
 
-def condition(element: Element) -> Expression:
+def condition(report: Report, element: Element) -> Expression:
     """``<condition>expression</condition>``."""
-    attributes(element)
+    attributes(report, element)
     source = text(element)
     if not source.strip():
         raise error(element, "<condition> is empty: it needs an expression")
     return compile_expression(source, line(element))
 
 
-def property_spec(element: Element, earlier: list[Property]) -> Property:
+def property_spec(report: Report, element: Element, earlier: list[Property]) -> Property:
     """``<property name= type=>value</property>``; ``earlier``: the context's properties so far."""
-    found = attributes(element, "name", "type")
+    found = attributes(report, element, "name", "type")
     prop = required(element, found, "name")
     if prop.startswith(ENGINE_PREFIX):
         raise error(element, f'property "{prop}": {ENGINE_PREFIX} properties are the engine\'s own')
@@ -222,12 +277,12 @@ def property_spec(element: Element, earlier: list[Property]) -> Property:
     return Property(prop, kind, value, line(element))
 
 
-def fault_codes(element: Element) -> tuple[str, ...]:
+def fault_codes(report: Report, element: Element) -> tuple[str, ...]:
     """The codes of a ``<faults>`` child: ``<case code="A, B">`` or ``<default>`` (none)."""
     if element.tag == "default":
-        attributes(element)
+        attributes(report, element)
         return ()
-    raw = required(element, attributes(element, "code"), "code")
+    raw = required(element, attributes(report, element, "code"), "code")
     codes = tuple(code.strip() for code in raw.split(","))
     if not all(codes):
         raise error(element, f'<case code="{raw}">: one of the fault codes is empty')

@@ -5,10 +5,10 @@ instance's progress in its own JSON state and looks specs up by their path.
 
 Paths name activities inside a definition. The root ``<process>`` is ``""``; its n-th activity
 child is ``"n"``; a grandchild is ``"n_m"``, and so on (``<context>`` and ``<condition>`` take no
-index). A switch's ``<case>`` and ``<default>`` elements are indexed like activities. The k-th
-fault handler of a block (``<faults>`` cases in document order, ``<default>`` last) runs its
-activities at ``<block>_f<k>_<i>``. The activity id seen on the wire is the process id, then
-``_`` and the path when the path is not empty.
+index, wherever they stand). A switch's ``<case>`` and ``<default>`` elements are indexed like
+activities. The k-th fault handler of a block (``<faults>`` cases in document order, then the
+``<default>``, wherever it stands) runs its activities at ``<block>_f<k>_<i>``. The activity id
+seen on the wire is the process id, then ``_`` and the path when the path is not empty.
 """
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ class Await(Activity):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Fault(Activity):
-    """``<fault code="C" message="M"/>``: raises a fault."""
+    """``<fault code="C" message="M"/>``: raises a fault; ``<fault/>`` raises ``terminate``."""
 
     code: str
     message: str = ""
@@ -212,12 +212,25 @@ class Assign(Activity):
 
 
 @dataclass(frozen=True, slots=True)
+class DefinitionWarning:
+    """Something in a definition that was accepted but ignored (an unknown attribute), at
+    ``line``; ``bureaucratctl validate`` prints it."""
+
+    line: int
+    problem: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.problem}"
+
+
+@dataclass(frozen=True, slots=True)
 class Definition:
-    """A whole parsed definition: the root and every activity by path."""
+    """A whole parsed definition: the root, every activity by path, and what was ignored."""
 
     root: Process
     activities: Mapping[str, Activity] = field(repr=False)
     handlers: Mapping[str, FaultHandler] = field(repr=False)
+    warnings: tuple[DefinitionWarning, ...] = field(default=(), repr=False)
 
     @property
     def name(self) -> str | None:

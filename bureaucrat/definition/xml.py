@@ -1,9 +1,13 @@
 """The XML reader: definition text in, an immutable ``Definition`` (see ``model``) out.
 
-The text is untrusted: lxml parses it without entities, network access, DTDs or huge trees, and
-every problem raises ``DefinitionError`` with the line of the offending element. Each activity
-is read by a short function found through a table from tag name to reader (``_READERS``); paths
-and parents are assigned on the way down, as ``model`` describes.
+The text is untrusted: lxml parses it without entities, network access, DTDs or huge trees.
+The reading is as lenient as the original's where that is harmless: a block's ``<context>`` and
+``<condition>``s may stand anywhere among its children, ``<default>`` anywhere in ``<faults>``,
+and an unknown attribute is ignored with a warning (``Definition.warnings``). What has no
+meaning is a problem; every problem is reported at once, each with its line, by one
+``InvalidDefinitionError`` (a ``DefinitionError``). Each activity is read by a short function found
+through a table from tag name to reader (``_READERS``); paths and parents are assigned on the
+way down, as ``model`` describes.
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Literal, TypedDict, TypeVar
+from functools import partial
+from typing import Any, Literal, TypedDict, TypeVar, cast
 
 from bureaucrat.bounds import MAX_ACTIVITY_PATH
 from bureaucrat.definition import elements as el
@@ -38,6 +43,7 @@ from bureaucrat.definition.model import (
     Switch,
     While,
 )
+from bureaucrat.errors import DefinitionError
 
 MAX_DEPTH = 32
 """Activities nested deeper than this are refused: the engine recurses once per level, and an
@@ -45,13 +51,16 @@ activity's id, which grows with its depth, is part of every workitem id (``bound
 MAX_ACTIVITIES = 100_000
 """A definition with more activities (switch cases and the root included) is refused."""
 
+TERMINATE = "terminate"
+"""The code of a ``<fault/>`` that names none, as in the original."""
+
 A = TypeVar("A", bound=Activity)
+T = TypeVar("T")
 Conditions = Literal["none", "optional", "required"]
 Reader = Callable[["_Builder", Element, "_At"], A]
 
 _SELECT = re.compile(r"[^\s.]+(\.[^\s.]+)*")
 _CALLED = re.compile(r"\$([^\s$]+)")
-_CONDITION = ("condition",)
 _ENGINE_PREFIX = el.ENGINE_PREFIX
 
 
@@ -62,13 +71,19 @@ def is_xml_text(text: str) -> bool:
 
 
 def parse_definition(source: str | bytes) -> Definition:
-    """Read a definition; ``DefinitionError`` (with the line) if it cannot be accepted."""
-    root = el.parse_xml(source)
-    if root.tag != "process":
-        raise el.error(root, f"the root element must be <process>, not {el.name(root)}")
+    """Read a definition; ``DefinitionError`` (an ``InvalidDefinitionError``, with every
+    problem and its line) if it cannot be accepted. What was ignored is in its ``warnings``."""
+    try:
+        root = el.parse_xml(source)
+        if root.tag != "process":
+            raise el.error(root, f"the root element must be <process>, not {el.name(root)}")
+    except DefinitionError as error:  # malformed XML: the parser's first error is all there is
+        raise el.InvalidDefinitionError([(error.line, error.problem)]) from None
     builder = _Builder()
     process = builder.build(_process, root, _At("", None, 0))
-    return Definition(root=process, activities=builder.activities, handlers=builder.handlers)
+    builder.report.check()
+    warnings = tuple(sorted(builder.report.warnings, key=lambda warning: warning.line))
+    return Definition(process, builder.activities, builder.handlers, warnings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,13 +112,29 @@ def _where(element: Element, at: _At) -> _Where:
 
 @dataclass
 class _Builder:
-    """Reads elements into specs, recording every activity and fault handler by path."""
+    """Reads elements into specs, recording every activity and fault handler by path.
+
+    A problem in one element is kept in ``report`` and the reading goes on with the next
+    element, so that one reading finds every problem; the specs built meanwhile are never
+    returned (``parse_definition`` raises them all at the end).
+    """
 
     activities: dict[str, Activity] = field(default_factory=dict)
     handlers: dict[str, FaultHandler] = field(default_factory=dict)
+    report: el.Report = field(default_factory=el.Report)
     count: int = 0
 
     def build(self, read: Reader[A], element: Element, at: _At) -> A:
+        try:
+            self._bounds(element, at)
+            spec = read(self, element, at)
+        except DefinitionError as problem:
+            self.report.problem(problem)
+            spec = cast(A, Sequence(**_where(element, at)))  # never returned: there is a problem
+        self.activities[at.path] = spec
+        return spec
+
+    def _bounds(self, element: Element, at: _At) -> None:
         if at.depth > MAX_DEPTH:
             raise el.error(element, f"activities are nested more than {MAX_DEPTH} levels deep")
         if len(at.path) > MAX_ACTIVITY_PATH:
@@ -114,10 +145,18 @@ class _Builder:
             )
         self.count += 1
         if self.count > MAX_ACTIVITIES:
-            raise el.error(element, f"the definition has more than {MAX_ACTIVITIES} activities")
-        spec = read(self, element, at)
-        self.activities[at.path] = spec
-        return spec
+            self.report.problem(
+                el.error(element, f"the definition has more than {MAX_ACTIVITIES} activities")
+            )
+            raise self.report.failure()  # no reading on: the rest may be as large
+
+    def attempt(self, check: Callable[[], T], default: T) -> T:
+        """``check()``, or ``default`` after keeping the problem it raised."""
+        try:
+            return check()
+        except DefinitionError as problem:
+            self.report.problem(problem)
+            return default
 
     def children(
         self, elements: list[Element], at: _At, parent: str | None = None
@@ -131,29 +170,35 @@ class _Builder:
     def context(self, element: Element | None, at: _At) -> Context | None:
         if element is None:
             return None
-        el.attributes(element)
+        el.attributes(self.report, element)
         properties: list[Property] = []
         faults: list[Element] = []
-        for child in el.children(element):
+        for child in el.children(self.report, element):
             if child.tag == "property":
-                properties.append(el.property_spec(child, properties))
+                spec = self.attempt(partial(el.property_spec, self.report, child, properties), None)
+                if spec is not None:
+                    properties.append(spec)
             elif child.tag == "faults" and not faults:
                 faults.append(child)
             elif child.tag == "faults":
-                raise el.error(child, "<context> can have only one <faults>")
+                self.report.problem(el.error(child, "<context> can have only one <faults>"))
             else:
-                raise el.misplaced(child, element, context=False)
+                self.report.problem(el.misplaced(child, element))
         handlers = self.faults(faults[0], at) if faults else ()
         return Context(tuple(properties), handlers)
 
     def faults(self, element: Element, at: _At) -> tuple[FaultHandler, ...]:
-        el.attributes(element)
-        cases = _cases(element, need_case=False)
+        """The handlers of ``<faults>``: its cases in document order, then its ``<default>``,
+        wherever it stands (as the original, which tried it last)."""
+        el.attributes(self.report, element)
+        cases = _cases(self, element, need_case=False, default_last=False)
+        cases.sort(key=lambda case: case.tag == "default")
         return tuple(self.handler(case, at, index) for index, case in enumerate(cases))
 
     def handler(self, element: Element, block: _At, index: int) -> FaultHandler:
-        codes = el.fault_codes(element)
-        body = _body(element, context=False)
+        codes: tuple[str, ...] = ("?",)  # only when there is a problem: never returned
+        codes = self.attempt(partial(el.fault_codes, self.report, element), codes)
+        body = _body(self, element, context=False)
         at = replace(block.child(f"f{index}"), depth=block.depth)  # not an activity itself
         activities = self.children(body.activities, at, parent=block.path)
         handler = FaultHandler(codes, activities, at.path, el.line(element))
@@ -171,109 +216,134 @@ class _Body:
 
 
 def _body(
-    element: Element, *, context: bool, conditions: Conditions = "none", activities: bool = True
+    builder: _Builder,
+    element: Element,
+    *,
+    context: bool,
+    conditions: Conditions = "none",
+    activities: bool = True,
 ) -> _Body:
-    """Sort the children: the ``<context>`` if ``context``, conditions, activities."""
-    children = el.children(element)
-    start = 1 if context and children and children[0].tag == "context" else 0
-    end = start
-    while conditions != "none" and end < len(children) and children[end].tag == "condition":
-        end += 1
-    for child in children[end:]:
-        if not (activities and child.tag in _READERS):
-            accepted = _CONDITION if conditions != "none" else ()
-            raise el.misplaced(child, element, context=context, conditions=accepted)
-    if conditions == "required" and end == start:
-        raise el.error(element, f"{el.name(element)} needs at least one <condition>")
-    owned = children[0] if start else None
-    return _Body(owned, tuple(el.condition(child) for child in children[start:end]), children[end:])
+    """Sort the children: the ``<context>`` if ``context`` (at most one), the conditions
+    (if ``conditions`` says they may be there), the activities; each may stand anywhere, as
+    in the original. Anything else is a problem, kept in the builder's report."""
+    report = builder.report
+    owned: Element | None = None
+    found: list[Expression] = []
+    seen = 0
+    acts: list[Element] = []
+    for child in el.children(report, element):
+        if child.tag == "context" and context:
+            if owned is None:
+                owned = child
+            else:
+                report.problem(el.error(child, f"{el.name(element)} can have only one <context>"))
+        elif child.tag == "condition" and conditions != "none":
+            seen += 1
+            expression = builder.attempt(partial(el.condition, report, child), None)
+            if expression is not None:
+                found.append(expression)
+        elif activities and child.tag in _READERS:
+            acts.append(child)
+        else:
+            report.problem(el.misplaced(child, element))
+    if conditions == "required" and not seen:
+        report.problem(el.error(element, f"{el.name(element)} needs at least one <condition>"))
+    return _Body(owned, tuple(found), acts)
 
 
-def _cases(element: Element, *, need_case: bool) -> list[Element]:
-    """The children of ``<switch>`` or ``<faults>``: cases, then at most one default, last."""
-    children = el.children(element)
+def _cases(
+    builder: _Builder, element: Element, *, need_case: bool, default_last: bool
+) -> list[Element]:
+    """The children of ``<switch>`` or ``<faults>``: cases and at most one default (the last
+    child if ``default_last``)."""
+    report = builder.report
+    children = el.children(report, element)
+    accepted: list[Element] = []
+    defaults = 0
     for index, child in enumerate(children):
         if child.tag not in ("case", "default"):
-            raise el.misplaced(child, element, context=False)
-        if child.tag == "default" and index != len(children) - 1:
-            raise el.error(child, f"<default> must be the last child of {el.name(element)}")
-    if need_case and (not children or children[0].tag != "case"):
-        raise el.error(element, f"{el.name(element)} needs at least one <case>")
-    return children
+            report.problem(el.misplaced(child, element))
+            continue
+        if child.tag == "default":
+            defaults += 1
+            if default_last and index != len(children) - 1:
+                where = el.name(element)
+                report.problem(el.error(child, f"<default> must be the last child of {where}"))
+                continue
+            if defaults > 1:
+                report.problem(el.error(child, f"{el.name(element)} can have only one <default>"))
+                continue
+        accepted.append(child)
+    if need_case and not any(child.tag == "case" for child in children):
+        report.problem(el.error(element, f"{el.name(element)} needs at least one <case>"))
+    return accepted
 
 
 # readers, one per activity element --------------------------------------------------------------
 
 
-def _process(builder: _Builder, element: Element, at: _At) -> Process:
-    name = el.name_attribute(element, el.attributes(element, "name"), "name", needed=False)
-    body = _body(element, context=True)
+def _block(builder: _Builder, element: Element, at: _At, conditions: Conditions = "none") -> Any:
+    """What every block has: its place, its ``<context>``, its activities (and conditions)."""
+    body = _body(builder, element, context=True, conditions=conditions)
     context = builder.context(body.context, at)
     children = builder.children(body.activities, at)
-    return Process(**_where(element, at), context=context, children=children, name=name)
+    extra = {"conditions": body.conditions} if conditions != "none" else {}
+    return {**_where(element, at), "context": context, "children": children, **extra}
+
+
+def _process(builder: _Builder, element: Element, at: _At) -> Process:
+    # parent=: the original's <call> set it on the definition it launched; it means nothing here
+    found = el.attributes(builder.report, element, "name", "parent")
+    name = builder.attempt(lambda: el.name_attribute(element, found, "name", needed=False), None)
+    return Process(**_block(builder, element, at), name=name)
 
 
 def _sequence(builder: _Builder, element: Element, at: _At) -> Sequence:
-    el.attributes(element)
-    body = _body(element, context=True)
-    context = builder.context(body.context, at)
-    children = builder.children(body.activities, at)
-    return Sequence(**_where(element, at), context=context, children=children)
+    el.attributes(builder.report, element)
+    return Sequence(**_block(builder, element, at))
 
 
 def _all(builder: _Builder, element: Element, at: _At) -> All:
-    el.attributes(element)
-    body = _body(element, context=True)
-    context = builder.context(body.context, at)
-    children = builder.children(body.activities, at)
-    return All(**_where(element, at), context=context, children=children)
+    el.attributes(builder.report, element)
+    return All(**_block(builder, element, at))
 
 
 def _while(builder: _Builder, element: Element, at: _At) -> While:
-    el.attributes(element)
-    body = _body(element, context=True, conditions="required")
-    context = builder.context(body.context, at)
-    children = builder.children(body.activities, at)
-    conditions = body.conditions
-    return While(**_where(element, at), context=context, children=children, conditions=conditions)
+    el.attributes(builder.report, element)
+    return While(**_block(builder, element, at, conditions="required"))
 
 
 def _foreach(builder: _Builder, element: Element, at: _At) -> Foreach:
-    select = el.required(element, el.attributes(element, "select"), "select")
+    found = el.attributes(builder.report, element, "select")
+    select = builder.attempt(lambda: _select(element, found), "")
+    return Foreach(**_block(builder, element, at), select=select)
+
+
+def _select(element: Element, found: dict[str, str]) -> str:
+    select = el.required(element, found, "select")
     if not _SELECT.fullmatch(select):
         raise el.error(element, f'<foreach select="{select}">: expected a dotted path like a.b')
-    body = _body(element, context=True)
-    context = builder.context(body.context, at)
-    children = builder.children(body.activities, at)
-    return Foreach(**_where(element, at), context=context, children=children, select=select)
+    return select
 
 
 def _switch(builder: _Builder, element: Element, at: _At) -> Switch:
-    el.attributes(element)
-    cases = _cases(element, need_case=True)
+    el.attributes(builder.report, element)
+    cases = _cases(builder, element, need_case=True, default_last=True)
     specs = tuple(builder.build(_case, case, at.child(k)) for k, case in enumerate(cases))
     return Switch(**_where(element, at), cases=specs)
 
 
 def _case(builder: _Builder, element: Element, at: _At) -> Case:
-    el.attributes(element)
+    el.attributes(builder.report, element)
     is_default = element.tag == "default"
-    body = _body(element, context=True, conditions="none" if is_default else "required")
-    context = builder.context(body.context, at)
-    children = builder.children(body.activities, at)
-    conditions = body.conditions
-    return Case(
-        **_where(element, at),
-        context=context,
-        children=children,
-        conditions=conditions,
-        is_default=is_default,
-    )
+    conditions: Conditions = "none" if is_default else "required"
+    block = _block(builder, element, at, conditions=conditions)
+    return Case(**block, is_default=is_default)
 
 
 def _action(builder: _Builder, element: Element, at: _At) -> Action:
     names = ("participant", "kind", "queue", "timeout", "retries", "retry-delay")
-    found = el.attributes(element, *names)
+    found = el.attributes(builder.report, element, *names)
     el.leaf(element)
     return Action(
         **_where(element, at),
@@ -296,7 +366,7 @@ def _queue(element: Element, found: dict[str, str]) -> str | None:
 
 
 def _call(builder: _Builder, element: Element, at: _At) -> Call:
-    process = el.required(element, el.attributes(element, "process"), "process")
+    process = el.required(element, el.attributes(builder.report, element, "process"), "process")
     el.leaf(element)
     called = _CALLED.fullmatch(process)
     if called is None:
@@ -306,7 +376,7 @@ def _call(builder: _Builder, element: Element, at: _At) -> Call:
 
 
 def _delay(builder: _Builder, element: Element, at: _At) -> Delay:
-    found = el.attributes(element, "duration")
+    found = el.attributes(builder.report, element, "duration")
     el.required(element, found, "duration")
     el.leaf(element)
     duration = el.optional(element, found, "duration", values.non_negative_seconds)
@@ -314,22 +384,24 @@ def _delay(builder: _Builder, element: Element, at: _At) -> Delay:
 
 
 def _await(builder: _Builder, element: Element, at: _At) -> Await:
-    found = el.attributes(element, "event", "timeout")
+    found = el.attributes(builder.report, element, "event", "timeout")
     event = str(el.name_attribute(element, found, "event", needed=True))
     timeout = el.optional(element, found, "timeout", values.positive_seconds)
-    body = _body(element, context=False, conditions="optional", activities=False)
+    body = _body(builder, element, context=False, conditions="optional", activities=False)
     return Await(**_where(element, at), event=event, conditions=body.conditions, timeout=timeout)
 
 
 def _fault(builder: _Builder, element: Element, at: _At) -> Fault:
-    found = el.attributes(element, "code", "message")
+    """``<fault/>`` without ``code`` raises ``terminate``, the original's code."""
+    found = el.attributes(builder.report, element, "code", "message")
     el.leaf(element)
-    code = el.required(element, found, "code") if "code" in found else "Fault"
+    code = el.required(element, found, "code") if "code" in found else TERMINATE
     return Fault(**_where(element, at), code=code, message=found.get("message", ""))
 
 
 def _assign(builder: _Builder, element: Element, at: _At) -> Assign:
-    name = el.required(element, el.attributes(element, "property"), "property")
+    found = el.attributes(builder.report, element, "property")
+    name = el.required(element, found, "property")
     if name.startswith(_ENGINE_PREFIX):
         raise el.error(
             element, f'<assign property="{name}">: {_ENGINE_PREFIX} properties are read-only'

@@ -85,9 +85,12 @@ def _loop(runtime: Runtime, spec: While) -> None:
 
 
 def start_foreach(runtime: Runtime, spec: Foreach) -> None:
-    """``<foreach select="a.b">``: the body once per element, ``inst:current`` set to it."""
+    """``<foreach select="a.b">``: the body once per element of the list ``a.b``, read from the
+    scope around the foreach (as the original); ``inst:current`` is the element and
+    ``inst:iteration`` counts from 1. Its own ``<context>`` is fresh for every element.
+    Completes after the body ran for the last element."""
+    selection = _select(runtime.context(spec.parent or ""), spec.select)
     runtime.open_scope(spec)
-    selection = _select(runtime.context(spec.path), spec.select)
     if not isinstance(selection, list):
         runtime.fault(
             spec.path,
@@ -103,19 +106,21 @@ def foreach_child_done(runtime: Runtime, spec: Foreach, child: str) -> None:
     index = _index(child) + 1
     if index < len(spec.children):
         _run_list(runtime, spec, spec.children, index)
-    else:
-        _iterate(runtime, spec, runtime.scopes[spec.path]["inst:iteration"] + 1)
+    else:  # inst:iteration counts from 1: it is the index of the next element
+        _iterate(runtime, spec, runtime.scopes[spec.path]["inst:iteration"])
 
 
-def _iterate(runtime: Runtime, spec: Foreach, iteration: int) -> None:
+def _iterate(runtime: Runtime, spec: Foreach, index: int) -> None:
+    """Run the body for element ``index`` (from 0), in a fresh copy of the foreach's context."""
     selection = runtime.scopes[spec.path]["inst:selection"]
-    if iteration >= len(selection) or not spec.children:
+    if index >= len(selection) or not spec.children:
         runtime.complete(spec.path)
         return
-    writes = [
-        (spec.path, "inst:iteration", iteration),
-        (spec.path, "inst:current", selection[iteration]),
-    ]
+    writes = []
+    if index and spec.context is not None:  # the first element has the scope as just opened
+        writes = [(spec.path, prop.name, prop.value) for prop in spec.context.properties]
+    writes.append((spec.path, "inst:iteration", index + 1))
+    writes.append((spec.path, "inst:current", selection[index]))
     if sizes.store(runtime, writes, spec.path, "the current element"):
         _run_list(runtime, spec, spec.children, 0)
 

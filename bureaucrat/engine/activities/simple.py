@@ -11,7 +11,8 @@ if TYPE_CHECKING:
 
 
 def start_fault(runtime: Runtime, spec: Fault) -> None:
-    """``<fault code= message=/>``: raises the fault; never completes."""
+    """``<fault code= message=/>``: raises the fault (code ``terminate`` when the element names
+    none, as the original); never completes."""
     runtime.fault(spec.path, spec.code, spec.message)
 
 
