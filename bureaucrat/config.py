@@ -51,6 +51,8 @@ class Config:
     notifications_exchange: str = "bureaucrat.notifications"
     worker_queue_prefix: str = "worker_"
     taskqueue_type: str = "taskqueue"
+    celery_routing: str = "celery"
+    celery_protocol: int = 2
     prefetch: int = 100
     timer_interval: float = 0.25
     dedupe_window: float = 7 * 24 * 3600.0
@@ -83,6 +85,8 @@ _KEYS: Mapping[tuple[str, str], str] = {
     ("bureaucrat", "notifications_exchange"): "notifications_exchange",
     ("bureaucrat", "worker_queue_prefix"): "worker_queue_prefix",
     ("bureaucrat", "taskqueue_type"): "taskqueue_type",
+    ("bureaucrat", "celery_routing"): "celery_routing",
+    ("bureaucrat", "celery_protocol"): "celery_protocol",
     ("bureaucrat", "prefetch"): "prefetch",
     ("bureaucrat", "timer_interval"): "timer_interval",
     ("bureaucrat", "dedupe_window"): "dedupe_window",
@@ -188,13 +192,20 @@ def _boolean(text: str) -> bool:
 
 
 def _original_amqp_url(path: Path, section: configparser.SectionProxy) -> str:
-    host = section.get("host", "localhost").strip()
-    port = section.get("port", "5672").strip()
+    parts = {key: section[key] for key in _ORIGINAL_AMQP if key in section}
+    return original_amqp_url(parts, f"{path}: [amqp]")
+
+
+def original_amqp_url(parts: Mapping[str, str], where: str) -> str:
+    """The broker URL the original's ``host``, ``port``, ``user``, ``passwd`` and ``vhost``
+    make (each optional: localhost, 5672, guest, guest, /); ``where`` names them in errors."""
+    host = parts.get("host", "localhost").strip()
+    port = parts.get("port", "5672").strip()
     if not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ConfigError(f"{path}: [amqp] port = {port!r} is not a port number (1 to 65535)")
-    user = quote(section.get("user", "guest").strip(), safe="")
-    password = quote(section.get("passwd", "guest").strip(), safe="")
-    vhost = quote(section.get("vhost", "/").strip(), safe="")
+        raise ConfigError(f"{where} port = {port!r} is not a port number (1 to 65535)")
+    user = quote(parts.get("user", "guest").strip(), safe="")
+    password = quote(parts.get("passwd", "guest").strip(), safe="")
+    vhost = quote(parts.get("vhost", "/").strip(), safe="")
     return f"amqp://{user}:{password}@{host}:{port}/{vhost}"
 
 
@@ -273,6 +284,8 @@ _CHECKS: Mapping[str, Check] = {
     # a worker queue is <prefix><participant>, and a participant's name has up to MAX_NAME bytes
     "worker_queue_prefix": _name(SHORT_STRING - MAX_NAME),
     "taskqueue_type": _one_of(*KINDS),
+    "celery_routing": _one_of("celery", "original"),
+    "celery_protocol": _between(1, 2),
     "prefetch": _between(1, 65535),
     "timer_interval": _positive,
     "dedupe_window": _at_least(60),
@@ -287,6 +300,11 @@ _CHECKS: Mapping[str, Check] = {
 }
 _SECRET = frozenset({"amqp_url", "database_url"})
 """Fields whose value may hold a password: errors name them without showing the value."""
+
+
+def check_config(config: Config, where: Mapping[str, str]) -> Config:
+    """``config`` checked as a loaded one (``ConfigError`` naming ``where`` a value was set)."""
+    return _checked(config, where)
 
 
 def _checked(config: Config, where: Mapping[str, str]) -> Config:

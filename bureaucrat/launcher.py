@@ -6,6 +6,13 @@
         pid = launcher.launch("order.xml", {"order": 42})
         launcher.send_event("payment_received", {"order": 42}, process_id=pid)
 
+The original's call keeps working: ``Launcher({"host": ..., "user": ..., "passwd": ...,
+"vhost": ..., "launcher_routing_key": ..., "launcher_exchange": ...}).launch(path, fields)``,
+every key optional. ``host``, ``port``, ``user``, ``passwd`` and ``vhost`` make the broker URL;
+launches are published to ``launcher_exchange`` (default: the default exchange, ``""``) with
+``launcher_routing_key`` (default: the launch queue, ``bureaucrat``). Through the default exchange
+the routing key is the launch queue itself, declared like the engine's own.
+
 The definition is checked before it is sent (``DefinitionError`` names the line). The process
 id is chosen here (or given) and sent as the message id, so launching twice with one
 ``process_id`` starts one process. What the engine would dead-letter is refused here with
@@ -15,29 +22,65 @@ id is chosen here (or given) and sent as the message id, so launching twice with
 
 from __future__ import annotations
 
+import logging
 import uuid
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 from bureaucrat.amqp import Broker, Topology
-from bureaucrat.bounds import check_id
-from bureaucrat.config import Config, load_config
+from bureaucrat.bounds import MAX_NAME, SHORT_STRING, check_id
+from bureaucrat.config import Config, check_config, load_config, original_amqp_url
 from bureaucrat.definition import is_xml_text, parse_definition
+from bureaucrat.errors import ConfigError
 from bureaucrat.messages import JSON_TYPE, MessageError, check_fields, check_value, dumps
 
+LOG = logging.getLogger(__name__)
 
-def read_definition(definition_or_path: str | Path) -> str:
-    """The XML of a definition given as text or as the path of a file."""
-    if isinstance(definition_or_path, Path) or not is_xml_text(definition_or_path):
-        return Path(definition_or_path).read_text(encoding="utf-8")
-    return definition_or_path
+
+def read_definition(definition: str | Path | IO[str] | IO[bytes]) -> str:
+    """The XML of a definition given as text, as the path of a file or as an open file."""
+    if not isinstance(definition, str | Path):
+        text = definition.read()
+        return text.decode("utf-8-sig") if isinstance(text, bytes) else text
+    if isinstance(definition, Path) or not is_xml_text(definition):
+        return Path(definition).read_text(encoding="utf-8")
+    return definition
+
+
+ORIGINAL_KEYS = frozenset(
+    {"host", "port", "user", "passwd", "vhost", "launcher_routing_key", "launcher_exchange"}
+)
+"""The keys of the original's ``Launcher(config)`` dict (``port`` is ours)."""
 
 
 class Launcher:
-    def __init__(self, amqp_url: str | None = None, config: Config | None = None) -> None:
-        self.config = config or load_config(None)
-        self.amqp_url = amqp_url or self.config.amqp_url
+    """Publishes launches, events and control messages to the engine.
+
+    ``options`` is the original's dict (see the module docstring) or, as before, the broker
+    URL; ``config`` gives the queue names and the broker URL when neither names one."""
+
+    def __init__(
+        self,
+        options: Mapping[str, Any] | str | None = None,
+        config: Config | None = None,
+        *,
+        amqp_url: str | None = None,
+    ) -> None:
+        config = config or load_config(None)
+        exchange, routing_key = "", config.launch_queue
+        if isinstance(options, str):
+            amqp_url = amqp_url or options
+        elif options is not None:
+            config, exchange, routing_key = _original_options(options, config)
+        self.config = config
+        self.launch_exchange = exchange
+        """Where launches go: the default exchange and the launch queue, unless the original's
+        dict names an exchange (and a routing key on it)."""
+        self.launch_routing_key = routing_key
+        self.amqp_url = amqp_url or config.amqp_url
         self._broker: Broker | None = None
 
     @property
@@ -49,11 +92,14 @@ class Launcher:
 
     def launch(
         self,
-        definition_or_path: str | Path,
+        definition_or_path: str | Path | IO[str] | IO[bytes],
         fields: dict[str, Any] | None = None,
         process_id: str | None = None,
     ) -> str:
-        """Start a process; return its id."""
+        """Start a process; return its id (the original returned nothing).
+
+        ``definition_or_path``: the XML, the path of a file holding it, or an open file (the
+        original took a path or a file). ``fields`` override the definition's root context."""
         source = read_definition(definition_or_path)
         parse_definition(source)
         if process_id is None:
@@ -67,7 +113,7 @@ class Launcher:
         check_value(fields, "fields", depth=1)  # as deep as in the message
         check_fields(fields, "fields")
         body = {"definition": source, "fields": fields}
-        self._send(self.config.launch_queue, body, process_id)
+        self._send(self.launch_routing_key, body, process_id, exchange=self.launch_exchange)
         return process_id
 
     def send_event(
@@ -84,9 +130,11 @@ class Launcher:
         body = {"name": name, "process_id": process_id, **extra}
         self._send(self.config.message_queue, body, uuid.uuid4().hex)
 
-    def _send(self, queue: str, body: dict[str, Any], message_id: str) -> None:
+    def _send(
+        self, routing_key: str, body: dict[str, Any], message_id: str, *, exchange: str = ""
+    ) -> None:
         fields = {"content_type": JSON_TYPE, "delivery_mode": 2, "message_id": message_id}
-        self.broker.publish("", queue, dumps(body), fields)
+        self.broker.publish(exchange, routing_key, dumps(body), fields)
 
     def close(self) -> None:
         if self._broker is not None:
@@ -103,3 +151,39 @@ class Launcher:
         trace: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _original_options(options: Mapping[str, Any], config: Config) -> tuple[Config, str, str]:
+    """``config`` with the broker URL and launch queue the original's dict names, the exchange
+    launches go to and their routing key; ``ConfigError`` for a value that cannot be used."""
+    unknown = sorted(str(key) for key in options if key not in ORIGINAL_KEYS)
+    if unknown:
+        LOG.warning("Launcher: %s not used and ignored", ", ".join(unknown))
+    texts: dict[str, str] = {}
+    for key in ORIGINAL_KEYS & options.keys():
+        value = options[key]
+        if key == "port" and isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str):
+            raise ConfigError(f"Launcher: {key!r} must be a string, not {type(value).__name__}")
+        texts[key] = value
+    where: dict[str, str] = {}
+    amqp_url, launch_queue = config.amqp_url, config.launch_queue
+    if {"host", "port", "user", "passwd", "vhost"} & texts.keys():
+        amqp_url = original_amqp_url(texts, "Launcher:")
+        where["amqp_url"] = "Launcher: host, port, user, passwd, vhost"
+    exchange = texts.get("launcher_exchange", "")
+    routing_key = texts.get("launcher_routing_key", "") or config.launch_queue
+    if exchange:  # the routing key is one on that exchange, not a queue of ours
+        for key, value, limit in (
+            ("launcher_exchange", exchange, MAX_NAME),
+            ("launcher_routing_key", routing_key, SHORT_STRING),
+        ):
+            problem = check_id(value, key, limit)
+            if problem is not None:
+                raise ConfigError(f"Launcher: {problem}")
+    else:
+        launch_queue = routing_key
+        where["launch_queue"] = "Launcher: launcher_routing_key"
+    changed = replace(config, amqp_url=amqp_url, launch_queue=launch_queue)
+    return (check_config(changed, where) if where else config), exchange, routing_key
