@@ -1,5 +1,9 @@
 """``bureaucrat``: run the engine daemon (the original's flags: -f, -c, -p).
 
+Without ``-c`` the config file is the first of ``BUREAUCRAT_CONFIG``,
+``/etc/bureaucrat/bureaucrat.conf`` and the original's ``/etc/taskqueue/config.ini``
+(``config.find_config``); with none of them, the built-in defaults.
+
 The daemon starts with a umask of at least 027, so that its database file and log file are
 private to its user and group, in the foreground too. Its pid file (``-p``) is created
 exclusively, never through a symbolic link, and locked for the daemon's lifetime: a second
@@ -20,7 +24,14 @@ import sys
 from contextlib import suppress
 
 from bureaucrat import __version__
-from bureaucrat.config import Config, load_config, with_absolute_database
+from bureaucrat.config import (
+    CONFIG_VARIABLE,
+    SEARCH_PATHS,
+    Config,
+    find_config,
+    load_config,
+    with_absolute_database,
+)
 from bureaucrat.ctl import printable
 from bureaucrat.errors import BureaucratError, ConfigError
 
@@ -38,8 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
             "database, and dispatches actions to Celery tasks and taskqueue workers."
         ),
         epilog=(
-            "Without a config file it runs on defaults: RabbitMQ on localhost:5672 "
-            "(guest/guest) and the SQLite database bureaucrat.db in the working directory. "
+            f"Without -c it reads the first config file of: ${CONFIG_VARIABLE}, "
+            f"{', '.join(str(path) for path in SEARCH_PATHS[:-1])}, then the original "
+            f"bureaucrat's {SEARCH_PATHS[-1]}. With none of them it runs on defaults: "
+            "RabbitMQ on localhost:5672 (guest/guest) and the SQLite database bureaucrat.db in "
+            "the working directory. In a config file, keys in [DEFAULT] apply to every section. "
             "BUREAUCRAT_AMQP_URL and BUREAUCRAT_DATABASE_URL override the file. "
             "SIGTERM or SIGINT stops it cleanly. Exit status: 0 after a clean stop, 1 when it "
             "cannot start (already running, an outdated database schema), 2 for a config that "
@@ -47,14 +61,28 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument(
-        "-f", "--foreground", action="store_true", help="don't daemonize; log to stderr"
+        "-f",
+        "--foreground",
+        action="store_true",
+        help="don't daemonize: stay attached to the terminal and log to stderr",
     )
-    parser.add_argument("-c", "--config", metavar="CONFIG", help="path to config file (INI)")
+    parser.add_argument(
+        "-c",
+        "--config",
+        metavar="CONFIG",
+        help=(
+            f"path to the config file (INI); without it: ${CONFIG_VARIABLE}, "
+            f"{', '.join(str(path) for path in SEARCH_PATHS)}, else defaults"
+        ),
+    )
     parser.add_argument(
         "-p",
         "--pid-file",
         metavar="PIDFILE",
-        help="write the daemon's pid to PIDFILE, locked while it runs (refused if it is held)",
+        help=(
+            "write the daemon's pid to PIDFILE, locked while it runs (a second daemon with "
+            "the same PIDFILE refuses to start); none by default"
+        ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
@@ -62,8 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    path = args.config if args.config is not None else find_config()
     try:
-        config = load_config(args.config)
+        config = load_config(path)
     except ConfigError as error:
         return _complain(error, 2)
     mask = restrict_umask()
@@ -76,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         if problem is not None:
             return _complain(problem, 1)
         if args.foreground:
-            return run(config, foreground=True, pid_file=pid_file)
-        return daemonize(config, pid_file, mask)
+            return run(config, foreground=True, pid_file=pid_file, source=path)
+        return daemonize(config, pid_file, mask, source=path)
     except ConfigError as error:
         return _complain(error, 2)
     except BureaucratError as error:
@@ -115,14 +144,23 @@ def schema_problem(config: Config) -> str | None:
     return None
 
 
-def run(config: Config, *, foreground: bool, pid_file: PidFile | None = None) -> int:
-    """Serve until stopped; 2 when the config cannot be served (``TopologyError``)."""
+def run(
+    config: Config,
+    *,
+    foreground: bool,
+    pid_file: PidFile | None = None,
+    source: str | os.PathLike[str] | None = None,
+) -> int:
+    """Serve until stopped; 2 when the config cannot be served (``TopologyError``).
+
+    ``source`` is the config file ``config`` was read from (None: the defaults)."""
     from bureaucrat.daemon import Daemon, setup_logging
 
     if foreground:
         setup_logging(config, foreground=True)
     if pid_file is not None:
         pid_file.write(os.getpid())
+    LOG.info("config: %s", "built-in defaults" if source is None else os.fspath(source))
     for ignored in config.ignored:
         LOG.info("config: %s is not used by this version and is ignored", ignored)
     daemon = Daemon(config)
@@ -142,7 +180,12 @@ def _logs_to_stderr() -> bool:
     )
 
 
-def daemonize(config: Config, pid_file: PidFile | None, umask: int) -> int:
+def daemonize(
+    config: Config,
+    pid_file: PidFile | None,
+    umask: int,
+    source: str | os.PathLike[str] | None = None,
+) -> int:
     import daemon as python_daemon
 
     from bureaucrat.daemon import setup_logging
@@ -154,7 +197,7 @@ def daemonize(config: Config, pid_file: PidFile | None, umask: int) -> int:
         working_directory="/", umask=umask, files_preserve=streams
     )
     with context:  # the parent exits here; the daemon goes on
-        return run(config, foreground=False, pid_file=pid_file)
+        return run(config, foreground=False, pid_file=pid_file, source=source)
 
 
 class PidFile:

@@ -4,8 +4,14 @@ Precedence, lowest first: built-in defaults, the file, ``BUREAUCRAT_AMQP_URL`` a
 ``BUREAUCRAT_DATABASE_URL``. The original bureaucrat's files keep working: ``[amqp]`` host, user,
 passwd and vhost make the broker URL when no ``url`` is given; ``[bureaucrat]`` taskqueue_type,
 message_queue and event_queue keep their meaning; its other keys and sections (``storage_dir``,
-the ``logging.config`` sections) are accepted and ignored. ``config/bureaucrat.conf`` documents
-every option.
+the ``logging.config`` sections) are accepted and ignored. As in the original (and in any INI file
+``configparser`` reads), a key in ``[DEFAULT]`` applies to every section that does not set it
+itself. ``config/bureaucrat.conf`` documents every option.
+
+Without a file named on the command line, the daemon takes the first of: the file named by
+``BUREAUCRAT_CONFIG``, ``/etc/bureaucrat/bureaucrat.conf``, the original's
+``/etc/taskqueue/config.ini`` (``SEARCH_PATHS``); with none of them, the defaults
+(``find_config``).
 
 Every value is checked when it is loaded (its type, its range, names that RabbitMQ accepts, URLs
 that parse): a ``ConfigError`` names the file, section and key, or the environment variable, so
@@ -31,6 +37,12 @@ from bureaucrat.errors import ConfigError
 DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/%2F"
 DEFAULT_DATABASE_URL = "sqlite:///bureaucrat.db"
 AMQP_URL_VARIABLE = "BUREAUCRAT_AMQP_URL"
+CONFIG_VARIABLE = "BUREAUCRAT_CONFIG"
+SEARCH_PATHS: tuple[Path, ...] = (
+    Path("/etc/bureaucrat/bureaucrat.conf"),
+    Path("/etc/taskqueue/config.ini"),  # the original's
+)
+"""Where the daemon looks for its config file, in order, after ``BUREAUCRAT_CONFIG``."""
 DATABASE_URL_VARIABLE = "BUREAUCRAT_DATABASE_URL"
 QUEUE_TYPES = ("classic", "quorum")
 KINDS = ("taskqueue", "celery")
@@ -103,9 +115,23 @@ _KEYS: Mapping[tuple[str, str], str] = {
 }
 _WHERE: Mapping[str, str] = {name: f"[{section}] {key}" for (section, key), name in _KEYS.items()}
 _ORIGINAL_AMQP = ("host", "port", "user", "passwd", "vhost")
-_IGNORED_SECTIONS = {"DEFAULT", "formatters", "handlers", "loggers", "taskqueue"}
+_IGNORED_SECTIONS = {"formatters", "handlers", "loggers", "taskqueue"}
+_DEFAULT = "DEFAULT"
 _QUEUES = ("launch_queue", "message_queue", "event_queue", "dead_letter_queue")
 _EXCHANGES = ("exchange", "notifications_exchange")
+
+
+def find_config(environ: Mapping[str, str] = os.environ) -> Path | None:
+    """The config file the daemon reads when none is named: ``BUREAUCRAT_CONFIG`` (when set and
+    not empty, even if the file is missing: ``load_config`` then says so), else the first of
+    ``SEARCH_PATHS`` that exists, else None (the defaults)."""
+    named = environ.get(CONFIG_VARIABLE)
+    if named:
+        return Path(named)
+    for candidate in SEARCH_PATHS:
+        if candidate.exists():
+            return candidate
+    return None
 
 
 def load_config(path: str | Path | None = None, environ: Mapping[str, str] = os.environ) -> Config:
@@ -129,7 +155,7 @@ def _from_file(path: Path) -> tuple[Config, dict[str, str]]:
     parser = configparser.ConfigParser(
         interpolation=None,
         inline_comment_prefixes=(";", "#"),
-        default_section="\x00",  # the original's [DEFAULT] is a section like any other
+        default_section="\x00",  # [DEFAULT] is read as a section, and applied below
     )
     try:
         with path.open(encoding="utf-8-sig") as handle:
@@ -147,19 +173,32 @@ def _from_file(path: Path) -> tuple[Config, dict[str, str]]:
     where: dict[str, str] = {}
     ignored: list[str] = []
     types = {f.name: str(f.type) for f in fields(Config)}
+    defaults = dict(parser.items(_DEFAULT, raw=True)) if parser.has_section(_DEFAULT) else {}
+    used_defaults: set[str] = set()
     for section in parser.sections():
+        if section == _DEFAULT:
+            continue
         if section in _IGNORED_SECTIONS:
             ignored.append(f"[{section}]")
             continue
-        for key, text in parser.items(section, raw=True):
+        own = dict(parser.items(section, raw=True))
+        for key, text in {**defaults, **own}.items():
+            inherited = key not in own  # a [DEFAULT] key the section does not set itself
             name = _KEYS.get((section, key))
+            if name is None and not (section == "amqp" and key in _ORIGINAL_AMQP):
+                if not inherited:  # an unused [DEFAULT] key is listed once, below
+                    ignored.append(f"[{section}] {key}")
+                continue
+            if inherited:
+                used_defaults.add(key)
             if name is not None:
-                where[name] = f"{path}: {_WHERE[name]}"
+                origin = f"[{_DEFAULT}] {key} (for [{section}])" if inherited else _WHERE[name]
+                where[name] = f"{path}: {origin}"
                 values[name] = _convert(where[name], text, types[name])
-            elif not (section == "amqp" and key in _ORIGINAL_AMQP):
-                ignored.append(f"[{section}] {key}")
+    ignored.extend(f"[{_DEFAULT}] {key}" for key in defaults if key not in used_defaults)
     if "amqp_url" not in values and parser.has_section("amqp"):
-        values["amqp_url"] = _original_amqp_url(path, parser["amqp"])
+        parts = {**defaults, **dict(parser.items("amqp", raw=True))}
+        values["amqp_url"] = _original_amqp_url(path, parts)
         where["amqp_url"] = f"{path}: [amqp] host, port, user, passwd, vhost"
     config = replace(Config(), **values, ignored=tuple(ignored))  # type: ignore[arg-type]
     return config, where
@@ -191,7 +230,7 @@ def _boolean(text: str) -> bool:
     raise ValueError(text)
 
 
-def _original_amqp_url(path: Path, section: configparser.SectionProxy) -> str:
+def _original_amqp_url(path: Path, section: Mapping[str, str]) -> str:
     parts = {key: section[key] for key in _ORIGINAL_AMQP if key in section}
     return original_amqp_url(parts, f"{path}: [amqp]")
 

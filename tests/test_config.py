@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bureaucrat.config import DEFAULT_AMQP_URL, Config, load_config
+from bureaucrat import cli, config
+from bureaucrat.config import DEFAULT_AMQP_URL, Config, find_config, load_config
 from bureaucrat.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -191,9 +192,136 @@ def test_good_values_at_the_edges_are_accepted(tmp_path: Path) -> None:
     assert config.queue_type == "quorum" and config.log_level == "WARNING"
 
 
-def test_the_original_default_section_stays_ignored(tmp_path: Path) -> None:
+def test_default_keys_apply_to_every_section(tmp_path: Path) -> None:
+    """As in the original (``configparser``): a ``[DEFAULT]`` key is in every section that does
+    not set it itself; an error names ``[DEFAULT]``."""
     path = tmp_path / "config.ini"
-    path.write_text("[DEFAULT]\nprefetch = nonsense\n[bureaucrat]\nevent_queue = ev\n")
+    path.write_text(
+        "[DEFAULT]\nprefetch = 7\nevent_queue = shared_events\nhost = rabbit.example\n"
+        "passwd = s3cret\n"
+        "[amqp]\nuser = bob\n"
+        "[bureaucrat]\nevent_queue = ev\n"
+    )
     config = load_config(path, environ={})
-    assert (config.prefetch, config.event_queue) == (100, "ev")
-    assert "[DEFAULT]" in config.ignored
+    assert (config.prefetch, config.event_queue) == (7, "ev")  # the section's own value wins
+    assert config.amqp_url == "amqp://bob:s3cret@rabbit.example:5672/%2F"
+    assert config.ignored == ("[DEFAULT] event_queue",)  # every section using it has its own
+    path.write_text("[DEFAULT]\nprefetch = nonsense\n[bureaucrat]\nevent_queue = ev\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    assert "[DEFAULT] prefetch (for [bureaucrat]) = 'nonsense' is not a valid int" in str(
+        caught.value
+    )
+
+
+def test_a_default_key_applies_only_to_sections_that_exist(tmp_path: Path) -> None:
+    """As ``configparser`` (and so the original): no ``[amqp]``, no broker from ``[DEFAULT]``."""
+    path = tmp_path / "config.ini"
+    path.write_text("[DEFAULT]\nhost = rabbit.example\nprefetch = 7\n")
+    config = load_config(path, environ={})
+    assert (config.amqp_url, config.prefetch) == (DEFAULT_AMQP_URL, 100)
+    assert config.ignored == ("[DEFAULT] host", "[DEFAULT] prefetch")
+
+
+def test_an_unused_default_key_is_listed_once_not_in_every_section(tmp_path: Path) -> None:
+    """The original's taskqueue.ini hands ``test = yes`` to its workers through [DEFAULT]."""
+    path = tmp_path / "config.ini"
+    path.write_text(
+        "[DEFAULT]\ntest = yes\nlevel = debug\n"
+        "[amqp]\nhost = localhost\n[bureaucrat]\nstorage_dir = /tmp/p\n[logging]\n"
+        "[taskqueue]\nworkers = participant1\n[handler_consoleHandler]\nclass = StreamHandler\n"
+    )
+    config = load_config(path, environ={})
+    assert config.log_level == "DEBUG"  # [logging] level, from [DEFAULT]
+    assert sorted(config.ignored) == [
+        "[DEFAULT] test",
+        "[bureaucrat] storage_dir",
+        "[handler_consoleHandler] class",
+        "[taskqueue]",
+    ]
+    path.write_text("[DEFAULT]\n; nothing\n[bureaucrat]\n")  # the original's config.ini
+    assert load_config(path, environ={}).ignored == ()
+
+
+# where the daemon finds its config file without -c ---------------------------------------------
+
+
+@pytest.fixture
+def search(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """``SEARCH_PATHS`` made two files under ``tmp_path`` (neither exists yet), and
+    ``BUREAUCRAT_CONFIG`` unset."""
+    ours, original = tmp_path / "etc-bureaucrat.conf", tmp_path / "etc-taskqueue-config.ini"
+    monkeypatch.setattr(config, "SEARCH_PATHS", (ours, original))
+    monkeypatch.delenv("BUREAUCRAT_CONFIG", raising=False)
+    # a daemon that would run on its defaults stops at once instead (exit status 2)
+    monkeypatch.setenv("BUREAUCRAT_DATABASE_URL", "not a database URL")
+    return ours, original
+
+
+def test_the_shipped_search_paths_are_ours_then_the_originals() -> None:
+    assert (
+        Path("/etc/bureaucrat/bureaucrat.conf"),
+        Path("/etc/taskqueue/config.ini"),
+    ) == config.SEARCH_PATHS
+
+
+def test_the_config_search_order(search: tuple[Path, Path], tmp_path: Path) -> None:
+    ours, original = search
+    named = tmp_path / "named.conf"
+    assert find_config({}) is None  # nothing anywhere: the defaults
+    original.write_text("[bureaucrat]\n")
+    assert find_config({}) == original
+    ours.write_text("[bureaucrat]\n")
+    assert find_config({}) == ours
+    assert find_config({"BUREAUCRAT_CONFIG": str(named)}) == named  # even before it exists
+    assert find_config({"BUREAUCRAT_CONFIG": ""}) == ours  # empty: as if unset
+
+
+def daemon_refusal(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """What ``bureaucrat`` says on stderr when it refuses its config (exit status 2)."""
+    assert cli.main(argv) == 2
+    return capsys.readouterr().err
+
+
+BAD = "[bureaucrat]\nprefetch = many\n"  # refused before anything starts: it shows which file
+
+
+def test_the_daemon_reads_the_first_file_found_without_c(
+    search: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    ours, original = search
+    assert "BUREAUCRAT_DATABASE_URL" in daemon_refusal(["-f"], capsys)  # no file: the defaults
+    original.write_text(BAD)
+    assert f"{original}: [bureaucrat] prefetch = 'many'" in daemon_refusal(["-f"], capsys)
+    ours.write_text(BAD)
+    assert f"{ours}: [bureaucrat] prefetch" in daemon_refusal(["-f"], capsys)
+    named = tmp_path / "named.conf"
+    monkeypatch.setenv("BUREAUCRAT_CONFIG", str(named))
+    assert f"{named}: cannot read the config file" in daemon_refusal(["-f"], capsys)
+    named.write_text(BAD)
+    assert f"{named}: [bureaucrat] prefetch" in daemon_refusal(["-f"], capsys)
+    given = tmp_path / "given.conf"
+    given.write_text(BAD)
+    assert f"{given}: [bureaucrat] prefetch" in daemon_refusal(["-f", "-c", str(given)], capsys)
+
+
+def test_help_says_where_the_config_comes_from_and_what_the_flags_do(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--help"])
+    assert exited.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # as one line, whatever the width
+    for phrase in (
+        "-f, --foreground don't daemonize",
+        "-c CONFIG, --config CONFIG path to the config file",
+        "-p PIDFILE, --pid-file PIDFILE write the daemon's pid to PIDFILE",
+        "Without -c it reads the first config file of: $BUREAUCRAT_CONFIG, "
+        "/etc/bureaucrat/bureaucrat.conf, then the original bureaucrat's "
+        "/etc/taskqueue/config.ini. With none of them it runs on defaults",
+        "keys in [DEFAULT] apply to every section",
+    ):
+        assert phrase in text, phrase
