@@ -905,3 +905,14 @@ def test_validate_prints_warnings_and_exits_0(
         f"{path}:2: warning: unknown attribute description on <sequence> ignored (it takes none)"
     ]
     assert printed.out.splitlines() == [f"{path}: valid (2 activities)"]
+
+
+def test_the_warnings_kept_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(elements, "MAX_WARNINGS", 3)
+    definition = parse_definition(process("\n".join("<sequence a='1' b='2'/>" for _ in range(5))))
+    assert [(w.line, w.problem[:23]) for w in definition.warnings] == [
+        (2, "unknown attribute a on "),
+        (2, "unknown attribute b on "),
+        (3, "unknown attribute a on "),
+        (3, "and 7 more warnings, no"),
+    ]

@@ -42,6 +42,8 @@ _LOCATION = re.compile(r", line \d+, column \d+$")
 
 MAX_PROBLEMS = 100
 """A reading stops after this many problems: they are reported, the rest is not read."""
+MAX_WARNINGS = 100
+"""Warnings kept for one definition; more are only counted."""
 _SHOWN = 10
 """Problems spelled out in an ``InvalidDefinitionError``'s message (``problems`` holds them all)."""
 
@@ -70,6 +72,8 @@ class Report:
 
     problems: list[tuple[int | None, str]] = field(default_factory=list)
     warnings: list[DefinitionWarning] = field(default_factory=list)
+    unshown: int = 0
+    """Warnings past ``MAX_WARNINGS``, counted only."""
 
     def problem(self, error: DefinitionError) -> None:
         """Keep ``error`` and read on; at ``MAX_PROBLEMS``, stop the reading."""
@@ -80,7 +84,18 @@ class Report:
             raise self.failure()
 
     def warn(self, element: Element, text: str) -> None:
-        self.warnings.append(DefinitionWarning(line(element), text))
+        if len(self.warnings) < MAX_WARNINGS:
+            self.warnings.append(DefinitionWarning(line(element), text))
+        else:
+            self.unshown += 1
+
+    def kept_warnings(self) -> tuple[DefinitionWarning, ...]:
+        """The warnings in the order of their lines; past ``MAX_WARNINGS``, how many more."""
+        kept = sorted(self.warnings, key=lambda warning: warning.line)
+        if self.unshown:
+            last = kept[-1].line
+            kept.append(DefinitionWarning(last, f"and {self.unshown} more warnings, not shown"))
+        return tuple(kept)
 
     def failure(self) -> InvalidDefinitionError:
         return InvalidDefinitionError(sorted(self.problems, key=lambda found: found[0] or 0))

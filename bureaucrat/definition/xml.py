@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any, Literal, TypedDict, TypeVar, cast
+from typing import Literal, TypedDict, TypeVar, cast
 
 from bureaucrat.bounds import MAX_ACTIVITY_PATH
 from bureaucrat.definition import elements as el
@@ -82,7 +82,7 @@ def parse_definition(source: str | bytes) -> Definition:
     builder = _Builder()
     process = builder.build(_process, root, _At("", None, 0))
     builder.report.check()
-    warnings = tuple(sorted(builder.report.warnings, key=lambda warning: warning.line))
+    warnings = builder.report.kept_warnings()
     return Definition(process, builder.activities, builder.handlers, warnings)
 
 
@@ -282,41 +282,52 @@ def _cases(
 # readers, one per activity element --------------------------------------------------------------
 
 
-def _block(builder: _Builder, element: Element, at: _At, conditions: Conditions = "none") -> Any:
-    """What every block has: its place, its ``<context>``, its activities (and conditions)."""
+class _Parts(_Where):
+    context: Context | None
+    children: tuple[Activity, ...]
+
+
+def _block(
+    builder: _Builder, element: Element, at: _At, conditions: Conditions = "none"
+) -> tuple[_Parts, tuple[Expression, ...]]:
+    """What every block has: its place, its ``<context>`` and its activities; its conditions."""
     body = _body(builder, element, context=True, conditions=conditions)
     context = builder.context(body.context, at)
     children = builder.children(body.activities, at)
-    extra = {"conditions": body.conditions} if conditions != "none" else {}
-    return {**_where(element, at), "context": context, "children": children, **extra}
+    return {**_where(element, at), "context": context, "children": children}, body.conditions
 
 
 def _process(builder: _Builder, element: Element, at: _At) -> Process:
     # parent=: the original's <call> set it on the definition it launched; it means nothing here
     found = el.attributes(builder.report, element, "name", "parent")
     name = builder.attempt(lambda: el.name_attribute(element, found, "name", needed=False), None)
-    return Process(**_block(builder, element, at), name=name)
+    parts, _ = _block(builder, element, at)
+    return Process(**parts, name=name)
 
 
 def _sequence(builder: _Builder, element: Element, at: _At) -> Sequence:
     el.attributes(builder.report, element)
-    return Sequence(**_block(builder, element, at))
+    parts, _ = _block(builder, element, at)
+    return Sequence(**parts)
 
 
 def _all(builder: _Builder, element: Element, at: _At) -> All:
     el.attributes(builder.report, element)
-    return All(**_block(builder, element, at))
+    parts, _ = _block(builder, element, at)
+    return All(**parts)
 
 
 def _while(builder: _Builder, element: Element, at: _At) -> While:
     el.attributes(builder.report, element)
-    return While(**_block(builder, element, at, conditions="required"))
+    parts, conditions = _block(builder, element, at, conditions="required")
+    return While(**parts, conditions=conditions)
 
 
 def _foreach(builder: _Builder, element: Element, at: _At) -> Foreach:
     found = el.attributes(builder.report, element, "select")
     select = builder.attempt(lambda: _select(element, found), "")
-    return Foreach(**_block(builder, element, at), select=select)
+    parts, _ = _block(builder, element, at)
+    return Foreach(**parts, select=select)
 
 
 def _select(element: Element, found: dict[str, str]) -> str:
@@ -337,8 +348,8 @@ def _case(builder: _Builder, element: Element, at: _At) -> Case:
     el.attributes(builder.report, element)
     is_default = element.tag == "default"
     conditions: Conditions = "none" if is_default else "required"
-    block = _block(builder, element, at, conditions=conditions)
-    return Case(**block, is_default=is_default)
+    parts, found = _block(builder, element, at, conditions=conditions)
+    return Case(**parts, conditions=found, is_default=is_default)
 
 
 def _action(builder: _Builder, element: Element, at: _At) -> Action:
