@@ -916,3 +916,12 @@ def test_the_warnings_kept_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         (3, "unknown attribute a on "),
         (3, "and 7 more warnings, no"),
     ]
+
+
+def test_a_long_unknown_attribute_is_shortened_in_its_warning() -> None:
+    name = "x" * 1000
+    (warning,) = parse_definition(f"<process {name}='1'/>").warnings
+    assert (
+        warning.problem
+        == f"unknown attribute {'x' * 37}... on <process> ignored (expected name, parent)"
+    )

@@ -164,7 +164,10 @@ def attributes(report: Report, element: Element, *allowed: str) -> dict[str, str
             found[key] = str(value)
         else:
             expected = f"expected {', '.join(allowed)}" if allowed else "it takes none"
-            report.warn(element, f"unknown attribute {key} on {name(element)} ignored ({expected})")
+            shown = key if len(key) <= 40 else key[:37] + "..."
+            report.warn(
+                element, f"unknown attribute {shown} on {name(element)} ignored ({expected})"
+            )
     return found
 
 
