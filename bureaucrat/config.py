@@ -72,7 +72,7 @@ class Config:
     max_redeliveries: int = 5
     max_state_size: int = 1_000_000
     max_step_output: int = 10_000_000
-    step_budget: int = 10_000_000
+    step_budget: int = 20_000_000
     sqlite_synchronous: str = "full"
     definition_cache_size: int = 64_000_000
     log_level: str = "INFO"

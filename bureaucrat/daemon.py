@@ -20,6 +20,7 @@ from types import FrameType
 from typing import Any
 
 from bureaucrat.amqp import Broker, Delivery, Publication, Topology, properties
+from bureaucrat.amqp.consumer import serve_forever
 from bureaucrat.config import Config
 from bureaucrat.errors import BrokerError, ConfigError, StoreError, TopologyError
 from bureaucrat.messages import Outgoing
@@ -27,7 +28,6 @@ from bureaucrat.service import RELAY_AFTER, Outcome, Service
 from bureaucrat.store import Store
 
 LOG = logging.getLogger("bureaucrat.daemon")
-MAX_BACKOFF = 30.0
 BATCH = 100
 """Messages handled in one transaction at most."""
 PRUNE_EVERY = 3600.0
@@ -90,29 +90,26 @@ class Daemon:
         signal.signal(signal.SIGINT, self.request_stop)
 
     def run(self) -> int:
-        backoff = 1.0
         store: Store | None = None
-        while not self.stopping:
-            try:
-                if store is None:
-                    store = Store(
-                        self.config.database_url,
-                        definition_cache_size=self.config.definition_cache_size,
-                        sqlite_synchronous=self.config.sqlite_synchronous,
-                    )
-                self._serve(store)
-                backoff = 1.0
-            except (BrokerError, StoreError) as error:
-                LOG.error("%s; retrying in %.0f s", error, backoff)
-                self._sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
-            except TopologyError as error:  # declaring again cannot help: an operator must act
-                LOG.critical("stopping: %s", error)
-                if store is not None:
-                    store.close()
-                return 2
-        if store is not None:
-            store.close()
+
+        def session() -> None:
+            nonlocal store
+            if store is None:
+                store = Store(
+                    self.config.database_url,
+                    definition_cache_size=self.config.definition_cache_size,
+                    sqlite_synchronous=self.config.sqlite_synchronous,
+                )
+            self._serve(store)
+
+        try:
+            serve_forever(session, lambda: self.stopping, (BrokerError, StoreError))
+        except TopologyError as error:  # declaring again cannot help: an operator must act
+            LOG.critical("stopping: %s", error)
+            return 2
+        finally:
+            if store is not None:
+                store.close()
         LOG.info("stopped")
         return 0
 
@@ -212,11 +209,6 @@ class Daemon:
             "delivery_mode": 2,
         }
         broker.publish("", self.config.dead_letter_queue, delivery.body, fields, mandatory=True)
-
-    def _sleep(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while not self.stopping and time.monotonic() < deadline:
-            time.sleep(min(0.2, deadline - time.monotonic()))
 
 
 def setup_logging(config: Config, foreground: bool) -> list[Any]:

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bureaucrat.amqp import Broker, Delivery, QueueArguments
+from bureaucrat.amqp.consumer import serve_forever
 from bureaucrat.config import Config, load_config
 from bureaucrat.errors import BrokerError, BureaucratError, ConfigError, PublishError
 from bureaucrat.messages import (
@@ -97,15 +98,7 @@ class Worker:
         self.stopping = True
 
     def serve(self) -> None:
-        backoff = 1.0
-        while not self.stopping:
-            try:
-                self._serve_once()
-                backoff = 1.0
-            except BrokerError as error:
-                LOG.error("%s; retrying in %.0f s", error, backoff)
-                _sleep_unless(lambda: self.stopping, backoff)
-                backoff = min(backoff * 2, 30.0)
+        serve_forever(self._serve_once, lambda: self.stopping, (BrokerError,))
 
     def _serve_once(self) -> None:
         queues = QueueArguments.from_config(self.config)  # quorum when the engine's are
@@ -192,14 +185,6 @@ def serve(
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, worker.stop)
     worker.serve()
-
-
-def _sleep_unless(stopping: Callable[[], bool], seconds: float) -> None:
-    import time
-
-    deadline = time.monotonic() + seconds
-    while not stopping() and time.monotonic() < deadline:
-        time.sleep(0.2)
 
 
 def load_function(spec: str) -> Handler:

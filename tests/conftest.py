@@ -15,9 +15,10 @@ __all__ = ["postgres_url", "rabbitmq", "store", "store_url"]
 
 # Under CI, property-based tests explore the same examples on every run: a failure there is a
 # failure of the change, not of the draw.
+# Everywhere, no deadline per example: on two shared cores a slow example is load, not a bug.
 settings.register_profile("ci", derandomize=True, deadline=None)
-if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-    settings.load_profile("ci")
+settings.register_profile("dev", deadline=None)
+settings.load_profile("ci" if os.environ.get("CI", "").lower() in ("1", "true", "yes") else "dev")
 
 
 @pytest.fixture

@@ -12,7 +12,12 @@ The state is a plain dict that survives a JSON round trip unchanged::
      "timers": {"<tid>": "<path>"},
      "awaits": {"<path>": "<event name>"},
      "children": {"<child pid>": "<path>"},
-     "fault": null | {"code": ..., "message": ..., "activity": ...}}
+     "fault": null | {"code": ..., "message": ..., "activity": ...},
+     "size": {"scopes": ..., "held": ..., "nodes": ...}}   # bytes, estimated from above
+
+``size`` keeps an upper estimate of the state's size as JSON, kept up to date by every write
+(``bureaucrat.engine.sizes``), so that no step has to serialise the whole state to enforce
+``max_state_size``; a waiting action or call keeps its share in its node's ``sz``.
 
 Only activities in progress have a node, so the size of the state depends on what is running,
 never on the size of the definition.
