@@ -101,3 +101,23 @@ def test_a_batch_mixing_good_poisonous_and_duplicate_messages_commits_exactly_th
         assert kinds.count("answered") == (0 if n == 3 else 1), (n, kinds)
     service.publish_committed()
     assert len([m for m in publisher.sent if m.routing_key == "worker_p"]) == 5  # one each
+
+
+def test_several_messages_for_one_instance_in_a_batch_apply_in_order(store: Store) -> None:
+    """Two answers to one instance's parallel actions, then a terminate after them, in one
+    batch: each step starts from what the one before it left."""
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher)
+    branches = '<all><action participant="p"/><action participant="p"/></all>'
+    service.handle(launch(f'<process>{branches}<action participant="p"/></process>', {}, "one"))
+    first, second = answers(publisher, 2)
+    terminate = Message(
+        CONFIG.message_queue, json.dumps({"name": "terminate", "process_id": "one"}).encode(), "t"
+    )
+    verdicts = service.handle_batch([first, second, terminate])
+    assert [v.outcome for v in verdicts] == [Outcome.ACK] * 3
+    kinds = [entry.kind for entry in store.journal("one")]
+    assert kinds.count("answered") == 2 and kinds.count("dispatched") == 3, kinds
+    assert kinds.index("terminating") > max(i for i, k in enumerate(kinds) if k == "answered")
+    record = store.instance("one")
+    assert record is not None and record.status == "terminated"
