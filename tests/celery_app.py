@@ -1,7 +1,9 @@
 """The Celery app the participant tests run in a real worker (``celery -A tests.celery_app``).
 
 Its broker is the test broker; answers go to the message queue named by the environment
-(``TEST_MESSAGE_QUEUE``), so that concurrent test runs never read each other's answers.
+(``TEST_MESSAGE_QUEUE``), so that concurrent test runs never read each other's answers. Tasks
+named the original's way (``<package>.tasks.<name>``, routed by their first segment) take that
+first segment from ``TEST_ORIGINAL_QUEUE``, so that each test run has a queue of its own.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from bureaucrat.celery import ParticipantTask, participant
 from tests.brokers import AMQP_URL
 
 MESSAGE_QUEUE = os.environ.get("TEST_MESSAGE_QUEUE", "bureaucrat_msgs")
+ORIGINAL_QUEUE = os.environ.get("TEST_ORIGINAL_QUEUE", "webhook_launcher")
 
 app = Celery("tests", broker=AMQP_URL, set_as_current=False)
 app.config_from_object("tests.celeryconfig")
@@ -67,6 +70,19 @@ def busy(payload: dict[str, Any]) -> dict[str, Any]:
 def legacy(workitem: dict[str, Any]) -> dict[str, Any]:
     workitem["payload"]["legacy"] = True
     return workitem
+
+
+@app.task(name=f"{ORIGINAL_QUEUE}.tasks.handle_webhook")  # type: ignore[untyped-decorator]
+def handle_webhook(workitem: dict[str, Any]) -> dict[str, Any]:
+    """An original-style task whose name routes it (``celery_routing = original``)."""
+    workitem["payload"]["handled"] = workitem["payload"].get("hook")
+    return workitem
+
+
+@participant(app, name=f"{ORIGINAL_QUEUE}.tasks.double")
+def original_double(payload: dict[str, Any]) -> dict[str, Any]:
+    payload["n"] = payload["n"] * 2
+    return payload
 
 
 @task_success.connect  # type: ignore[untyped-decorator]
