@@ -20,6 +20,7 @@ from bureaucrat.config import Config
 from bureaucrat.errors import BrokerError, ConfigError
 from bureaucrat.launcher import Launcher
 from tests.brokers import AMQP_URL, delete, require_rabbitmq, unique
+from tests.harness import Installation
 
 DEFINITION = '<process><context><property name="n" type="int">1</property></context></process>'
 WAIT = 10.0
@@ -205,3 +206,26 @@ def test_an_original_launcher_with_a_wrong_password_says_so() -> None:
         launcher.launch(DEFINITION, {})
     assert "cannot connect to RabbitMQ" in str(caught.value)
     assert "not-the-password" not in str(caught.value)
+
+
+def test_the_original_launch_and_terminate_reach_the_daemon(
+    sqlite_installation: Installation,
+) -> None:
+    """A process started with the original's launcher call and stopped with the original's
+    terminate message (``target``, ``origin``, no ``process_id``)."""
+    install = sqlite_installation
+    install.start_daemon()
+    options = {**ORIGINAL, "launcher_routing_key": install.config.launch_queue}
+    definition = '<process><await event="never"/></process>'
+    with Launcher(options, config=install.config) as launcher:
+        process_id = launcher.launch(definition, {"who": "ci"})
+    install.wait_for(lambda: install.awaits(process_id) == ["never"], what="the process to wait")
+    body = {"name": "terminate", "target": process_id, "origin": "", "payload": {}}
+    install.publish_raw(
+        install.config.message_queue,
+        json.dumps(body).encode(),
+        content_type="application/x-bureaucrat-message",
+        delivery_mode=2,
+    )
+    record = install.wait_finished(process_id)
+    assert record.status == "terminated"
