@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bureaucrat import __version__
-from bureaucrat.config import Config, load_config, with_absolute_database
+from bureaucrat.config import Config, find_config, load_config, with_absolute_database
 from bureaucrat.errors import BureaucratError, ConfigError, DefinitionError
 
 _UNSAFE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
@@ -59,7 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Operate the bureaucrat workflow engine.",
         epilog="Exit status: 0 on success, 1 when the command failed, 2 on bad usage.",
     )
-    parser.add_argument("-c", "--config", metavar="CONFIG", help="bureaucrat config file")
+    parser.add_argument(
+        "-c",
+        "--config",
+        metavar="CONFIG",
+        help="bureaucrat config file (default: $BUREAUCRAT_CONFIG, else "
+        "/etc/bureaucrat/bureaucrat.conf, else /etc/taskqueue/config.ini, else built-in "
+        "defaults, as the daemon)",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -401,7 +408,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        config = with_absolute_database(load_config(args.config))
+        config = with_absolute_database(load_config(args.config or find_config()))
         return COMMANDS[args.command](args, config)
     except ConfigError as error:  # a setting, or queues RabbitMQ holds declared otherwise
         return fail(str(error), status=2)

@@ -298,6 +298,10 @@ class Service:
 
     def _control(self, tx: Tx, control: wire.Control, key: Key) -> Verdict:
         body = control.body
+        process_id = control.process_id
+        if control.target is not None:  # the original's terminate names an activity
+            candidates = wire.target_process_ids(control.target)
+            process_id = next((c for c in candidates if tx.instance(c) is not None), process_id)
         event: ev.Event | Callable[[Tx], ev.Event | None]
         if control.name == "terminate":
             event = ev.Terminate(str(body.get("reason") or ""))
@@ -305,9 +309,9 @@ class Service:
             activity = body.get("activity")
             event = ev.Retry(activity if isinstance(activity, str) else None)
         else:
-            event = _child_result(control.process_id, str(body["child_id"]))
-        if not self.advance(tx, control.process_id, event, key):
-            LOG.warning("%s for unknown process %s: ignored", control.name, control.process_id)
+            event = _child_result(process_id, str(body["child_id"]))
+        if not self.advance(tx, process_id, event, key):
+            LOG.warning("%s for unknown process %s: ignored", control.name, process_id)
         return ACK
 
     def _event(self, tx: Tx, event: wire.Event, key: Key) -> Verdict:
@@ -560,6 +564,8 @@ def _lock(tx: Tx, work: list[_Work]) -> None:
                     found.add(decoded.parent["process_id"])
             case wire.Control():
                 found.add(decoded.process_id)
+                if decoded.target is not None:
+                    found.update(wire.target_process_ids(decoded.target))
             case wire.Response():
                 if decoded.workitem_id is not None:
                     workitem_ids.add(decoded.workitem_id)

@@ -33,7 +33,7 @@ from typing import Any
 
 from bureaucrat.amqp import Broker, Delivery, QueueArguments
 from bureaucrat.amqp.consumer import serve_forever
-from bureaucrat.config import Config, load_config
+from bureaucrat.config import Config, find_config, load_config
 from bureaucrat.errors import BrokerError, BureaucratError, ConfigError, PublishError
 from bureaucrat.messages import (
     MAX_BODY,
@@ -209,13 +209,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("participant", metavar="PARTICIPANT", help="the participant's name")
     parser.add_argument("function", metavar="FUNCTION", help="package.module:function")
-    parser.add_argument("-c", "--config", metavar="CONFIG", help="bureaucrat config file")
+    parser.add_argument(
+        "-c",
+        "--config",
+        metavar="CONFIG",
+        help="bureaucrat config file (default: as the daemon finds it)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("pika").setLevel(logging.WARNING)
     try:
         function = load_function(args.function)
-        config = load_config(args.config)
+        config = load_config(args.config or find_config())
     except BureaucratError as error:
         print(f"bureaucrat-worker: {error}", file=sys.stderr)
         return 2

@@ -238,7 +238,6 @@ def test_the_original_terminate_of_a_root_terminates_its_process(store: Store) -
     assert record is not None and record.status == "terminated"
 
 
-@pytest.mark.xfail(strict=True, reason="the service resolves a target with target_process_ids")
 def test_the_original_terminate_of_an_activity_terminates_its_process(store: Store) -> None:
     service = Service(store, CONFIG, Recorder())
     service.handle(launch(AWAIT, {}, "my_proc"))

@@ -9,9 +9,9 @@ the same few statements whatever it holds.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, assert_never
 
 from bureaucrat.engine import commands as cmd
 from bureaucrat.store.codec import dumps
@@ -75,9 +75,7 @@ def changes_of(
     if fired_timer is not None:
         changes.timers[fired_timer] = None
     for command in commands:
-        handler = _HANDLERS.get(type(command))
-        if handler is not None:
-            handler(changes, command)
+        _fold(changes, command)
     changes.outbox = [_outbox_row(instance_id, message, now) for message in outbox]
     return changes
 
@@ -159,15 +157,27 @@ def _outbox_row(instance_id: str, message: Outgoing, now: float) -> Row:
     }
 
 
-_HANDLERS: dict[type[Any], Callable[[Changes, Any], None]] = {
-    cmd.StartTimer: _start_timer,
-    cmd.CancelTimer: _cancel_timer,
-    cmd.Subscribe: _subscribe,
-    cmd.Unsubscribe: _unsubscribe,
-    cmd.DispatchWorkitem: _dispatch,
-    cmd.CancelWorkitem: _cancel_workitem,
-    cmd.Record: _record,
-}
+def _fold(changes: Changes, command: cmd.Command) -> None:
+    """What ``command`` changes in the tables, added to ``changes``."""
+    match command:
+        case cmd.StartTimer():
+            _start_timer(changes, command)
+        case cmd.CancelTimer():
+            _cancel_timer(changes, command)
+        case cmd.Subscribe():
+            _subscribe(changes, command)
+        case cmd.Unsubscribe():
+            _unsubscribe(changes, command)
+        case cmd.DispatchWorkitem():
+            _dispatch(changes, command)
+        case cmd.CancelWorkitem():
+            _cancel_workitem(changes, command)
+        case cmd.Record():
+            _record(changes, command)
+        case cmd.LaunchChild() | cmd.TerminateChild() | cmd.NotifyParent() | cmd.ProcessFinished():
+            pass  # messages only: the outbox rows come from their encoding
+        case _:
+            assert_never(command)
 
 
 @dataclass
