@@ -160,12 +160,16 @@ class Service:
                 return self._transact(work, verdicts, mode=_Mode.DEFERRED)
             except _RefusedError:  # a message failed: again, a savepoint each
                 LOG.info("a message of a batch failed: the batch is handled again, one by one")
+            try:
                 return self._transact(work, verdicts, mode=_Mode.SAVEPOINTS)
-        try:  # a batch of one needs no savepoint: the transaction is the message's own
-            return self._transact(work, verdicts, mode=_Mode.ALONE)
-        except _RefusedError as refused:  # rolled back with its transaction
-            verdicts[work[0].index] = refused.verdict
-            return verdicts
+            except _RefusedError:  # not a message's own failure: each in a transaction of its own
+                LOG.warning("a batch failed outside its messages: each is handled alone")
+        for item in work:
+            try:  # a batch of one needs no savepoint: the transaction is the message's own
+                self._transact([item], verdicts, mode=_Mode.ALONE)
+            except _RefusedError as refused:  # rolled back with its transaction
+                verdicts[item.index] = refused.verdict
+        return verdicts
 
     def _transact(self, work: list[_Work], verdicts: list[Verdict], mode: _Mode) -> list[Verdict]:
         """Apply ``work`` in one transaction; ``_RefusedError`` (rolled back) when a message
