@@ -438,6 +438,19 @@ def test_await_condition_reads_context_and_event() -> None:
         events=[("pick", {"choice": "a"})],
     )
     assert result.status == "waiting"
+    taken = run_process(
+        """<process><context><property name="want" type="str">b</property></context>
+           <await event="pick"><condition>event["choice"] == context["want"]</condition></await>
+           <action participant="after"/></process>""",
+        participants={"after": echo},
+        events=[("pick", {"choice": "a"}), ("pick", {"choice": "b"})],
+    )
+    assert taken.status == "completed"
+    assert names(taken.calls) == ["after"]
+    assert [line for line in taken.trace if " event " in line] == [
+        '0 event process_0 event="pick" taken=false',
+        '0 event process_0 event="pick" taken=true',
+    ]
 
 
 def test_delay_of_half_a_second_is_a_half_second_timer() -> None:
