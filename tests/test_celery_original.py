@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import pika
 import pytest
 
 from bureaucrat.amqp import Broker, Delivery
@@ -27,6 +28,7 @@ from bureaucrat.engine.commands import DispatchWorkitem
 from bureaucrat.errors import ConfigError
 from bureaucrat.participants.celery import celery_message
 from tests.brokers import AMQP_URL, delete, require_rabbitmq, unique
+from tests.harness import Installation
 from tests.test_celery_participants import dispatch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -136,6 +138,26 @@ def test_a_bad_value_is_refused_naming_its_key(tmp_path: Path, line: str, error:
 # real workers on the first segment's queue --------------------------------------------------
 
 
+def start_worker(pool: str, segment: str, message_queue: str, log: Path) -> subprocess.Popen[bytes]:
+    """``celery worker -Q <segment>`` serving ``<segment>.tasks.*``, answering ``message_queue``."""
+    command = [sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker"]
+    command += [f"--pool={pool}", "-c", "2", "-Q", segment, "-n", f"{segment}@%h"]
+    command += ["--loglevel=warning", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    env = {**os.environ, "TEST_MESSAGE_QUEUE": message_queue, "TEST_ORIGINAL_QUEUE": segment}
+    env.pop("CELERY_CONFIG_MODULE", None)
+    with log.open("wb") as out:
+        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
+
+
+def stop_worker(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @dataclass
 class OriginalWorker:
     """A ``celery worker -Q <segment>`` whose tasks are named ``<segment>.tasks.*``, and the
@@ -153,27 +175,11 @@ class OriginalWorker:
         self.broker.consume([self.message_queue], 10, self._on_answer)
 
     def start(self) -> None:
-        command = [sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker"]
-        command += [f"--pool={self.pool}", "-c", "2", "-Q", self.segment]
-        command += ["-n", f"{self.segment}@%h", "--loglevel=warning", "--without-gossip"]
-        command += ["--without-mingle", "--without-heartbeat"]
-        env = {
-            **os.environ,
-            "TEST_MESSAGE_QUEUE": self.message_queue,
-            "TEST_ORIGINAL_QUEUE": self.segment,
-        }
-        env.pop("CELERY_CONFIG_MODULE", None)
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
+        self.process = start_worker(self.pool, self.segment, self.message_queue, self.log)
 
     def stop(self) -> None:
         if hasattr(self, "process"):
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop_worker(self.process)
         self.broker.close()
         delete(queues=[self.segment, self.message_queue], exchanges=[self.segment])
 
@@ -261,3 +267,78 @@ def test_an_original_task_answers_through_its_handler(started: Started, protocol
 
 def test_a_task_sent_before_its_worker_started_waits_for_it(started: Started) -> None:
     assert only_answer(started.worker, started.early) == {"n": 8, "status": "done"}
+
+
+def test_the_originals_own_message_reaches_the_same_worker(started: Started) -> None:
+    """The original published a hand-made protocol 1 message to the exchange named by the
+    first segment: the worker declares that exchange, bound to its queue, so both ways in
+    reach it (``bureaucrat/channelwrapper.py`` of rojkov/bureaucrat, ``elaborate``)."""
+    worker = started.worker
+    command = dispatch(f"{worker.segment}.tasks.handle_webhook", {"hook": "tag", "status": "done"})
+    celery_msg = {
+        "task": command.participant,
+        "id": str(uuid.uuid4()),
+        "args": (command.message,),
+        "kwargs": {},
+        "retries": 0,
+        "eta": None,
+        "expires": None,
+        "utc": True,
+        "callbacks": None,
+        "errbacks": None,
+        "timelimit": (None, None),
+        "taskset": None,
+        "chord": None,
+    }
+    properties = {"delivery_mode": 2, "content_type": "application/json"}
+    properties["content_encoding"] = "utf-8"
+    body = json.dumps(celery_msg).encode()
+    deadline = time.monotonic() + ANSWER_TIMEOUT
+    while not exchange_exists(worker.segment) and time.monotonic() < deadline:
+        worker.broker.run(0.1)  # the worker declares it as it starts consuming
+    worker.broker.publish(worker.segment, worker.segment, body, properties)  # mandatory
+    payload = only_answer(worker, command)
+    assert payload == {"hook": "tag", "status": "done", "handled": "tag"}
+
+
+def exchange_exists(name: str) -> bool:
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    try:
+        connection.channel().exchange_declare(name, passive=True)
+    except pika.exceptions.ChannelClosedByBroker:
+        return False
+    finally:
+        if connection.is_open:
+            connection.close()
+    return True
+
+
+# the daemon, end to end ---------------------------------------------------------------------
+
+WEBHOOK = """<process name="webhook">
+  <context><property name="hook" type="str">push</property></context>
+  <action participant="{segment}.tasks.handle_webhook"/>
+  <action participant="{segment}.tasks.double"/>
+</process>"""
+
+
+@pytest.mark.parametrize("protocol", [1, 2])
+def test_the_daemon_runs_an_original_definition_with_original_workers(
+    rabbitmq: None, tmp_path: Path, protocol: int
+) -> None:
+    segment = f"webhook_{uuid.uuid4().hex[:12]}"
+    url = f"sqlite:///{tmp_path / 'bureaucrat.db'}"
+    options = {"taskqueue_type": "celery", "celery_routing": "original"}
+    with Installation(tmp_path, url, celery_protocol=protocol, **options) as install:
+        process = start_worker("solo", segment, install.config.message_queue, tmp_path / "w.log")
+        try:
+            install.start_daemon()
+            with install.launcher() as launcher:
+                pid = launcher.launch(WEBHOOK.format(segment=segment), {"n": 5})
+            record = install.wait_finished(pid, timeout=ANSWER_TIMEOUT)
+        finally:
+            stop_worker(process)
+            delete(queues=[segment], exchanges=[segment])
+    assert record.status == "completed", install.log_text()
+    context = record.state["scopes"][""]
+    assert (context["handled"], context["n"]) == ("push", 10)
