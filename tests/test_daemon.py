@@ -4,10 +4,15 @@ and the real databases (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
+import pika
 import pytest
 
-from tests.harness import Installation
+from tests.brokers import AMQP_URL
+from tests.harness import ROOT, Installation
 
 EVERYTHING = """<process name="everything">
   <context>
@@ -49,6 +54,22 @@ EVERYTHING = """<process name="everything">
 
 
 pytestmark = pytest.mark.usefixtures("rabbitmq")
+
+
+def bureaucratctl(install: Installation, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "bureaucrat.ctl", "-c", str(install.config_path), *args]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=60, env=env, cwd=install.tmp
+    )
+
+
+def messages_in(queue: str) -> int:
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    try:
+        return int(connection.channel().queue_declare(queue, passive=True).method.message_count)
+    finally:
+        connection.close()
 
 
 def start_everything(install: Installation) -> None:
@@ -131,12 +152,28 @@ def test_sigterm_exits_zero(installation: Installation) -> None:
 
 
 def test_json_round_trip_of_context_through_show(installation: Installation) -> None:
+    """The fields a launch sends come back unchanged from ``bureaucratctl show``, through the
+    broker, the engine, the database and the command's JSON and text output."""
+    fields = {"nested": {"a": [1, 2.5, None, "x", True, -(2**40)], "é": "ünï ☃"}, "empty": {}}
+    expected = {
+        "empty": {},
+        "nested": {"a": [1, 2.5, None, "x", True, -1099511627776], "é": "ünï ☃"},
+    }
     installation.start_daemon()
     with installation.launcher() as launcher:
-        pid = launcher.launch("<process/>", {"nested": {"a": [1, 2.5, None, "x"]}})
-    record = installation.wait_finished(pid)
-    assert json.loads(json.dumps(record.state)) == record.state
-    assert record.state["scopes"][""]["nested"] == {"a": [1, 2.5, None, "x"]}
+        pid = launcher.launch('<process name="shown"/>', fields)
+    assert installation.wait_finished(pid).status == "completed"
+    shown = bureaucratctl(installation, "show", pid, "--json")
+    assert shown.returncode == 0, shown.stderr
+    report = json.loads(shown.stdout)
+    assert (report["id"], report["name"], report["status"]) == (pid, "shown", "completed")
+    assert report["context"] == expected
+    assert report["fault"] is None and report["pending_workitems"] == []
+    assert [entry["kind"] for entry in report["journal"]] == ["launched", "completed"]
+    text = bureaucratctl(installation, "show", pid).stdout
+    assert f"process  {pid} (shown)" in text and "status   completed" in text
+    (context_line,) = [line for line in text.splitlines() if line.startswith("context  ")]
+    assert json.loads(context_line.removeprefix("context  ")) == expected
 
 
 def test_a_call_of_an_invalid_definition_faults_at_the_call(installation: Installation) -> None:
@@ -154,4 +191,9 @@ def test_a_call_of_an_invalid_definition_faults_at_the_call(installation: Instal
     record = installation.wait_finished(pid)
     assert record.status == "completed", installation.log_text()[-3000:]
     assert "unknown element <bogus>" in record.state["scopes"][""]["problem"]
-    assert installation.dead_letters(1, timeout=1) == []  # a fault, not a dead letter
+    # A fault, not a dead letter: a bad launch sent after the process ended must be the first
+    # (and only) message in the dead-letter queue.
+    sentinel = b"<process><sentinel/></process>"
+    installation.publish_raw(installation.config.launch_queue, sentinel)
+    assert [body for body, _ in installation.dead_letters(1)] == [sentinel]
+    assert messages_in(installation.config.dead_letter_queue) == 0
