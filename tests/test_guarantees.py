@@ -1,0 +1,472 @@
+"""The delivery guarantees of README and DESIGN.md section 5, checked by their outcomes.
+
+A message delivered twice (a redelivery after a crash, a publisher that sent it again) is
+applied once: a launch, an answer, an event, a control message (terminate, retry) and a timer
+that two daemons both fire. Without a message id two identical events are two events, unless
+the broker says the second is a redelivery. An operator's retry gives a failed action all of
+its ``retries=`` again.
+
+First at the service level, on the real store (SQLite and PostgreSQL), where the redelivered
+flag and a duplicate inside one batch can be forced; then end to end, through the real daemon
+and RabbitMQ. Outcomes are read from the journal and the context, never from calls.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pika
+import pytest
+
+from bureaucrat.amqp import QueueArguments
+from bureaucrat.config import Config
+from bureaucrat.engine import events as ev
+from bureaucrat.engine.state import root_context
+from bureaucrat.service import ACK, Service
+from bureaucrat.store import Store, TimerRecord
+from tests.brokers import AMQP_URL
+from tests.harness import Installation, dumps
+from tests.store_fixtures import postgres_url, store, store_url
+from tests.test_service import Message, Recorder, launch
+
+__all__ = ["postgres_url", "store", "store_url"]  # fixtures, imported for pytest
+
+CONFIG = Config()
+
+TICKS = """<process>
+  <context><property name="n" type="int">0</property></context>
+  <while>
+    <condition>context["n"] &lt; 10</condition>
+    <await event="tick"/>
+    <assign property="n">context["n"] + 1</assign>
+  </while>
+</process>"""
+
+TWO_ACTIONS = '<process><action participant="p"/><action participant="p"/></process>'
+FAILING = '<process><action participant="p" retries="2"/></process>'
+SLEEPS = """<process>
+  <context><property name="n" type="int">0</property></context>
+  <while>
+    <condition>context["n"] &lt; 10</condition>
+    <delay duration="1"/>
+    <assign property="n">context["n"] + 1</assign>
+  </while>
+</process>"""
+
+
+def tick(message_id: str | None = None, *, redelivered: bool = False) -> Message:
+    body = json.dumps({"event": "tick"}).encode()
+    return Message(CONFIG.event_queue, body, message_id, redelivered=redelivered)
+
+
+def control(name: str, process_id: str, message_id: str | None, **extra: Any) -> Message:
+    body = json.dumps({"name": name, "process_id": process_id, **extra}).encode()
+    return Message(CONFIG.message_queue, body, message_id)
+
+
+def again(message: Message, *, redelivered: bool = True) -> Message:
+    """The same message delivered once more, as the broker would after a crash."""
+    return Message(
+        message.queue, message.body, message.message_id, message.content_type, redelivered
+    )
+
+
+def answer(workitem: Message, status: str = "done", message_id: str | None = None) -> Message:
+    body = json.loads(workitem.body)
+    body["payload"]["status"] = status
+    return Message(CONFIG.message_queue, json.dumps(body).encode(), message_id)
+
+
+def trail(store: Store, process_id: str) -> list[tuple[str, str]]:
+    """The journal of an instance, as (kind, activity) pairs."""
+    return [(entry.kind, entry.activity) for entry in store.journal(process_id)]
+
+
+def workitems(publisher: Recorder) -> int:
+    """How many workitems for participant ``p`` were sent and not yet answered."""
+    return sum(1 for message in publisher.sent if message.routing_key == "worker_p")
+
+
+def kinds(store: Store, process_id: str, kind: str) -> int:
+    return sum(1 for entry in store.journal(process_id) if entry.kind == kind)
+
+
+def counter(store: Store, process_id: str) -> int:
+    return int(root_value(store, process_id, "n"))
+
+
+def root_value(store: Store, process_id: str, name: str) -> Any:
+    record = store.instance(process_id)
+    assert record is not None and record.state is not None
+    return root_context(record.state)[name]
+
+
+# launch -----------------------------------------------------------------------------------------
+
+
+def test_a_launch_delivered_twice_with_its_message_id_starts_one_instance(store: Store) -> None:
+    service = Service(store, CONFIG, Recorder())
+    first = launch(TICKS, {}, "once")
+    service.handle(first)
+    service.handle(tick("t1"))  # the instance moved on: a second launch must not reset it
+    assert service.handle(again(first, redelivered=False)) == ACK  # not dead-lettered
+    assert service.handle(again(first)) == ACK
+    assert [r.id for r in store.list_instances()] == ["once"]
+    assert kinds(store, "once", "launched") == 1
+    assert counter(store, "once") == 1
+
+
+def test_a_launch_without_message_id_redelivered_starts_one_instance(store: Store) -> None:
+    service = Service(store, CONFIG, Recorder())
+    body = json.dumps({"definition": TICKS, "fields": {}}).encode()
+    service.handle(Message(CONFIG.launch_queue, body))
+    service.handle(Message(CONFIG.launch_queue, body, redelivered=True))
+    assert len(store.list_instances()) == 1
+
+
+def test_two_launches_without_message_id_start_two_instances(store: Store) -> None:
+    service = Service(store, CONFIG, Recorder())
+    body = json.dumps({"definition": TICKS, "fields": {}}).encode()
+    service.handle(Message(CONFIG.launch_queue, body))
+    service.handle(Message(CONFIG.launch_queue, body))
+    assert len(store.list_instances()) == 2
+
+
+# answers ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("message_id", ["answer-1", None])
+def test_an_answer_delivered_twice_is_applied_once(store: Store, message_id: str | None) -> None:
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher)
+    service.handle(launch(TWO_ACTIONS, {}, "a"))
+    reply = answer(publisher.take("worker_p"), message_id=message_id)
+    service.handle(reply)
+    before = trail(store, "a")
+    service.handle(again(reply))  # the broker says so, with or without an id
+    assert trail(store, "a") == before
+    assert kinds(store, "a", "answered") == 1 and kinds(store, "a", "dispatched") == 2
+
+
+def test_an_answer_sent_twice_with_its_message_id_is_applied_once(store: Store) -> None:
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher)
+    service.handle(launch(TWO_ACTIONS, {}, "a"))
+    reply = answer(publisher.take("worker_p"), message_id="answer-1")
+    service.handle(reply)
+    before = trail(store, "a")
+    service.handle(again(reply, redelivered=False))  # published twice: not a redelivery
+    assert trail(store, "a") == before
+
+
+# events -----------------------------------------------------------------------------------------
+
+
+def test_an_event_sent_twice_with_its_message_id_is_taken_once(store: Store) -> None:
+    service = Service(store, CONFIG, Recorder())
+    service.handle(launch(TICKS, {}, "e"))
+    service.handle(tick("t1"))
+    service.handle(tick("t1"))
+    assert counter(store, "e") == 1
+    assert kinds(store, "e", "event") == 1
+
+
+def test_an_event_redelivered_without_message_id_is_taken_once(store: Store) -> None:
+    service = Service(store, CONFIG, Recorder())
+    service.handle(launch(TICKS, {}, "e"))
+    service.handle(tick())
+    service.handle(tick(redelivered=True))
+    assert counter(store, "e") == 1
+
+
+def test_two_identical_events_without_message_id_are_two_events(store: Store) -> None:
+    service = Service(store, CONFIG, Recorder())
+    service.handle(launch(TICKS, {}, "e"))
+    service.handle(tick())
+    service.handle(tick())
+    assert counter(store, "e") == 2
+
+
+@pytest.mark.parametrize("redelivered", [False, True])
+def test_an_event_twice_in_one_batch_with_its_message_id_is_taken_once(
+    store: Store, redelivered: bool
+) -> None:
+    service = Service(store, CONFIG, Recorder())
+    service.handle(launch(TICKS, {}, "e"))
+    service.handle_batch([tick("t1"), tick("t2"), tick("t1", redelivered=redelivered)])
+    service.publish_committed()
+    assert counter(store, "e") == 2
+
+
+def test_an_event_twice_in_one_batch_without_message_id(store: Store) -> None:
+    service = Service(store, CONFIG, Recorder())
+    service.handle(launch(TICKS, {}, "e"))
+    service.handle_batch([tick(), tick(), tick(redelivered=True)])
+    service.publish_committed()
+    assert counter(store, "e") == 2  # two sent on purpose; the redelivery is dropped
+
+
+def test_an_event_for_two_instances_redelivered_is_taken_once_by_each(store: Store) -> None:
+    service = Service(store, CONFIG, Recorder())
+    for pid in ("e1", "e2"):
+        service.handle(launch(TICKS, {}, pid))
+    service.handle(tick("t1"))
+    service.handle(tick("t1", redelivered=True))
+    assert counter(store, "e1") == counter(store, "e2") == 1
+
+
+# control ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("redelivered", [False, True])
+def test_a_terminate_delivered_twice_with_its_message_id_is_applied_once(
+    store: Store, redelivered: bool
+) -> None:
+    service = Service(store, CONFIG, Recorder())
+    service.handle(launch(TICKS, {}, "c"))
+    stop = control("terminate", "c", "stop-1")
+    service.handle(stop)
+    before = trail(store, "c")
+    service.handle(again(stop, redelivered=redelivered))
+    assert trail(store, "c") == before
+    assert store.instance("c").status == "terminated"  # type: ignore[union-attr]
+
+
+def test_a_terminate_redelivered_without_message_id_is_applied_once(store: Store) -> None:
+    service = Service(store, CONFIG, Recorder())
+    service.handle(launch(TICKS, {}, "c"))
+    stop = control("terminate", "c", None)
+    service.handle(stop)
+    before = trail(store, "c")
+    service.handle(again(stop))
+    assert trail(store, "c") == before
+
+
+def _failed_action(service: Service, publisher: Recorder, pid: str) -> None:
+    """Launch FAILING and let its participant answer ``error`` until the action has failed."""
+    service.handle(launch(FAILING, {}, pid))
+    for _ in range(3):  # the first attempt and its two retries
+        service.handle(answer(publisher.take("worker_p"), "error"))
+    assert kinds(service.store, pid, "failed") == 1
+    assert workitems(publisher) == 0
+
+
+@pytest.mark.parametrize(
+    ("message_id", "redelivered"), [("retry-1", False), ("retry-1", True), (None, True)]
+)
+def test_a_retry_delivered_twice_dispatches_once(
+    store: Store, message_id: str | None, redelivered: bool
+) -> None:
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher)
+    _failed_action(service, publisher, "r")
+    retry = control("retry", "r", message_id)
+    service.handle(retry)
+    before = trail(store, "r")
+    service.handle(again(retry, redelivered=redelivered))
+    assert trail(store, "r") == before
+    assert workitems(publisher) == 1
+
+
+def test_a_retry_in_the_same_batch_as_itself_dispatches_once(store: Store) -> None:
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher)
+    _failed_action(service, publisher, "r")
+    retry = control("retry", "r", "retry-1")
+    service.handle_batch([retry, again(retry)])
+    service.publish_committed()
+    assert kinds(store, "r", "dispatched") == 4  # three attempts, then the operator's one
+    assert kinds(store, "r", "ignored") == 0
+    assert workitems(publisher) == 1
+
+
+# the operator's retry renews the attempts -------------------------------------------------------
+
+
+def test_an_operators_retry_gives_a_failed_action_all_its_retries_again(store: Store) -> None:
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher)
+    _failed_action(service, publisher, "r")
+    service.handle(control("retry", "r", "retry-1"))
+    for attempt in (1, 2, 3):  # retries="2": three attempts again, each answered error
+        assert workitems(publisher) == 1, f"renewed attempt {attempt} was not dispatched"
+        service.handle(answer(publisher.take("worker_p"), "error"))
+    assert workitems(publisher) == 0
+    assert kinds(store, "r", "dispatched") == 6
+    assert kinds(store, "r", "failed") == 2
+    assert store.instance("r").status == "running"  # type: ignore[union-attr]
+
+
+def test_an_operators_retry_lets_a_failed_action_complete(store: Store) -> None:
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher)
+    _failed_action(service, publisher, "r")
+    service.handle(control("retry", "r", "retry-1"))
+    service.handle(answer(publisher.take("worker_p"), "error"))
+    assert workitems(publisher) == 1, "the second renewed attempt was not dispatched"
+    service.handle(answer(publisher.take("worker_p"), "done"))
+    assert store.instance("r").status == "completed"  # type: ignore[union-attr]
+
+
+# timers -----------------------------------------------------------------------------------------
+
+
+def _fire_late(service: Service, timer: TimerRecord) -> None:
+    """A daemon that claimed ``timer`` and fires it after its lease ran out."""
+    with service.store.transaction() as tx:
+        tx.lock_instances([timer.instance_id])
+        service.advance(tx, timer.instance_id, ev.TimerFired(timer.id), None, timer=timer.id)
+    service.publish_committed()
+
+
+def test_a_timer_fired_by_two_daemons_is_applied_once(store: Store) -> None:
+    now = [1_000_000.0]
+    slow = Service(store, CONFIG, Recorder(), clock=lambda: now[0])
+    other = Service(store, CONFIG, Recorder(), clock=lambda: now[0])
+    slow.handle(launch(SLEEPS, {}, "s"))
+    now[0] += 2
+    [claimed] = store.claim_due_timers(now[0], 10, lease=30)  # the slow daemon stalls here
+    assert other.fire_due_timers() == 0  # leased
+    now[0] += 31
+    assert other.fire_due_timers() == 1  # the lease ran out: the other daemon fires it
+    before = trail(store, "s")
+    _fire_late(slow, claimed)  # the slow daemon wakes up and fires it too
+    assert trail(store, "s") == before
+    assert counter(store, "s") == 1
+
+
+def test_a_timer_fired_twice_by_one_daemon_is_applied_once(store: Store) -> None:
+    now = [1_000_000.0]
+    service = Service(store, CONFIG, Recorder(), clock=lambda: now[0])
+    service.handle(launch(SLEEPS, {}, "s"))
+    now[0] += 2
+    [claimed] = store.claim_due_timers(now[0], 10, lease=30)
+    _fire_late(service, claimed)
+    before = trail(store, "s")
+    _fire_late(service, claimed)
+    assert trail(store, "s") == before
+    assert counter(store, "s") == 1
+    assert kinds(store, "s", "timer") == 1
+
+
+# end to end -------------------------------------------------------------------------------------
+
+STOPPABLE_TICKS = """<process>
+  <context>
+    <property name="n" type="int">0</property>
+    <faults><case code="Stop"><assign property="stopped">True</assign></case></faults>
+  </context>
+  <all>
+    <while>
+      <condition>context["n"] &lt; 100</condition>
+      <await event="tick"/>
+      <assign property="n">context["n"] + 1</assign>
+    </while>
+    <sequence><await event="stop"/><fault code="Stop"/></sequence>
+  </all>
+</process>"""
+"""Counts ticks until the event ``stop``, then completes: ``stop`` sent after the ticks on the
+same queue is applied after them, so the count is final when the instance is."""
+
+
+def _events_then_stop(install: Installation, pid: str, ticks: list[dict[str, Any]]) -> int:
+    """Launch STOPPABLE_TICKS, publish a tick per entry of ``ticks`` (AMQP properties), then
+    ``stop``; the final count."""
+    with install.launcher() as launcher:
+        launcher.launch(STOPPABLE_TICKS, {}, process_id=pid)
+    install.wait_for(lambda: sorted(install.awaits(pid)) == ["stop", "tick"], what="awaits")
+    queue = install.config.event_queue
+    for props in ticks:
+        install.publish_raw(queue, dumps({"event": "tick", "process_id": pid}), **props)
+    install.publish_raw(queue, dumps({"event": "stop", "process_id": pid}), message_id="stop")
+    record = install.wait_finished(pid)
+    assert record.status == "completed", install.log_text()[-3000:]
+    return int(root_value(install.store, pid, "n"))
+
+
+def test_end_to_end_an_event_published_twice_with_its_id_is_taken_once(
+    installation: Installation,
+) -> None:
+    installation.start_daemon()
+    ticks = [{"message_id": "t1"}, {"message_id": "t1"}, {"message_id": "t2"}]
+    assert _events_then_stop(installation, "e2e-events", ticks) == 2
+
+
+def test_end_to_end_two_identical_events_without_id_are_two_events(
+    installation: Installation,
+) -> None:
+    installation.start_daemon()
+    assert _events_then_stop(installation, "e2e-plain", [{}, {}]) == 2
+
+
+def test_end_to_end_a_launch_published_twice_with_its_id_starts_one_instance(
+    installation: Installation,
+) -> None:
+    installation.start_daemon()
+    body = dumps({"definition": TICKS, "fields": {}})
+    queue = installation.config.launch_queue
+    installation.publish_raw(queue, body, message_id="dup", content_type="application/json")
+    installation.wait_for(lambda: installation.awaits("dup") == ["tick"], what="the launch")
+    tick_body = dumps({"event": "tick", "process_id": "dup"})
+    installation.publish_raw(installation.config.event_queue, tick_body, message_id="t1")
+    installation.wait_for(lambda: kinds(installation.store, "dup", "event") == 1, what="tick")
+    installation.publish_raw(queue, body, message_id="dup", content_type="application/json")
+    installation.publish_raw(queue, body, message_id="marker", content_type="application/json")
+    installation.wait_for(lambda: installation.status("marker") == "running", what="marker")
+    assert kinds(installation.store, "dup", "launched") == 1
+    assert counter(installation.store, "dup") == 1
+
+
+@contextmanager
+def worker_queue(install: Installation, participant: str) -> Iterator[Callable[[], bytes]]:
+    """Declare ``participant``'s queue (before anything is sent to it), give a function that
+    reads the next workitem from it as a worker would, and delete the queue afterwards."""
+    queue = install.config.worker_queue(participant)
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    try:
+        channel = connection.channel()
+        QueueArguments.from_config(install.config).declare(channel, queue)
+        found: list[bytes] = []
+
+        def got_one() -> bool:
+            method, _props, body = channel.basic_get(queue, auto_ack=True)
+            if method is not None:
+                found.append(body)
+            return bool(found)
+
+        def take() -> bytes:
+            found.clear()
+            install.wait_for(got_one, what=f"a workitem for {participant}")
+            return found[0]
+
+        yield take
+        channel.queue_delete(queue)
+    finally:
+        connection.close()
+
+
+def test_end_to_end_an_answer_and_a_terminate_published_twice_are_applied_once(
+    installation: Installation,
+) -> None:
+    installation.start_daemon()
+    with worker_queue(installation, "p") as take, installation.launcher() as launcher:
+        launcher.launch(TWO_ACTIONS, {}, process_id="twice")
+        launcher.launch(TICKS, {}, process_id="marker")
+        workitem = json.loads(take())
+        queue = installation.config.message_queue
+        for _ in range(2):
+            installation.publish_raw(queue, dumps(workitem), message_id="answer-1")
+        for _ in range(2):
+            stop = {"name": "terminate", "process_id": "twice"}
+            installation.publish_raw(queue, dumps(stop), message_id="stop-1")
+        marker = {"name": "terminate", "process_id": "marker"}
+        installation.publish_raw(queue, dumps(marker), message_id="stop-marker")
+        installation.wait_for(lambda: installation.status("marker") == "terminated", what="marker")
+        assert installation.status("twice") == "terminated"
+        journal = trail(installation.store, "twice")
+        assert [kind for kind, _ in journal].count("answered") == 1
+        assert [kind for kind, _ in journal].count("terminating") == 1
+        assert "ignored" not in [kind for kind, _ in journal]
