@@ -178,10 +178,12 @@ class OriginalWorker:
         self.process = start_worker(self.pool, self.segment, self.message_queue, self.log)
 
     def stop(self) -> None:
-        if hasattr(self, "process"):
-            stop_worker(self.process)
-        self.broker.close()
-        delete(queues=[self.segment, self.message_queue], exchanges=[self.segment])
+        try:
+            if hasattr(self, "process"):
+                stop_worker(self.process)
+            self.broker.close()
+        finally:
+            delete(queues=[self.segment, self.message_queue], exchanges=[self.segment])
 
     def send(self, task: str, payload: dict[str, Any], protocol: int) -> DispatchWorkitem:
         """Publish a workitem for ``<segment>.tasks.<task>`` as the daemon does: the outbox's
