@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bureaucrat.definition import Expression, compile_expression, truthy
+from bureaucrat.definition import Expression, compile_expression, parse_definition, truthy
 from bureaucrat.definition.limits import DEFAULT_BUDGET, Budget
 from bureaucrat.errors import DefinitionError, ExpressionError
 
@@ -138,6 +138,65 @@ def test_refused_at_parse_time(source: str, reason: str) -> None:
     assert raised.value.line == 12
     assert str(raised.value).startswith("line 12: expression ")
     assert reason in raised.value.problem
+
+
+@pytest.mark.parametrize(
+    ("source", "reason"),
+    [
+        ("().__class__.__bases__.count(1)", "attribute access (.__bases__) not allowed"),
+        ("context.__class__.__name__.count('a')", "attribute access (.__name__) not allowed"),
+        ("event.get('x').__class__.index(1)", "attribute access (.__class__) not allowed"),
+        ("'a'.__class__.count('a')", "attribute access (.__class__) not allowed"),
+        ('[c for c in "ab"].count("a")', "comprehensions not allowed"),
+        ('{k: 1 for k in "ab"}.get("a")', "comprehensions not allowed"),
+        ('(c for c in "ab").count("a")', "generator expressions not allowed"),
+        ("_secret.count(1)", "name _secret not allowed"),
+        ("__builtins__.get('eval')", "name __builtins__ not allowed"),
+        ("len.count(1)", "len can only be called"),
+        ("(lambda: 1).count(1)", "lambda not allowed"),
+        ("(y := 'ab').count('a')", "assignment (:=) not allowed"),
+        ("f'{context}'.count('a')", "f-strings not allowed"),
+        ("b'ab'.count('a')", "bytes literals not allowed"),
+        ("'ab'.strip().__len__()", "method .__len__() not allowed"),
+        ("context.get('x').strip().__class__.count(1)", "attribute access (.__class__)"),
+        ("'a'.count([c for c in 'a'])", "comprehensions not allowed"),
+    ],
+)
+def test_a_method_call_receiver_is_checked_like_any_expression(source: str, reason: str) -> None:
+    """The receiver of a whitelisted method is walked and checked at parse time: it cannot
+    smuggle in attribute access, comprehensions or dunder names."""
+    with pytest.raises(DefinitionError) as raised:
+        compile_expression(source, 7)
+    assert raised.value.line == 7
+    assert reason in raised.value.problem
+
+
+def test_a_definition_with_a_dunder_behind_a_method_receiver_is_refused_when_read() -> None:
+    source = """<process>
+  <assign property="x">().__class__.__bases__.count(1)</assign>
+</process>"""
+    with pytest.raises(DefinitionError) as raised:
+        parse_definition(source)
+    assert raised.value.line == 2
+    assert "__bases__" in raised.value.problem
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ('context["name"].strip().lower().startswith("report")', True),
+        ('context.get("name", "").count("P")', 1),
+        ('context["items"].count("a")', 1),
+        ("[1, 2, 1].count(1)", 2),
+        ("(1, 2).index(2)", 1),
+        ('"a,b".split(",").count("b")', 1),
+        ('{"k": [1]}.get("k").count(1)', 1),
+        ('context["a"].get("b")', 7),
+        ('event.get("size")', 2),
+    ],
+)
+def test_method_calls_on_legitimate_receivers_still_work(source: str, expected: Any) -> None:
+    assert value(source) == expected
 
 
 @pytest.mark.parametrize(

@@ -207,6 +207,10 @@ def _unpacks(node: ast.AST) -> bool:
 
 
 def _checked_call(node: ast.Call) -> list[ast.AST]:
+    """Check the callee of ``node``: a whitelisted function, or a whitelisted method. A method's
+    receiver is returned with the arguments, to be checked like any other expression, so that
+    ``().__class__.__bases__.count(1)`` or ``[c for c in "ab"].count("a")`` is refused here,
+    when the definition is read, and not left to the evaluator."""
     callee = node.func
     arguments: list[ast.AST] = [*node.args, *node.keywords]
     if isinstance(callee, ast.Name):
