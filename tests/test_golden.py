@@ -2,11 +2,16 @@
 
 Participants are chosen by name: ``inc_<prop>`` adds one to ``prop``; ``fail`` answers critical;
 ``flaky_<n>`` answers error n times, then done; ``slow`` only reports progress (it never answers);
-any other name echoes its payload. An optional ``<name>.json`` gives ``fields`` and ``events``.
+any other name echoes its payload. An optional ``<name>.json`` gives ``fields``, ``events`` and
+``terminate`` (a reason: when the run has nothing more to do, an operator terminates it, and the
+trace goes on with what the terminate step records and the commands it gives).
 Each run also makes the state's JSON round trip after every step.
 
-To write the expected traces after a deliberate change: ``BUREAUCRAT_REGOLD=1 pytest
-tests/test_golden.py``, then read every changed trace before committing it.
+An expected trace is read line by line against DESIGN.md section 3 before it is committed: it
+says what the design asks for, not whatever the engine does today. After a deliberate change,
+``BUREAUCRAT_REGOLD=1 pytest tests/test_golden.py`` writes every trace that differs and fails
+each such test, so that a rewritten trace is read before it passes; under CI the variable is
+refused and the tests fail.
 """
 
 from __future__ import annotations
@@ -20,7 +25,10 @@ from typing import Any
 
 import pytest
 
+from bureaucrat.definition import parse_definition
+from bureaucrat.engine import commands, events, step
 from bureaucrat.testing import Participant, ProcessResult, run_process
+from tests.brokers import in_ci
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = sorted(GOLDEN.glob("*.xml"))
@@ -61,6 +69,31 @@ def render(result: ProcessResult) -> str:
     return "\n".join(lines) + "\n"
 
 
+def terminated(case: Path, result: ProcessResult, reason: str) -> ProcessResult:
+    """``result`` (a run that waits) after an operator's terminate, at the time it stopped."""
+    assert result.status == "waiting", f"{case.name}: terminate needs a run that waits"
+    now = float(result.trace[-1].split(" ", 1)[0])
+    ended = step(parse_definition(case.read_bytes()), result.state, events.Terminate(reason), now)
+    trace = list(result.trace)
+    for command in ended.commands:
+        if isinstance(command, commands.Record):
+            details = sorted(command.details.items())
+            fields = [f"{key}={json.dumps(value, sort_keys=True)}" for key, value in details]
+            trace.append(" ".join([f"{now:g}", command.kind, command.activity, *fields]))
+        elif not isinstance(command, commands.ProcessFinished):
+            trace.append(f"{now:g}   {command!r}")
+    state = ended.state
+    fault = state["fault"]
+    return ProcessResult(
+        status=state["status"],
+        context=state["scopes"][""],
+        fault=None if fault is None else {"code": fault["code"], "message": fault["message"]},
+        calls=result.calls,
+        trace=trace,
+        state=state,
+    )
+
+
 @pytest.mark.parametrize("case", CASES, ids=[case.stem for case in CASES])
 def test_golden_trace(case: Path) -> None:
     extra = case.with_suffix(".json")
@@ -72,12 +105,21 @@ def test_golden_trace(case: Path) -> None:
         events=[(name, data) for name, data in options.get("events", [])],
         check_json=True,
     )
+    if "terminate" in options:
+        result = terminated(case, result, options["terminate"])
     actual = render(result)
     expected_file = case.with_suffix(".trace")
+    expected = expected_file.read_text() if expected_file.exists() else None
     if os.environ.get("BUREAUCRAT_REGOLD"):
-        expected_file.write_text(actual)
-    assert expected_file.exists(), f"no expected trace for {case.name}"
-    assert actual == expected_file.read_text()
+        if in_ci():
+            pytest.fail(
+                "BUREAUCRAT_REGOLD is set under CI: expected traces are never rewritten there"
+            )
+        if actual != expected:
+            expected_file.write_text(actual)
+            pytest.fail(f"rewrote {expected_file.name}: read it against DESIGN.md, then run again")
+    assert expected is not None, f"no expected trace for {case.name}"
+    assert actual == expected
 
 
 def test_every_activity_has_a_golden_trace() -> None:
