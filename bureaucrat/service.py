@@ -37,7 +37,13 @@ from bureaucrat.engine import Limits
 from bureaucrat.engine import events as ev
 from bureaucrat.engine.state import TERMINAL, activity_id, root_context
 from bureaucrat.engine.step import step
-from bureaucrat.errors import BrokerError, DefinitionError, StoreDataError, StoreError
+from bureaucrat.errors import (
+    BrokerError,
+    ConfigError,
+    DefinitionError,
+    StoreDataError,
+    StoreError,
+)
 from bureaucrat.messages import MessageError, Outgoing
 from bureaucrat.store import Store, Tx
 from bureaucrat.store.database import translated
@@ -238,6 +244,8 @@ class Service:
             verdict = Verdict.dead(f"the database refused this message: {error}")
         except (StoreError, BrokerError):
             raise  # lost the database or the broker: the whole batch comes back
+        except ConfigError as error:  # e.g. a Celery task the configured routing cannot send
+            verdict = Verdict.dead(f"configuration error: {error}")
         except Exception as error:  # a defect must not turn a message into a poison pill
             LOG.exception("internal error on a message from %s", item.message.queue)
             verdict = Verdict.dead(f"internal error: {type(error).__name__}: {error}")
