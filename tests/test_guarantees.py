@@ -283,6 +283,22 @@ def test_a_retry_in_the_same_batch_as_itself_dispatches_once(store: Store) -> No
     assert workitems(publisher) == 1
 
 
+def test_an_answer_and_a_terminate_each_twice_in_one_batch_are_applied_once(
+    store: Store,
+) -> None:
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher)
+    service.handle(launch(TWO_ACTIONS, {}, "b"))
+    reply = answer(publisher.take("worker_p"), message_id="answer-1")
+    stop = control("terminate", "b", "stop-1")
+    service.handle_batch([reply, again(reply), stop, again(stop, redelivered=False)])
+    service.publish_committed()
+    assert store.instance("b").status == "terminated"  # type: ignore[union-attr]
+    journal = [kind for kind, _ in trail(store, "b")]
+    assert journal.count("answered") == journal.count("terminating") == 1
+    assert "ignored" not in journal
+
+
 # the operator's retry renews the attempts -------------------------------------------------------
 
 
@@ -470,3 +486,29 @@ def test_end_to_end_an_answer_and_a_terminate_published_twice_are_applied_once(
         assert [kind for kind, _ in journal].count("answered") == 1
         assert [kind for kind, _ in journal].count("terminating") == 1
         assert "ignored" not in [kind for kind, _ in journal]
+
+
+def test_end_to_end_a_retry_published_twice_with_its_id_dispatches_once(
+    installation: Installation,
+) -> None:
+    installation.start_daemon()
+    with worker_queue(installation, "p") as take, installation.launcher() as launcher:
+        launcher.launch('<process><action participant="p"/></process>', {}, process_id="r")
+        launcher.launch(TICKS, {}, process_id="marker")
+        workitem = json.loads(take())
+        workitem["payload"]["status"] = "error"
+        queue = installation.config.message_queue
+        installation.publish_raw(queue, dumps(workitem), message_id="error-1")
+        installation.wait_for(lambda: kinds(installation.store, "r", "failed") == 1, what="fail")
+        for _ in range(2):
+            retry = {"name": "retry", "process_id": "r"}
+            installation.publish_raw(queue, dumps(retry), message_id="retry-1")
+        marker = {"name": "terminate", "process_id": "marker"}
+        installation.publish_raw(queue, dumps(marker), message_id="stop-marker")
+        installation.wait_for(lambda: installation.status("marker") == "terminated", what="marker")
+        retried = json.loads(take())
+        assert retried["workitem_id"] != workitem["workitem_id"]
+        journal = [kind for kind, _ in trail(installation.store, "r")]
+        assert journal.count("dispatched") == 2
+        assert "ignored" not in journal
+        assert len(installation.store.pending_workitems("r")) == 1
