@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint types unit venv clean bench demo
+.PHONY: test lint types unit venv clean bench demo mutate
 
 venv: $(STAMP)
 
@@ -29,6 +29,14 @@ unit: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/engine_steps.py
 	$(BIN)/python benchmarks/throughput.py
+
+# Mutation testing, not part of `make test`: mutmut (configured in pyproject.toml) mutates the
+# engine, the expressions and the message path and runs the fast tests against each mutant;
+# `mutmut results` lists the survivors, `mutmut show NAME` shows one. Work lives in mutants/.
+# MUTANTS narrows the run: make mutate MUTANTS='bureaucrat.engine.step.*'
+mutate: $(STAMP)
+	$(BIN)/mutmut run $(MUTANTS)
+	$(BIN)/mutmut results
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
