@@ -137,9 +137,9 @@ def test_a_lost_connection_keeps_the_message_for_the_next_try(store: Store) -> N
 def test_data_the_database_refuses_is_a_data_error_not_a_lost_connection(store: Store) -> None:
     refused = "a\x00b" if not store.is_sqlite else "\ud800"
     with pytest.raises(StoreDataError), store.transaction() as tx:
-        tx.mark_processed(refused)
+        tx.mark_processed(refused, 1.0)
     with store.transaction() as tx:  # and the store goes on
-        tx.mark_processed("fine")
+        tx.mark_processed("fine", 1.0)
         assert tx.processed("fine")
 
 

@@ -271,7 +271,7 @@ def test_ctl_escapes_control_characters_in_what_it_prints(
         digest = store.add_definition("<process/>")
         with store.transaction() as tx:
             tx.create_instance(hostile, digest, f"name{ESC}\x07", None, None, 0.0)
-            tx.mark_broken(hostile, f"reason {ESC}\r\x7f")
+            tx.mark_broken(hostile, f"reason {ESC}\r\x7f", 1.0)
 
     def ctl(*args: str) -> subprocess.CompletedProcess[str]:
         return run("bureaucrat.ctl", "-c", str(install.config_path), *args, cwd=install.tmp)

@@ -204,8 +204,8 @@ def test_creating_an_instance_twice_is_refused_data_not_a_lost_database(store: S
 def test_a_failed_block_rolls_the_whole_transaction_back(store: Store) -> None:
     launch(store, ACTION, "p1")
     with pytest.raises(RuntimeError), store.transaction() as tx:
-        tx.mark_processed("m1")
-        tx.mark_broken("p1", "testing")
+        tx.mark_processed("m1", T0)
+        tx.mark_broken("p1", "testing", T0)
         raise RuntimeError("boom")
     with store.transaction() as tx:
         assert not tx.processed("m1")
@@ -592,7 +592,7 @@ def test_the_hot_paths_use_indexes(store: Store) -> None:
             event = ev.ParticipantResponse(work)
             result = step(store.definition(record.definition_hash), record.state, event, T0)
             tx.apply("p1", result, T0, [message(1)], fired_timer="t1")
-            tx.mark_processed("m1")
+            tx.mark_processed("m1", T0)
         store.claim_due_timers(T0, 10)
         store.unsent(10)
         store.next_timer_due()

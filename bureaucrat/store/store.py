@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -67,8 +67,11 @@ class Store:
         url: str | None = None,
         definition_cache_size: int = DEFAULT_CACHE_SIZE,
         sqlite_synchronous: str = "full",
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.url = resolve_url(url)
+        self.clock = clock
+        """What time it is, for what the store dates on its own (definitions, broken states)."""
         self.engine = make_engine(self.url, sqlite_synchronous)
         self._definitions = DefinitionCache(definition_cache_size)
         if self.engine.dialect.name not in SUPPORTED:
@@ -103,7 +106,7 @@ class Store:
     def transaction(self) -> Iterator[Tx]:
         """One write transaction: committed when the block ends, rolled back if it raises."""
         with translated("in a transaction"), self.engine.begin() as connection:
-            yield Tx(connection)
+            yield Tx(connection, self.clock)
 
     @contextmanager
     def _read(self, doing: str) -> Iterator[sa.Connection]:
@@ -131,7 +134,7 @@ class Store:
         Raises ``DefinitionError`` when ``source`` is not a valid definition."""
         digest, definition = self.parse(source)
         with self.transaction() as tx:
-            tx.insert_definition(digest, definition.name, source, time.time())
+            tx.insert_definition(digest, definition.name, source, self.clock())
         return digest
 
     def definition(self, digest: str) -> Definition:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
@@ -49,8 +49,10 @@ RUNNING = "running"
 class Tx:
     """The operations of one transaction, on ``connection`` (use ``Store.transaction``)."""
 
-    def __init__(self, connection: sa.Connection) -> None:
+    def __init__(self, connection: sa.Connection, clock: Callable[[], float] = time.time) -> None:
         self.connection = connection
+        self.clock = clock
+        """The store's clock, for what a transaction notices on its own (an undecodable state)."""
         self._sql = sql.for_dialect(connection.dialect.name)
         self._versions: dict[str, int] = {}
         self._locked: dict[str, Any] = {}
@@ -113,11 +115,10 @@ class Tx:
         query = sa.select(sa.literal(1)).where(processed_messages.c.message_id == message_id)
         return self.connection.execute(query).first() is not None
 
-    def mark_processed(self, message_id: str, now: float | None = None) -> None:
+    def mark_processed(self, message_id: str, now: float) -> None:
         """Remember ``message_id`` as handled (again is harmless)."""
-        at = time.time() if now is None else now
         self.connection.execute(
-            self._sql.insert_processed, {"message_id": message_id, "processed_at": at}
+            self._sql.insert_processed, {"message_id": message_id, "processed_at": now}
         )
 
     # instances --------------------------------------------------------------------------------
@@ -169,7 +170,7 @@ class Tx:
         except UndecodableError as error:
             reason = f"the stored state cannot be decoded: {error}"
             LOG.error("instance %s is broken: %s", instance_id, reason)
-            now = time.time()
+            now = self.clock()
             self.mark_broken(instance_id, reason, now)
             return instance_record(row, None, status=BROKEN, error=reason, updated_at=now)
         record = instance_record(row, state)
@@ -241,12 +242,12 @@ class Tx:
         row = {"hash": digest, "name": name, "source": source, "created_at": now}
         self.connection.execute(self._sql.insert_definition, row)
 
-    def mark_broken(self, instance_id: str, reason: str, now: float | None = None) -> None:
+    def mark_broken(self, instance_id: str, reason: str, now: float) -> None:
         """Set the instance aside for an operator: status ``broken``, ``error`` = ``reason``."""
         self.flush()
         self._current.pop(instance_id, None)  # read again, broken, if asked for
         self._locked.pop(instance_id, None)
-        at = time.time() if now is None else now
+        at = now
         self.connection.execute(
             sa.update(instances)
             .where(instances.c.id == instance_id)
