@@ -35,7 +35,7 @@ from bureaucrat.config import Config
 from bureaucrat.encoding import encode, too_long
 from bureaucrat.engine import Limits
 from bureaucrat.engine import events as ev
-from bureaucrat.engine.state import TERMINAL, activity_id, root_context
+from bureaucrat.engine.state import TERMINAL, Status, activity_id, root_context
 from bureaucrat.engine.step import step
 from bureaucrat.errors import (
     BrokerError,
@@ -292,7 +292,7 @@ class Service:
         """A ``call`` whose definition is invalid: the fault ``DefinitionError`` at the call."""
         LOG.warning("subprocess %s of %s not started: %s", child_id, parent["process_id"], problem)
         fault = {"code": "DefinitionError", "message": problem}
-        finished = ev.ChildFinished(child_id, "faulted", {}, fault)
+        finished = ev.ChildFinished(child_id, Status.FAULTED, {}, fault)
         if not self.advance(tx, parent["process_id"], finished, key):
             LOG.warning("the parent %s of %s is gone", parent["process_id"], child_id)
         return ACK
@@ -626,7 +626,7 @@ def _parent_waits(
     if parent is None:
         return True
     record = tx.lock_instance(parent["process_id"])
-    if record is None or record.state is None or record.status != "running":
+    if record is None or record.state is None or record.status != Status.RUNNING:
         return False
     path = record.state.get("children", {}).get(child_id)
     if not isinstance(path, str) or activity_id(record.id, path) != parent["activity"]:

@@ -34,10 +34,14 @@ STATE_VERSION = 1
 
 
 class Status(enum.StrEnum):
+    """The status of an instance: the engine's four, and ``broken`` (set aside by the store
+    when a defect or data it cannot keep stops the instance; the engine never sets it)."""
+
     RUNNING = "running"
     COMPLETED = "completed"
     FAULTED = "faulted"
     TERMINATED = "terminated"
+    BROKEN = "broken"
 
 
 TERMINAL = frozenset({Status.COMPLETED.value, Status.FAULTED.value, Status.TERMINATED.value})

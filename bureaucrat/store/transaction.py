@@ -17,6 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from bureaucrat.engine.state import Status
 from bureaucrat.engine.step import Step
 from bureaucrat.errors import StoreError
 from bureaucrat.store import statements as sql
@@ -42,8 +43,8 @@ from bureaucrat.store.tables import (
 
 LOG = logging.getLogger(__name__)
 
-BROKEN = "broken"
-RUNNING = "running"
+BROKEN = Status.BROKEN
+RUNNING = Status.RUNNING
 
 
 class Tx:
