@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, assert_never
 
 from bureaucrat.definition import Definition, is_xml_text, parse_definition
 from bureaucrat.engine import commands as cmd
@@ -181,23 +181,28 @@ class _Runner:
             self._carry_out(pid, command)
 
     def _carry_out(self, pid: str, command: cmd.Command) -> None:
-        if isinstance(command, cmd.Record):
-            self._trace(command)
-        elif isinstance(command, cmd.DispatchWorkitem):
-            self._dispatch(pid, command)
-        elif isinstance(command, cmd.StartTimer):
-            heapq.heappush(self.timers, (command.due, next(self.order), pid, command.timer_id))
-        elif isinstance(command, cmd.CancelTimer):
-            self.cancelled.add(command.timer_id)
-        elif isinstance(command, cmd.LaunchChild):
-            self._launch(pid, command)
-        elif isinstance(command, cmd.NotifyParent):
-            finished = ev.ChildFinished(
-                command.child_id, command.status, command.context, command.fault
-            )
-            self.queue.append((command.parent_id, finished))
-        elif isinstance(command, cmd.TerminateChild):
-            self.queue.append((command.process_id, ev.Terminate("the parent ended")))
+        match command:
+            case cmd.Record():
+                self._trace(command)
+            case cmd.DispatchWorkitem():
+                self._dispatch(pid, command)
+            case cmd.StartTimer():
+                heapq.heappush(self.timers, (command.due, next(self.order), pid, command.timer_id))
+            case cmd.CancelTimer():
+                self.cancelled.add(command.timer_id)
+            case cmd.LaunchChild():
+                self._launch(pid, command)
+            case cmd.NotifyParent():
+                finished = ev.ChildFinished(
+                    command.child_id, command.status, command.context, command.fault
+                )
+                self.queue.append((command.parent_id, finished))
+            case cmd.TerminateChild():
+                self.queue.append((command.process_id, ev.Terminate("the parent ended")))
+            case cmd.CancelWorkitem() | cmd.Subscribe() | cmd.Unsubscribe() | cmd.ProcessFinished():
+                pass  # the state says it all: events are matched against it, results read from it
+            case _:
+                assert_never(command)
 
     def _trace(self, record: cmd.Record) -> None:
         details = " ".join(
