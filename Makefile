@@ -28,6 +28,7 @@ unit: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/engine_steps.py
+	$(BIN)/python benchmarks/expressions.py
 	$(BIN)/python benchmarks/throughput.py
 
 # Mutation testing, not part of `make test`: mutmut (configured in pyproject.toml) mutates the
@@ -39,7 +40,7 @@ mutate: $(STAMP)
 	$(BIN)/mutmut results
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis mutants
 
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
