@@ -22,31 +22,14 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bureaucrat.definition import parse_definition
 from bureaucrat.engine import Limits, commands, events, step
-
-DOUBLING = """<process>
-  <context><property name="x" type="json">["abcdefgh"]</property></context>
-  <while><condition>True</condition>
-    <assign property="x">[context["x"], context["x"]]</assign>
-  </while>
-</process>"""
-
-BURNING = (
-    "<process><while><condition>"
-    + " and ".join(['sorted(list("ab"*50000))'] * 280)
-    + '</condition><assign property="n">1</assign></while></process>'
-)
-
-FAN_OUT = (
-    "<process>"
-    + "".join(f'<assign property="p{i}">"a" * 100000</assign>' for i in range(20))
-    + "<all>"
-    + '<action participant="p"/>' * 200
-    + "</all></process>"
-)
+from tests.test_budgets import BURNING, DOUBLING, FAN_OUT  # the cases the tests fault
 
 FOREACH = """<process><foreach select="items">
   <switch>
