@@ -29,7 +29,7 @@ from bureaucrat.errors import ConfigError
 from bureaucrat.participants.celery import celery_message
 from tests.brokers import AMQP_URL, delete, require_rabbitmq, unique
 from tests.harness import Installation
-from tests.test_celery_participants import dispatch
+from tests.test_celery_participants import Answers, dispatch
 
 ROOT = Path(__file__).resolve().parent.parent
 ANSWER_TIMEOUT = 30.0
@@ -159,7 +159,7 @@ def stop_worker(process: subprocess.Popen[bytes]) -> None:
 
 
 @dataclass
-class OriginalWorker:
+class OriginalWorker(Answers):
     """A ``celery worker -Q <segment>`` whose tasks are named ``<segment>.tasks.*``, and the
     engine's publisher."""
 
@@ -200,27 +200,6 @@ class OriginalWorker:
         assert isinstance(json.loads(message.body), dict) is (protocol == 1)  # 1: a dict, 2: a list
         assert BrokerPublisher(self.broker, config).publish_many([message]) == [None]
         return command
-
-    def answers_to(self, command: DispatchWorkitem, settle: float = 0.5) -> list[dict[str, Any]]:
-        """The answers to ``command``: waits for the first, then ``settle`` s for any more."""
-        deadline = time.monotonic() + ANSWER_TIMEOUT
-        while not self._answered(command) and time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"the Celery worker exited: {self.log.read_text()[-3000:]}")
-            self.broker.run(0.1)
-        self.broker.run(settle)
-        return [json.loads(d.body) for d in self.answers if self._belongs(d, command)]
-
-    def _on_answer(self, delivery: Delivery) -> None:
-        self.answers.append(delivery)
-        self.broker.ack(delivery)
-
-    def _answered(self, command: DispatchWorkitem) -> bool:
-        return any(self._belongs(delivery, command) for delivery in self.answers)
-
-    @staticmethod
-    def _belongs(delivery: Delivery, command: DispatchWorkitem) -> bool:
-        return bool(json.loads(delivery.body).get("workitem_id") == command.workitem_id)
 
 
 @dataclass

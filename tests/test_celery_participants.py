@@ -166,8 +166,40 @@ def test_the_reporter_reconnects_when_its_connection_was_lost() -> None:
 # the participants, in real workers ----------------------------------------------------------
 
 
+class Answers:
+    """Collects a Celery worker's answers on the engine's message queue, and waits for them.
+
+    Needs ``broker`` (consuming the answers into ``_on_answer``), ``process`` and ``log``."""
+
+    broker: Broker
+    process: subprocess.Popen[bytes]
+    log: Path
+    answers: list[Delivery]
+
+    def answers_to(self, command: DispatchWorkitem, settle: float = 0.5) -> list[dict[str, Any]]:
+        """The answers to ``command``: waits for the first, then ``settle`` s for any more."""
+        deadline = time.monotonic() + ANSWER_TIMEOUT
+        while not self._answered(command) and time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"the Celery worker exited: {self.log.read_text()[-3000:]}")
+            self.broker.run(0.1)
+        self.broker.run(settle)
+        return [json.loads(d.body) for d in self.answers if self._belongs(d, command)]
+
+    def _on_answer(self, delivery: Delivery) -> None:
+        self.answers.append(delivery)
+        self.broker.ack(delivery)
+
+    def _answered(self, command: DispatchWorkitem) -> bool:
+        return any(self._belongs(delivery, command) for delivery in self.answers)
+
+    @staticmethod
+    def _belongs(delivery: Delivery, command: DispatchWorkitem) -> bool:
+        return bool(json.loads(delivery.body).get("workitem_id") == command.workitem_id)
+
+
 @dataclass
-class CeleryWorker:
+class CeleryWorker(Answers):
     """A ``celery worker`` process on a queue of its own, and the broker the engine would use."""
 
     pool: str
@@ -206,30 +238,6 @@ class CeleryWorker:
         )
         self.broker.ensure_queue(message.routing_key)
         self.broker.publish(message.exchange, message.routing_key, message.body, message.properties)
-
-    def answers_to(self, command: DispatchWorkitem, settle: float = 0.5) -> list[dict[str, Any]]:
-        """The answers to ``command``: waits for the first, then ``settle`` s for any more."""
-        deadline = time.monotonic() + ANSWER_TIMEOUT
-        while not self._answered(command) and time.monotonic() < deadline:
-            self._check_running()
-            self.broker.run(0.1)
-        self.broker.run(settle)
-        return [json.loads(d.body) for d in self.answers if self._belongs(d, command)]
-
-    def _on_answer(self, delivery: Delivery) -> None:
-        self.answers.append(delivery)
-        self.broker.ack(delivery)
-
-    def _answered(self, command: DispatchWorkitem) -> bool:
-        return any(self._belongs(delivery, command) for delivery in self.answers)
-
-    @staticmethod
-    def _belongs(delivery: Delivery, command: DispatchWorkitem) -> bool:
-        return bool(json.loads(delivery.body).get("workitem_id") == command.workitem_id)
-
-    def _check_running(self) -> None:
-        if self.process.poll() is not None:
-            pytest.fail(f"the Celery worker exited: {self.log.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module", params=["prefork", "solo"])
