@@ -188,3 +188,55 @@ def test_the_launcher_also_reads_text_with_a_byte_order_mark_as_xml() -> None:
     from bureaucrat.launcher import read_definition
 
     assert read_definition("\ufeff<process/>") == "\ufeff<process/>"
+
+
+# an operator's retry of one activity; the count of steps ------------------------------------------
+
+
+TWO_FAILING = '<process><all><action participant="a"/><action participant="b"/></all></process>'
+
+
+def _answer(command: Any, status: str) -> ev.ParticipantResponse:
+    message = dict(command.message)
+    message["payload"] = {**message["payload"], "status": status}
+    return ev.ParticipantResponse(message)
+
+
+def _both_failed() -> tuple[Any, dict[str, Any]]:
+    definition = parse_definition(TWO_FAILING)
+    started = step(definition, None, ev.Start("p"), 0.0)
+    state = started.state
+    for command in started.commands:
+        if isinstance(command, cmd.DispatchWorkitem):
+            state = step(definition, state, _answer(command, "error"), 1.0).state
+    assert [n for n in state["nodes"].values() if n.get("failed")], state["nodes"]
+    return definition, state
+
+
+def _dispatched(commands: tuple[Any, ...]) -> list[str]:
+    return [c.participant for c in commands if isinstance(c, cmd.DispatchWorkitem)]
+
+
+def test_a_retry_naming_an_activity_retries_that_action_only() -> None:
+    definition, state = _both_failed()
+    result = step(definition, state, ev.Retry("p_0_1"), 2.0)
+    assert _dispatched(result.commands) == ["b"]
+    everything = step(definition, state, ev.Retry(None), 2.0)
+    assert sorted(_dispatched(everything.commands)) == ["a", "b"]
+
+
+def test_a_retry_naming_no_failed_action_changes_nothing() -> None:
+    definition, state = _both_failed()
+    for activity in ("p_0", "p_7", "other_0_1"):
+        result = step(definition, state, ev.Retry(activity), 2.0)
+        assert _dispatched(result.commands) == []
+        assert result.state is state  # ignored: the state as it was, steps not counted
+        assert [c.kind for c in result.commands if isinstance(c, cmd.Record)] == ["ignored"]
+
+
+def test_every_applied_event_counts_one_step_and_ignored_ones_none() -> None:
+    definition, state = _both_failed()
+    assert state["steps"] == 3  # the launch and two answers
+    retried = step(definition, state, ev.Retry("p_0_0"), 2.0).state
+    assert retried["steps"] == 4
+    assert step(definition, retried, ev.Retry("p_9"), 3.0).state["steps"] == 4
