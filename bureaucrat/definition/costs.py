@@ -71,22 +71,18 @@ def touch(value: Any, bound: int) -> int:
 
 
 def _walk(value: Any, bound: int) -> int:
-    """``WALK_UNITS`` per value walked (Python's loop), plus what each value itself weighs."""
-    units = 0
-    stack = [value]
-    while stack and units <= bound:
-        item = stack.pop()
-        kind = type(item)
-        units += limits.WALK_UNITS
-        if kind is str:
-            units += len(item) // CHARS_PER_UNIT
-        elif kind is int:
-            units += _digits(item)
-        elif kind is dict:
-            stack.extend(item.values())
-        elif kind in _CONTAINERS:
-            stack.extend(item)
-    return units
+    """``WALK_UNITS`` per value walked (Python's loop), plus what each value itself weighs;
+    the same bounded walk as the size estimates of ``limits``."""
+    return limits.measure(value, bound, _units_of)
+
+
+def _units_of(item: Any) -> int:
+    kind = type(item)
+    if kind is str:
+        return limits.WALK_UNITS + len(item) // CHARS_PER_UNIT
+    if kind is int:
+        return limits.WALK_UNITS + _digits(item)
+    return limits.WALK_UNITS
 
 
 def _digits(value: int) -> int:

@@ -79,7 +79,7 @@ def weight(value: object, budget: int) -> int:
     Integers past 64 bits weigh their digits: ``[10**3000] * 99999`` is one list of references
     to one integer, but its JSON text in the instance state would be 300 MB.
     """
-    return _measure(value, budget, _weight_of)
+    return measure(value, budget, _weight_of)
 
 
 def text_size(value: object, budget: int) -> int:
@@ -87,10 +87,10 @@ def text_size(value: object, budget: int) -> int:
 
     Unlike ``weight`` it counts the digits of every number and the punctuation between elements.
     """
-    return _measure(value, budget, _text_size_of)
+    return measure(value, budget, _text_size_of)
 
 
-def _measure(value: object, budget: int, size_of: Callable[[Any], int]) -> int:
+def measure(value: object, budget: int, size_of: Callable[[Any], int]) -> int:
     """The sum of ``size_of`` over ``value`` and everything nested in it, walked without
     recursion; stops as soon as the sum passes ``budget``."""
     total = 0

@@ -382,17 +382,6 @@ class Tx:
         if instance_id is not None:
             self.mark_broken(instance_id, f"message {message_id} not sent: {reason}", now)
 
-    def instances_of_workitems(self, workitem_ids: Collection[str]) -> dict[str, str]:
-        """The instance of each of ``workitem_ids`` that exists: workitem id -> instance id."""
-        if not workitem_ids:
-            return {}
-        query = sa.select(workitems.c.id, workitems.c.instance_id).where(
-            workitems.c.id.in_(sorted(workitem_ids))
-        )
-        return {row.id: row.instance_id for row in self.connection.execute(query)}
-
-    # lookups ----------------------------------------------------------------------------------
-
     def subscribers(self, event: str, process_id: str | None = None) -> list[str]:
         """The instances waiting for ``event`` (only ``process_id``, if given)."""
         self.flush()
