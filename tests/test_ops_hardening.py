@@ -16,6 +16,7 @@ import pytest
 
 from bureaucrat.store import Store
 from tests.harness import ROOT, Installation
+from tests.test_operations import read_pid
 
 pytestmark = pytest.mark.usefixtures("rabbitmq")
 
@@ -57,15 +58,6 @@ def start_daemon(install: Installation, *args: str, umask: int = 0o022) -> subpr
             umask=umask,
         )
     return install.daemon
-
-
-def read_pid(path: Path) -> int | None:
-    """The pid in a pid file; None while there is none (no file yet, or not yet written)."""
-    try:
-        text = path.read_text().strip()
-    except FileNotFoundError:
-        return None
-    return int(text) if text.isdigit() else None
 
 
 def mode(path: Path) -> int:
