@@ -35,7 +35,14 @@ from bureaucrat.bounds import MAX_NAME, SHORT_STRING, check_id
 from bureaucrat.config import Config, check_config, load_config, original_amqp_url
 from bureaucrat.definition import is_xml_text, parse_definition
 from bureaucrat.errors import ConfigError
-from bureaucrat.messages import JSON_TYPE, MessageError, check_fields, check_value, dumps
+from bureaucrat.messages import (
+    JSON_TYPE,
+    MessageError,
+    check_control,
+    check_fields,
+    check_value,
+    dumps,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -126,9 +133,44 @@ class Launcher:
         self._send(self.config.event_queue, body, uuid.uuid4().hex)
 
     def send_control(self, name: str, process_id: str, **extra: Any) -> None:
-        """Ask the engine to ``terminate`` or ``retry`` a process."""
+        """Send control message ``name`` (``terminate``, ``pause``...) about one process."""
         body = {"name": name, "process_id": process_id, **extra}
+        check_control(body)
         self._send(self.config.message_queue, body, uuid.uuid4().hex)
+
+    # operations on one process (README, "Operating processes") --------------------------------
+
+    def terminate(self, process_id: str, reason: str = "") -> None:
+        """End the process, cancelling what it waits on, its subprocesses included."""
+        self.send_control("terminate", process_id, reason=reason)
+
+    def retry(self, process_id: str, activity: str | None = None) -> None:
+        """Dispatch again the actions that failed (``error``), or only the one at ``activity``."""
+        self.send_control("retry", process_id, **({"activity": activity} if activity else {}))
+
+    def pause(self, process_id: str, reason: str = "") -> None:
+        """Dispatch nothing new; what arrives meanwhile is kept and applied on ``resume``."""
+        self.send_control("pause", process_id, reason=reason)
+
+    def resume(self, process_id: str) -> None:
+        """Resume a paused process, or one suspended at an incident (its faulting activity runs
+        again)."""
+        self.send_control("resume", process_id)
+
+    def set_context(self, process_id: str, values: Mapping[str, Any]) -> None:
+        """Set context properties of a running, paused or suspended process."""
+        self.send_control("set", process_id, values=dict(values))
+
+    def rerun(
+        self, process_id: str, activity: str, values: Mapping[str, Any] | None = None
+    ) -> None:
+        """Run the process again from ``activity`` (its id: ``<pid>_0_2``), cancelling what
+        is pending, with the context kept and ``values`` set."""
+        self.send_control("rerun", process_id, activity=activity, values=dict(values or {}))
+
+    def restart(self, process_id: str) -> None:
+        """Run the process again from the beginning, with the fields it was launched with."""
+        self.send_control("restart", process_id)
 
     def _send(
         self, routing_key: str, body: dict[str, Any], message_id: str, *, exchange: str = ""

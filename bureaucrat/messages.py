@@ -7,9 +7,10 @@ Decoding never trusts its input: whatever the bytes, it returns one of the shape
 - launch (``bureaucrat``): the definition XML, or ``{"definition": xml, "fields": {...}}`` (JSON);
   internal launches of subprocesses add ``"parent": {"process_id": ..., "activity": ...}``.
 - response (``bureaucrat_msgs``): the workitem sent to a participant with ``payload`` updated.
-- control (``bureaucrat_msgs``): ``{"name": "terminate" | "retry" | "child_finished",
-  "process_id": ..., ...}``. The original's terminate, ``{"name": "terminate", "target": ...,
-  "origin": ...}``, names an activity id (``<pid>`` or ``<pid>_0_2``) instead of a process id.
+- control (``bureaucrat_msgs``): ``{"name": "terminate" | "retry" | "pause" | "resume" | "set" |
+  "rerun" | "restart" | "child_finished", "process_id": ..., ...}``. The original's terminate,
+  ``{"name": "terminate", "target": ..., "origin": ...}``, names an activity id (``<pid>`` or
+  ``<pid>_0_2``) instead of a process id.
 - event (``bureaucrat_events``): ``{"event": name, ...data}``, optionally ``"process_id"``.
 
 Every JSON body goes through ``decode_json``: UTF-8, no NaN or infinities, nested at most
@@ -93,7 +94,9 @@ class Event:
     process_id: str | None
 
 
-CONTROL_NAMES = frozenset({"terminate", "retry", "child_finished"})
+CONTROL_NAMES = frozenset(
+    {"terminate", "retry", "child_finished", "pause", "resume", "set", "rerun", "restart"}
+)
 
 # JSON values -----------------------------------------------------------------------------------
 
@@ -320,12 +323,19 @@ def _control(name: str, message: dict[str, Any]) -> Control:
     ):
         return _original_terminate(message, what)
     process_id = _required_id(message, "process_id", what, bounds.MAX_PROCESS_ID)
-    if name == "terminate":
+    if name in ("terminate", "pause"):
         reason = message.get("reason")
         if reason is not None and not isinstance(reason, str):
             raise MessageError(f"{what}: 'reason' must be a string")
     elif name == "retry":
         _id(message, "activity", what, bounds.MAX_ACTIVITY_ID)
+    elif name == "set":
+        _values(message, what, required=True)
+    elif name == "rerun":
+        _required_id(message, "activity", what, bounds.MAX_ACTIVITY_ID)
+        _values(message, what, required=False)
+    elif name in ("resume", "restart"):
+        pass
     else:
         _required_id(message, "child_id", what, bounds.MAX_PROCESS_ID)
         if message.get("status") not in ("completed", "faulted", "terminated"):
@@ -333,6 +343,30 @@ def _control(name: str, message: dict[str, Any]) -> Control:
         if not isinstance(message.get("context", {}), dict):
             raise MessageError(f"{what}: 'context' must be an object")
     return Control(name, process_id, message)
+
+
+def _values(message: dict[str, Any], what: str, *, required: bool) -> None:
+    """The context values an operator sets: an object of property names (not ``inst:``)."""
+    values = message.get("values")
+    if values is None and not required:
+        return
+    if not isinstance(values, dict) or (required and not values):
+        raise MessageError(f"{what}: 'values' must be an object naming at least one property")
+    for key in values:
+        problem = bounds.check_id(key, "a property name", bounds.MAX_NAME)
+        if problem is not None:
+            raise MessageError(f"{what}: {problem}")
+    check_fields(values, what)
+
+
+def check_control(message: dict[str, Any]) -> Control:
+    """A control message about to be sent, checked as the engine will check it on arrival;
+    ``MessageError`` says what is wrong with it."""
+    check_value(message, "control message")
+    name = message.get("name")
+    if not isinstance(name, str) or name not in CONTROL_NAMES:
+        raise MessageError(f"unknown control message {str(name)[:80]!a}")
+    return _control(name, message)
 
 
 def _original_terminate(message: dict[str, Any], what: str) -> Control:

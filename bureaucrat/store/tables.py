@@ -46,6 +46,7 @@ instances = sa.Table(
     sa.Column("state", sa.Text(), nullable=False),
     sa.Column("version", sa.Integer(), nullable=False),
     sa.Column("error", sa.Text(), nullable=True),
+    sa.Column("fields", sa.Text(), nullable=True),
     sa.Column("created_at", TIME, nullable=False),
     sa.Column("updated_at", TIME, nullable=False, index=True),
     sa.Index("ix_instances_created_at_id", "created_at", "id"),
