@@ -78,6 +78,10 @@ class Config:
     log_level: str = "INFO"
     log_file: str | None = None
     syslog: bool = False
+    web_host: str = "127.0.0.1"
+    web_port: int = 8080
+    web_token: str | None = None
+    """The web console's operator token; None: the console is read-only."""
     ignored: tuple[str, ...] = field(default=(), compare=False)
 
     def worker_queue(self, participant: str) -> str:
@@ -112,6 +116,9 @@ _KEYS: Mapping[tuple[str, str], str] = {
     ("logging", "level"): "log_level",
     ("logging", "file"): "log_file",
     ("logging", "syslog"): "syslog",
+    ("web", "host"): "web_host",
+    ("web", "port"): "web_port",
+    ("web", "token"): "web_token",
 }
 _WHERE: Mapping[str, str] = {name: f"[{section}] {key}" for (section, key), name in _KEYS.items()}
 _ORIGINAL_AMQP = ("host", "port", "user", "passwd", "vhost")
@@ -288,6 +295,13 @@ def _log_level(value: object) -> str | None:
     return "must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL"
 
 
+def _token(value: object) -> str | None:
+    text = str(value)
+    if len(text) < 16:
+        return "must be at least 16 characters long (e.g. from `openssl rand -hex 24`)"
+    return None if text.isprintable() and not text.isspace() else "must be printable text"
+
+
 def _amqp_url(value: object) -> str | None:
     import pika
 
@@ -336,8 +350,10 @@ _CHECKS: Mapping[str, Check] = {
     "sqlite_synchronous": _one_of("full", "normal"),
     "definition_cache_size": _at_least(1_000_000),
     "log_level": _log_level,
+    "web_port": _between(1, 65535),
+    "web_token": _token,
 }
-_SECRET = frozenset({"amqp_url", "database_url"})
+_SECRET = frozenset({"amqp_url", "database_url", "web_token"})
 """Fields whose value may hold a password: errors name them without showing the value."""
 
 

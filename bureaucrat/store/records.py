@@ -10,6 +10,7 @@ from bureaucrat.messages import Outgoing
 from bureaucrat.store.codec import UndecodableError, loads_object
 
 __all__ = [
+    "DefinitionRecord",
     "InstanceRecord",
     "JournalEntry",
     "OutboxRecord",
@@ -95,3 +96,14 @@ class JournalEntry:
     activity: str
     kind: str
     details: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class DefinitionRecord:
+    """A stored definition: its hash, its process name, when it was stored, and how many
+    instances run it."""
+
+    hash: str
+    name: str | None
+    created_at: float
+    instances: int

@@ -32,6 +32,7 @@ from bureaucrat.store.database import (
     translated,
 )
 from bureaucrat.store.records import (
+    DefinitionRecord,
     InstanceRecord,
     JournalEntry,
     OutboxRecord,
@@ -47,6 +48,7 @@ from bureaucrat.store.tables import (
     journal,
     outbox,
     processed_messages,
+    subscriptions,
     timers,
     workitems,
 )
@@ -264,13 +266,24 @@ class Store:
         until: float | None = None,
         limit: int = 50,
         after: str | None = None,
+        *,
+        definition: str | None = None,
+        id_prefix: str | None = None,
     ) -> list[InstanceRecord]:
         """Instances by creation time (then id), filtered; ``after``: the last id of the page
-        before (keyset pagination: each page costs the same however deep it is)."""
+        before (keyset pagination: each page costs the same however deep it is).
+        ``definition``: only those running the definition of that hash; ``id_prefix``: only
+        those whose id starts with it."""
         query = sa.select(instances).order_by(instances.c.created_at, instances.c.id)
-        for column, value in ((instances.c.status, status), (instances.c.name, name)):
+        for column, value in (
+            (instances.c.status, status),
+            (instances.c.name, name),
+            (instances.c.definition_hash, definition),
+        ):
             if value is not None:
                 query = query.where(column == value)
+        if id_prefix:
+            query = query.where(instances.c.id.startswith(id_prefix, autoescape=True))
         if since is not None:
             query = query.where(instances.c.created_at >= since)
         if until is not None:
@@ -299,6 +312,63 @@ class Store:
         with self._read("reading workitems") as connection:
             rows = connection.execute(query).all()
         return [WorkitemRecord(**row._asdict()) for row in rows]
+
+    def timers_of(self, instance_id: str) -> list[TimerRecord]:
+        """The timers the instance waits on, earliest first."""
+        query = (
+            sa.select(timers)
+            .where(timers.c.instance_id == instance_id)
+            .order_by(timers.c.due, timers.c.id)
+        )
+        with self._read("reading timers") as connection:
+            rows = connection.execute(query).all()
+        return [TimerRecord(**row._asdict()) for row in rows]
+
+    def subscriptions_of(self, instance_id: str) -> list[tuple[str, str]]:
+        """The events the instance awaits, as (activity id, event name) pairs."""
+        query = (
+            sa.select(subscriptions.c.activity, subscriptions.c.event)
+            .where(subscriptions.c.instance_id == instance_id)
+            .order_by(subscriptions.c.activity)
+        )
+        with self._read("reading subscriptions") as connection:
+            rows = connection.execute(query).all()
+        return [(str(activity), str(event)) for activity, event in rows]
+
+    def children_of(self, instance_id: str, limit: int = 500) -> list[InstanceRecord]:
+        """The subprocesses the instance called, oldest first (at most ``limit``)."""
+        query = (
+            sa.select(instances)
+            .where(instances.c.parent_id == instance_id)
+            .order_by(instances.c.created_at, instances.c.id)
+            .limit(limit)
+        )
+        with self._read("reading subprocesses") as connection:
+            rows = connection.execute(query).all()
+        return [_read_instance(row) for row in rows]
+
+    def list_definitions(self, limit: int = 500) -> list[DefinitionRecord]:
+        """The stored definitions, newest first, each with how many instances run it."""
+        runs = (
+            sa.select(sa.func.count())
+            .where(instances.c.definition_hash == definitions.c.hash)
+            .scalar_subquery()
+        )
+        query = (
+            sa.select(definitions.c.hash, definitions.c.name, definitions.c.created_at, runs)
+            .order_by(definitions.c.created_at.desc(), definitions.c.hash)
+            .limit(limit)
+        )
+        with self._read("listing definitions") as connection:
+            rows = connection.execute(query).all()
+        return [DefinitionRecord(row[0], row[1], row[2], int(row[3])) for row in rows]
+
+    def definition_source(self, digest: str) -> str | None:
+        """The XML of the definition stored under ``digest``, or None."""
+        query = sa.select(definitions.c.source).where(definitions.c.hash == digest)
+        with self._read("reading a definition") as connection:
+            source = connection.execute(query).scalar_one_or_none()
+        return None if source is None else str(source)
 
     def counts_by_status(self) -> dict[str, int]:
         query = sa.select(instances.c.status, sa.func.count()).group_by(instances.c.status)
