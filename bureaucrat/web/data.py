@@ -18,13 +18,13 @@ from urllib.parse import quote
 from markupsafe import Markup
 
 from bureaucrat.definition import Definition
-from bureaucrat.engine.state import path_of
+from bureaucrat.engine.state import Status, path_of
 from bureaucrat.errors import BureaucratError
 from bureaucrat.store import InstanceRecord, JournalEntry, Store, TimerRecord, WorkitemRecord
 from bureaucrat.web.diagram import draw, views_by_path
 from bureaucrat.web.tree import ActivityView, describe
 
-STATUSES = ("running", "paused", "suspended", "completed", "faulted", "terminated", "broken")
+STATUSES = tuple(status.value for status in Status)
 PAGE_SIZES = (20, 50, 100, 200)
 JOURNAL_SHOWN = 300
 """The latest journal entries an instance page shows (the API takes ``limit``)."""

@@ -161,7 +161,7 @@ def _root(drawing: _Drawing, process: Process) -> Shape:
 
     def paint(x: float, y: float, out: Out) -> None:
         cx = x + w / 2
-        out.append(_group_open(drawing, process, "process", "start"))
+        out.append(_group_open(drawing, process, "process", "act-start"))
         out.append(f'<circle class="start" cx="{cx:.1f}" cy="{y + START_R:.1f}" r="{START_R}"/>')
         out.append("</g>")
         top = y + 2 * START_R
@@ -267,7 +267,7 @@ def _case(drawing: _Drawing, case: Case) -> Shape:
     w, h = body.w + 2 * 6, body.h + 2 * 6
 
     def paint(x: float, y: float, out: Out) -> None:
-        out.append(_group_open(drawing, case, "case", "case"))
+        out.append(_group_open(drawing, case, "case", "act-case"))
         out.append(
             f'<rect class="case-frame" x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{h:.1f}" '
             'rx="8"/>'
@@ -323,7 +323,7 @@ def _framed(
     state = drawing.state(spec.path)
 
     def paint(x: float, y: float, out: Out) -> None:
-        out.append(_group_open(drawing, spec, spec.tag, "block"))
+        out.append(_group_open(drawing, spec, spec.tag, "act-block"))
         out.append(
             f'<rect class="frame" x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{h:.1f}" '
             'rx="10"/>'
@@ -395,7 +395,7 @@ def _box(drawing: _Drawing, spec: Activity) -> Shape:
     link = drawing.links.get(spec.path)
 
     def paint(x: float, y: float, out: Out) -> None:
-        out.append(_group_open(drawing, spec, spec.tag, "box"))
+        out.append(_group_open(drawing, spec, spec.tag, "act-box"))
         out.append(
             f'<rect class="box" x="{x:.1f}" y="{y:.1f}" width="{BOX_W}" height="{BOX_H}" rx="8"/>'
         )
@@ -437,7 +437,7 @@ def _describe_box(spec: Activity) -> tuple[str, str]:
     if isinstance(spec, Fault):
         return "fault", f"{spec.code}: {spec.message}" if spec.message else spec.code
     if isinstance(spec, Call):
-        return "call", spec.process
+        return "call", f"${spec.process}"
     return spec.tag, ""
 
 

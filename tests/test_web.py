@@ -1,0 +1,372 @@
+"""The web console (``bureaucrat-web``), as its users meet it.
+
+First without a browser, through Starlette's test client, on a real store that the service fills
+(SQLite) and the real broker: the JSON API, paging and filters, escaping of hostile values, the
+diagram's layout, and who may operate (token, session, CSRF, Origin). Operations are checked by
+their outcome: the control message that arrives on the engine's queue, or none.
+
+Then in a real headless Chromium (``tests/browser.py``) against the console and a real daemon:
+list, filter, open an instance, watch its running action turn done without a reload, terminate
+it from the page with the token, and be refused without it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pika
+import pytest
+from lxml import etree
+from starlette.testclient import TestClient
+
+from bureaucrat.config import load_config
+from bureaucrat.definition import parse_definition
+from bureaucrat.errors import ConfigError
+from bureaucrat.service import Service
+from bureaucrat.store import Store
+from bureaucrat.web import create_app
+from bureaucrat.web.diagram import draw
+from tests.brokers import AMQP_URL
+from tests.harness import ROOT, Installation
+from tests.test_service import Message, Recorder
+
+TOKEN = "a-test-token-of-32-characters-xx"
+HOST = "http://console.test"
+HOSTILE = "<script>alert('x')</script>"
+WAITING = """<process name="approval">
+  <context><property name="amount" type="int">100</property></context>
+  <action participant="review"/>
+  <all>
+    <action participant="left"/>
+    <assign property="right">context["amount"] &lt; 500</assign>
+  </all>
+</process>"""
+
+
+class Filled:
+    """A store filled through the service (no daemon): its config, its service and its outbox."""
+
+    def __init__(self, install: Installation) -> None:
+        self.install = install
+        self.config = install.config
+        self.store: Store = install.store
+        self.now = [1_800_000_000.0]
+        self.outbox = Recorder()
+        self.service = Service(self.store, self.config, self.outbox, clock=lambda: self.now[0])
+
+    def launch(self, source: str, process_id: str, **fields: Any) -> str:
+        body = json.dumps({"definition": source, "fields": fields}).encode()
+        self.service.handle(Message(self.config.launch_queue, body, process_id))
+        self.now[0] += 60
+        return process_id
+
+    def answer_all(self, **changes: Any) -> None:
+        for message in list(self.outbox.sent):
+            if message.routing_key.startswith(self.config.worker_queue_prefix):
+                body = json.loads(message.body)
+                body["payload"].update(status="done", **changes)
+                encoded = json.dumps(body).encode()
+                self.service.handle(Message(self.config.message_queue, encoded, None))
+        self.outbox.sent.clear()
+
+    def client(self, token: str | None = TOKEN) -> TestClient:
+        app = create_app(replace(self.config, web_token=token), store=self.store)
+        return TestClient(app, base_url=HOST)
+
+    def control_messages(self, settle: float = 0.3) -> list[dict[str, Any]]:
+        """The control messages that reached the engine's message queue (taken from it)."""
+        found: list[dict[str, Any]] = []
+        connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+        try:
+            channel = connection.channel()
+            deadline = time.monotonic() + settle
+            while time.monotonic() < deadline:
+                method, _props, body = channel.basic_get(self.config.message_queue, auto_ack=True)
+                if method is None:
+                    time.sleep(0.02)
+                    continue
+                found.append(json.loads(body))
+        finally:
+            connection.close()
+        return found
+
+
+@pytest.fixture
+def filled(sqlite_installation: Installation) -> Filled:
+    return Filled(sqlite_installation)
+
+
+def sign_in(client: TestClient, token: str = TOKEN) -> Any:
+    return client.post(
+        "/login",
+        data={"token": token, "next": "/instances"},
+        headers={"Origin": HOST},
+        follow_redirects=False,
+    )
+
+
+def csrf_of(page: str) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert match is not None, "no CSRF field on the page"
+    return match.group(1)
+
+
+# the API ----------------------------------------------------------------------------------------
+
+
+def test_the_api_lists_instances_by_filters_a_page_at_a_time(filled: Filled) -> None:
+    for number in range(5):
+        filled.launch(WAITING, f"order-{number}")
+    filled.launch('<process name="quick"/>', "quick-1")
+    with filled.client() as client:
+        first = client.get("/api/instances?limit=2").json()
+        assert [i["id"] for i in first["instances"]] == ["order-0", "order-1"]
+        second = client.get(f"/api/instances?limit=2&after={first['next']}").json()
+        assert [i["id"] for i in second["instances"]] == ["order-2", "order-3"]
+        last = client.get(f"/api/instances?limit=2&after={second['next']}").json()
+        assert [i["id"] for i in last["instances"]] == ["order-4", "quick-1"]
+        assert last["next"] is None
+        completed = client.get("/api/instances?status=completed").json()["instances"]
+        assert [(i["id"], i["name"]) for i in completed] == [("quick-1", "quick")]
+        named = client.get("/api/instances?name=approval").json()["instances"]
+        assert len(named) == 5
+        assert [i["id"] for i in client.get("/api/instances?id=quick").json()["instances"]] == [
+            "quick-1"
+        ]
+        since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(filled.now[0] - 150))
+        recent = client.get(f"/api/instances?since={since}").json()["instances"]
+        assert [i["id"] for i in recent] == ["order-4", "quick-1"]
+        assert client.get("/api/instances?status=sleeping").status_code == 400
+        assert client.get("/api/instances?after=nobody").status_code == 400
+
+
+def test_the_api_gives_an_instance_with_its_tree_context_workitems_and_journal(
+    filled: Filled,
+) -> None:
+    filled.launch(WAITING, "order-1", customer="Ada")
+    with filled.client() as client:
+        shown = client.get("/api/instances/order-1").json()
+        assert shown["status"] == "running" and shown["name"] == "approval"
+        assert shown["context"] == {"amount": 100, "customer": "Ada"}
+        assert [w["participant"] for w in shown["workitems"]] == ["review"]
+        assert shown["tree"]["children"][0]["state"] == "waiting"
+        assert shown["tree"]["children"][0]["id"] == "order-1_0"
+        assert [e["kind"] for e in shown["journal"]][:2] == ["launched", "dispatched"]
+        version = client.get("/api/instances/order-1/version").json()["version"]
+        filled.answer_all()
+        assert client.get("/api/instances/order-1/version").json()["version"] > version
+        journal = client.get("/api/instances/order-1/journal?limit=1").json()["journal"]
+        assert len(journal) == 1
+        assert client.get("/api/instances/nobody").status_code == 404
+        definitions = client.get("/api/definitions").json()["definitions"]
+        assert [(d["name"], d["instances"]) for d in definitions] == [("approval", 1)]
+        one = client.get(f"/api/definitions/{definitions[0]['hash']}").json()
+        assert one["source"] == WAITING
+        assert [i["id"] for i in one["instances"]] == ["order-1"]
+
+
+def test_pages_show_instances_definitions_and_no_schedules_yet(filled: Filled) -> None:
+    filled.launch(WAITING, "order/with?odd#id")
+    with filled.client(token=None) as client:
+        listing = client.get("/instances").text
+        assert "/instances/order%2Fwith%3Fodd%23id" in listing
+        page = client.get("/instances/order%2Fwith%3Fodd%23id")
+        assert page.status_code == 200
+        assert 'data-activity="order/with?odd#id_0"' in page.text
+        assert "Terminate" not in page.text  # read-only: no buttons
+        assert client.get("/definitions").status_code == 200
+        schedules = client.get("/schedules")
+        if not hasattr(filled.store, "list_schedules"):
+            assert "keeps no schedules" in schedules.text
+        assert client.get("/instances/nobody").status_code == 404
+
+
+# escaping ---------------------------------------------------------------------------------------
+
+
+def test_hostile_ids_names_context_and_faults_are_shown_as_text(filled: Filled) -> None:
+    hostile_definition = f"""<process name="{HOSTILE.replace("<", "&lt;")}">
+      <assign property="x">1 &lt; 2</assign>
+      <fault code="Bad" message="{HOSTILE.replace("<", "&lt;")}"/>
+    </process>"""
+    filled.launch(hostile_definition, HOSTILE, note="</pre><img src=x onerror=alert(1)>")
+    with filled.client() as client:
+        sign_in(client)
+        quoted = "%3Cscript%3Ealert%28%27x%27%29%3C%2Fscript%3E"
+        for url in ("/instances", f"/instances/{quoted}", f"/instances/{quoted}/fragments"):
+            text = client.get(url).text
+            assert "<script>alert" not in text and "<img src=x" not in text, url
+            assert "&lt;script&gt;alert(" in text, url
+        page = client.get(f"/instances/{quoted}").text
+        assert "&lt;/pre&gt;&lt;img src=x onerror=alert(1)&gt;" in page
+        assert "x = 1 &lt; 2" in page  # the diagram's text too
+        assert client.get(f"/api/instances/{quoted}").json()["fault"]["message"] == HOSTILE
+        definitions = client.get("/definitions").text
+        assert "<script>alert" not in definitions
+
+
+# the diagram ------------------------------------------------------------------------------------
+
+
+def _boxes(svg: str) -> dict[str, tuple[float, float]]:
+    """The top left corner of each activity's shape in the diagram, by path."""
+    tree = etree.fromstring(svg.encode())
+    found = {}
+    for group in tree.iter("{http://www.w3.org/2000/svg}g"):
+        path = group.get("data-path")
+        rect = group.find("{http://www.w3.org/2000/svg}rect")
+        if path is not None and rect is not None:
+            found[path] = (float(rect.get("x", 0)), float(rect.get("y", 0)))
+    return found
+
+
+def test_the_diagram_flows_down_and_puts_branches_and_cases_side_by_side() -> None:
+    definition = parse_definition("""<process>
+      <action participant="first"/>
+      <all><action participant="a"/><action participant="b"/><action participant="c"/></all>
+      <switch>
+        <case><condition>context["x"] == 1</condition><assign property="y">1</assign></case>
+        <default><assign property="y">2</assign></default>
+      </switch>
+      <while><condition>False</condition><delay duration="1"/></while>
+      <call process="$child"/>
+    </process>""")
+    boxes = _boxes(draw(definition, process_id="p"))
+    assert boxes["0"][1] < boxes["1"][1] < boxes["2"][1] < boxes["3"][1] < boxes["4"][1]
+    branches = [boxes[f"1_{n}"] for n in range(3)]
+    assert len({y for _, y in branches}) == 1  # side by side
+    assert branches[0][0] < branches[1][0] < branches[2][0]
+    assert boxes["2_0"][1] == boxes["2_1"][1] and boxes["2_0"][0] < boxes["2_1"][0]
+    assert boxes["3"][1] < boxes["3_0"][1]  # the loop's body inside its frame
+    shown = draw(definition, process_id="p", links={"4": "/instances/child-1"})
+    assert 'href="/instances/child-1"' in shown
+    assert 'data-activity="p_1_2"' in shown
+
+
+# who may operate --------------------------------------------------------------------------------
+
+
+def test_api_operations_need_the_bearer_token(filled: Filled) -> None:
+    filled.launch(WAITING, "order-1")
+    body = {"reason": "customer cancelled"}
+    with filled.client(token=None) as client:
+        read_only = client.post("/api/instances/order-1/terminate", json=body)
+        assert read_only.status_code == 403 and "read-only" in read_only.json()["error"]
+    with filled.client() as client:
+        assert client.post("/api/instances/order-1/terminate", json=body).status_code == 403
+        wrong = {"Authorization": "Bearer " + TOKEN[:-1] + "y"}
+        assert (
+            client.post("/api/instances/order-1/terminate", json=body, headers=wrong).status_code
+            == 403
+        )
+        assert filled.control_messages() == []
+        right = {"Authorization": f"Bearer {TOKEN}"}
+        sent = client.post("/api/instances/order-1/terminate", json=body, headers=right)
+        assert sent.status_code == 202
+        set_values = {"values": {"amount": 7}}
+        assert (
+            client.post("/api/instances/order-1/set", json=set_values, headers=right).status_code
+            == 202
+        )
+        bad = client.post("/api/instances/order-1/rerun", json={}, headers=right)
+        assert bad.status_code == 400
+        unknown = client.post("/api/instances/nobody/resume", headers=right)
+        assert unknown.status_code == 404
+    messages = filled.control_messages()
+    assert [(m["name"], m["process_id"]) for m in messages] == [
+        ("terminate", "order-1"),
+        ("set", "order-1"),
+    ]
+    assert messages[0]["reason"] == "web console: customer cancelled"
+    assert messages[1]["values"] == {"amount": 7}
+
+
+def test_page_operations_need_a_session_the_csrf_token_and_the_same_origin(
+    filled: Filled,
+) -> None:
+    filled.launch(WAITING, "order-1")
+    url = "/instances/order-1/terminate"
+    with filled.client() as client:
+        anonymous = client.get("/instances/order-1").text
+        assert "Sign in" in anonymous and 'id="op-terminate"' not in anonymous
+        refused = client.post(url, data={"csrf": "x"}, headers={"Origin": HOST})
+        assert refused.status_code == 403
+        assert sign_in(client, TOKEN + "-wrong").status_code == 403
+        foreign = client.post(
+            "/login", data={"token": TOKEN}, headers={"Origin": "http://evil.test"}
+        )
+        assert foreign.status_code == 403
+        signed = sign_in(client)
+        assert signed.status_code == 303
+        assert "httponly" in signed.headers["set-cookie"].lower()
+        assert "samesite=strict" in signed.headers["set-cookie"].lower()
+        page = client.get("/instances/order-1").text
+        assert 'id="op-terminate"' in page
+        csrf = csrf_of(page)
+        for data, headers in (
+            ({}, {"Origin": HOST}),  # no CSRF token
+            ({"csrf": csrf[:-1] + "0"}, {"Origin": HOST}),  # a wrong one
+            ({"csrf": csrf}, {"Origin": "http://evil.test"}),  # another site's page
+            ({"csrf": csrf}, {}),  # no Origin, no Referer
+        ):
+            answer = client.post(url, data=data, headers=headers, follow_redirects=False)
+            assert answer.status_code == 403, (data, headers)
+        assert filled.control_messages() == []
+        done = client.post(
+            url,
+            data={"csrf": csrf, "reason": "by hand"},
+            headers={"Origin": HOST},
+            follow_redirects=False,
+        )
+        assert done.status_code == 303
+        assert done.headers["location"] == "/instances/order-1?sent=terminate"
+        by_referer = client.post(
+            "/instances/order-1/rerun",
+            data={"csrf": csrf, "activity": "order-1_1"},
+            headers={"Referer": f"{HOST}/instances/order-1"},
+            follow_redirects=False,
+        )
+        assert by_referer.status_code == 303
+    with filled.client() as other:  # another browser: the session cookie is not its own
+        other.cookies.set("bureaucrat_session", "forged.9999999999.00")
+        assert other.post(url, data={"csrf": csrf}, headers={"Origin": HOST}).status_code == 403
+    messages = filled.control_messages()
+    assert [m["name"] for m in messages] == ["terminate", "rerun"]
+    assert messages[0]["reason"] == "web console: by hand"
+    assert messages[1]["activity"] == "order-1_1"
+
+
+def test_the_web_section_of_the_config(tmp_path: Path) -> None:
+    path = tmp_path / "web.conf"
+    path.write_text(f"[web]\nhost = 0.0.0.0\nport = 9090\ntoken = {TOKEN}\n")
+    config = load_config(path, environ={})
+    assert (config.web_host, config.web_port, config.web_token) == ("0.0.0.0", 9090, TOKEN)
+    assert load_config(None, environ={}).web_token is None
+    path.write_text("[web]\nport = 70000\n")
+    with pytest.raises(ConfigError, match=r"\[web\] port"):
+        load_config(path, environ={})
+    path.write_text("[web]\ntoken = short\n")
+    with pytest.raises(ConfigError, match="at least 16") as error:
+        load_config(path, environ={})
+    assert "short" not in str(error.value)  # a secret is never shown
+
+
+def test_bureaucrat_web_help() -> None:
+    env = {"PYTHONPATH": str(ROOT)}
+    shown = subprocess.run(
+        [sys.executable, "-m", "bureaucrat.web.cli", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert shown.returncode == 0
+    for word in ("--host", "--port", "-c CONFIG", "token", "read-only"):
+        assert word in shown.stdout
