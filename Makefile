@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint types unit venv clean bench demo mutate
+.PHONY: test lint types unit venv clean bench demo mutate screenshots
 
 venv: $(STAMP)
 
@@ -38,6 +38,11 @@ bench: $(STAMP)
 mutate: $(STAMP)
 	$(BIN)/mutmut run $(MUTANTS)
 	$(BIN)/mutmut results
+
+# The README's picture of the web console (docs/console-instance.png), taken by its browser test
+# against a real daemon (RabbitMQ and Chromium needed, as for `make test`).
+screenshots: $(STAMP)
+	BUREAUCRAT_SCREENSHOTS=1 $(BIN)/pytest tests/test_web.py -k screenshot
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis mutants

@@ -13,10 +13,12 @@ it from the page with the token, and be refused without it.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,8 @@ from bureaucrat.service import Service
 from bureaucrat.store import Store
 from bureaucrat.web import create_app
 from bureaucrat.web.diagram import draw
-from tests.brokers import AMQP_URL
+from tests.brokers import AMQP_URL, require_rabbitmq
+from tests.browser import ConsoleServer, Participants, find_chromium
 from tests.harness import ROOT, Installation
 from tests.test_service import Message, Recorder
 
@@ -370,3 +373,187 @@ def test_bureaucrat_web_help() -> None:
     assert shown.returncode == 0
     for word in ("--host", "--port", "-c CONFIG", "token", "read-only"):
         assert word in shown.stdout
+
+
+# in a browser, against a real daemon ------------------------------------------------------------
+
+REVIEW = """<process name="approval">
+  <action participant="review"/>
+  <assign property="approved">True</assign>
+</process>"""
+IDLE = '<process name="idle"><await event="never"/></process>'
+SHOWCASE = """<process name="order fulfilment">
+  <context>
+    <property name="order" type="int">4711</property>
+    <property name="items" type="json">["book", "lamp"]</property>
+  </context>
+  <action participant="check_stock"/>
+  <all>
+    <action participant="charge_card"/>
+    <sequence>
+      <action participant="reserve"/>
+      <foreach select="items"><assign property="packed">context["inst:current"]</assign></foreach>
+    </sequence>
+  </all>
+  <switch>
+    <case><condition>context["express"]</condition><action participant="courier"/></case>
+    <default><action participant="post"/></default>
+  </switch>
+  <await event="delivered"/>
+</process>"""
+PLAYED = ("review", "check_stock", "charge_card", "reserve")
+SCREENSHOTS = ROOT / "docs"
+EXPECT_MS = 15_000
+
+
+class Live:
+    """A daemon, the console in front of its database, and the participants the test plays."""
+
+    def __init__(self, install: Installation, console: Any, participants: Participants) -> None:
+        self.install = install
+        self.console = console
+        self.participants = participants
+        self.url = console.url
+
+    def launch(self, source: str, **fields: Any) -> str:
+        with self.install.launcher() as launcher:
+            pid = launcher.launch(source, fields)
+        self.install.wait_for(lambda: self.install.status(pid) is not None, what=f"{pid}")
+        return pid
+
+    def answer(self, participant: str, **changes: Any) -> None:
+        workitem = self.participants.take(
+            participant, lambda test, what: self.install.wait_for(test, what=what)
+        )
+        self.participants.answer(workitem, **changes)
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    require_rabbitmq()
+    tmp = tmp_path_factory.mktemp("console")
+    with Installation(tmp, f"sqlite:///{tmp / 'bureaucrat.db'}") as install:
+        participants = Participants(install.config, PLAYED)
+        install.start_daemon()
+        app = create_app(replace(install.config, web_token=TOKEN))
+        try:
+            with ConsoleServer(app) as console:
+                yield Live(install, console, participants)
+        finally:
+            participants.close()
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    executable = find_chromium()
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=EXPECT_MS)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(chromium: Any) -> Iterator[Any]:
+    """A page in a browser context of its own (its own cookies: signed out)."""
+    context = chromium.new_context(viewport={"width": 1360, "height": 900})
+    context.set_default_timeout(EXPECT_MS)
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def test_browser_list_filter_open_and_watch_the_action_turn_done(live: Live, page: Any) -> None:
+    from playwright.sync_api import expect
+
+    pid = live.launch(REVIEW)
+    other = live.launch(IDLE)
+    page.goto(f"{live.url}/instances")
+    expect(page.locator(f'tr[data-id="{pid}"]')).to_be_visible()
+    expect(page.locator(f'tr[data-id="{other}"]')).to_be_visible()
+    page.fill('input[name="name"]', "approval")
+    page.click('button[type="submit"]')
+    expect(page.locator(f'tr[data-id="{other}"]')).to_have_count(0)
+    page.click(f'tr[data-id="{pid}"] a')
+    expect(page).to_have_url(re.compile(f"/instances/{pid}$"))
+    action = page.locator('svg.diagram g.activity[data-path="0"]')
+    expect(action).to_have_attribute("data-state", "waiting")
+    expect(action).to_have_class(re.compile(r"\bs-waiting\b"))
+    expect(page.locator("#live-waiting")).to_contain_text("review")
+    page.evaluate("window.notReloaded = true")
+    live.answer("review", verdict="yes")
+    expect(page.locator('svg.diagram g.activity[data-path="0"]')).to_have_attribute(
+        "data-state", "done"
+    )
+    expect(page.locator("#live-summary .status")).to_have_text("completed")
+    expect(page.locator("#live-context")).to_contain_text('"verdict": "yes"')
+    assert page.evaluate("window.notReloaded") is True  # updated in place, not reloaded
+
+
+def test_browser_terminate_with_the_token_and_refused_without(
+    live: Live, page: Any, chromium: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    pid = live.launch(IDLE)
+    page.goto(f"{live.url}/instances/{pid}")
+    expect(page.locator("#op-terminate")).to_have_count(0)
+    page.click("#operations a")  # "Sign in"
+    page.fill('input[name="token"]', "not-the-token-at-all")
+    page.click("#sign-in")
+    expect(page.locator(".notice.bad")).to_have_text("Wrong token.")
+    page.fill('input[name="token"]', TOKEN)
+    page.click("#sign-in")
+    expect(page).to_have_url(re.compile(f"/instances/{pid}$"))
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.fill("form[action$='/terminate'] input[name='reason']", "testing the console")
+    page.click("#op-terminate")
+    expect(page.locator(".notice.ok")).to_contain_text("terminate sent")
+    expect(page.locator("#live-summary .status")).to_have_text("terminated")
+    journal = live.install.store.journal(pid)
+    assert any("web console: testing the console" in json.dumps(e.details) for e in journal)
+
+    survivor = live.launch(IDLE)
+    stranger = chromium.new_context()
+    try:
+        other = stranger.new_page()
+        other.goto(f"{live.url}/instances/{survivor}")
+        expect(other.locator("#op-terminate")).to_have_count(0)
+        statuses = other.evaluate(
+            """async ([pid, token]) => {
+                const form = await fetch(`/instances/${encodeURIComponent(pid)}/terminate`,
+                    {method: "POST", body: new URLSearchParams({csrf: "guessed"})});
+                const api = await fetch(`/api/instances/${encodeURIComponent(pid)}/terminate`,
+                    {method: "POST", body: "{}"});
+                return [form.status, api.status];
+            }""",
+            [survivor, TOKEN],
+        )
+    finally:
+        stranger.close()
+    assert statuses == [403, 403]
+    assert live.install.status(survivor) == "running"
+
+
+def test_browser_screenshot_of_an_instance_page(live: Live, page: Any, tmp_path: Path) -> None:
+    """The README's picture: an instance part way through (``make screenshots`` keeps it in
+    docs/; otherwise it is only taken, to show the page renders)."""
+    from playwright.sync_api import expect
+
+    pid = live.launch(SHOWCASE, customer="Ada Lovelace")
+    live.answer("check_stock", in_stock=True)
+    live.answer("reserve", reserved=["book", "lamp"])
+    page.goto(f"{live.url}/login?next=/instances/{pid}")
+    page.fill('input[name="token"]', TOKEN)
+    page.click("#sign-in")
+    expect(page.locator('g.activity[data-path="1_0"]')).to_have_attribute("data-state", "waiting")
+    expect(page.locator('g.activity[data-path="1_1_1"]')).to_have_attribute("data-state", "done")
+    page.click('g.activity[data-path="1_0"]')
+    expect(page.locator("#selection-note")).to_contain_text(f"{pid}_1_0")
+    keep = os.environ.get("BUREAUCRAT_SCREENSHOTS") == "1"
+    target = SCREENSHOTS / "console-instance.png" if keep else tmp_path / "instance.png"
+    target.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(target), full_page=True)
+    assert target.stat().st_size > 10_000
