@@ -1,7 +1,8 @@
 # The bureaucrat engine, its CLIs and the example participants in one image.
 #   docker build -t bureaucrat .
 #   docker run --rm bureaucrat bureaucrat --help
-# docker-compose.yml runs the engine, a Celery worker and a taskqueue worker from it.
+# docker-compose.yml runs the engine, the web console, a Celery worker and a taskqueue worker
+# from it.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

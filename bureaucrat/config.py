@@ -1,8 +1,9 @@
 """The configuration: an INI file where every option is optional, then the environment.
 
-Precedence, lowest first: built-in defaults, the file, ``BUREAUCRAT_AMQP_URL`` and
-``BUREAUCRAT_DATABASE_URL``. The original bureaucrat's files keep working: ``[amqp]`` host, user,
-passwd and vhost make the broker URL when no ``url`` is given; ``[bureaucrat]`` taskqueue_type,
+Precedence, lowest first: built-in defaults, the file, ``BUREAUCRAT_AMQP_URL``,
+``BUREAUCRAT_DATABASE_URL`` and ``BUREAUCRAT_WEB_TOKEN`` (the web console's token). The
+original bureaucrat's files keep working: ``[amqp]`` host, user, passwd and vhost make the broker
+URL when no ``url`` is given; ``[bureaucrat]`` taskqueue_type,
 message_queue and event_queue keep their meaning; its other keys and sections (``storage_dir``,
 the ``logging.config`` sections) are accepted and ignored. As in the original (and in any INI file
 ``configparser`` reads), a key in ``[DEFAULT]`` applies to every section that does not set it
@@ -44,6 +45,7 @@ SEARCH_PATHS: tuple[Path, ...] = (
 )
 """Where the daemon looks for its config file, in order, after ``BUREAUCRAT_CONFIG``."""
 DATABASE_URL_VARIABLE = "BUREAUCRAT_DATABASE_URL"
+WEB_TOKEN_VARIABLE = "BUREAUCRAT_WEB_TOKEN"
 QUEUE_TYPES = ("classic", "quorum")
 KINDS = ("taskqueue", "celery")
 
@@ -157,6 +159,10 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] = os.
     if database_url:
         config = replace(config, database_url=database_url)
         where["database_url"] = DATABASE_URL_VARIABLE
+    web_token = environ.get(WEB_TOKEN_VARIABLE)
+    if web_token:
+        config = replace(config, web_token=web_token)
+        where["web_token"] = WEB_TOKEN_VARIABLE
     return _checked(config, where)
 
 

@@ -352,6 +352,7 @@ def test_the_web_section_of_the_config(tmp_path: Path) -> None:
     config = load_config(path, environ={})
     assert (config.web_host, config.web_port, config.web_token) == ("0.0.0.0", 9090, TOKEN)
     assert load_config(None, environ={}).web_token is None
+    assert load_config(path, environ={"BUREAUCRAT_WEB_TOKEN": "x" * 20}).web_token == "x" * 20
     path.write_text("[web]\nport = 70000\n")
     with pytest.raises(ConfigError, match=r"\[web\] port"):
         load_config(path, environ={})
