@@ -191,6 +191,29 @@ def test_pages_show_instances_definitions_and_no_schedules_yet(filled: Filled) -
         assert client.get("/instances/nobody").status_code == 404
 
 
+def test_a_call_links_to_its_subprocess_and_the_subprocess_back(filled: Filled) -> None:
+    child = '<process name="child"><await event="never"/></process>'
+    filled.launch(
+        '<process name="caller"><call process="$child"/></process>', "caller", child=child
+    )
+    for message in list(filled.outbox.sent):
+        if message.routing_key == filled.config.launch_queue:
+            filled.service.handle(
+                Message(message.routing_key, message.body, message.properties.get("message_id"))
+            )
+    (subprocess_record,) = filled.store.children_of("caller")
+    child_url = f"/instances/{subprocess_record.id}"
+    with filled.client() as client:
+        caller = client.get("/instances/caller").text
+        diagram = caller[caller.index("<svg") : caller.index("</svg>")]
+        assert f'href="{child_url}"' in diagram  # from the call on the diagram
+        assert f'<a class="mono" href="{child_url}">' in caller  # and the list of subprocesses
+        assert 'href="/instances/caller"' in client.get(child_url).text  # and back
+        api = client.get("/api/instances/caller").json()
+        assert [c["id"] for c in api["children"]] == [subprocess_record.id]
+        assert client.get(f"/api/instances/{subprocess_record.id}").json()["parent"] == "caller"
+
+
 # escaping ---------------------------------------------------------------------------------------
 
 
@@ -315,7 +338,7 @@ def test_page_operations_need_a_session_the_csrf_token_and_the_same_origin(
         csrf = csrf_of(page)
         for data, headers in (
             ({}, {"Origin": HOST}),  # no CSRF token
-            ({"csrf": csrf[:-1] + "0"}, {"Origin": HOST}),  # a wrong one
+            ({"csrf": csrf[:-1] + ("1" if csrf.endswith("0") else "0")}, {"Origin": HOST}),
             ({"csrf": csrf}, {"Origin": "http://evil.test"}),  # another site's page
             ({"csrf": csrf}, {}),  # no Origin, no Referer
         ):
@@ -508,11 +531,15 @@ def test_browser_terminate_with_the_token_and_refused_without(
     page.fill('input[name="token"]', TOKEN)
     page.click("#sign-in")
     expect(page).to_have_url(re.compile(f"/instances/{pid}$"))
+    expect(page.locator("#op-resume")).to_be_disabled()  # it is running, not paused
+    expect(page.locator("#op-rerun")).to_be_disabled()  # no activity chosen yet
     page.once("dialog", lambda dialog: dialog.accept())
     page.fill("form[action$='/terminate'] input[name='reason']", "testing the console")
     page.click("#op-terminate")
     expect(page.locator(".notice.ok")).to_contain_text("terminate sent")
     expect(page.locator("#live-summary .status")).to_have_text("terminated")
+    expect(page.locator("#op-terminate")).to_be_disabled()
+    expect(page.locator("#op-restart")).to_be_enabled()
     journal = live.install.store.journal(pid)
     assert any("web console: testing the console" in json.dumps(e.details) for e in journal)
 

@@ -27,12 +27,21 @@ class OperationError(BureaucratError):
 Arguments = dict[str, Any]
 
 
+_LIVE = ("running", "paused", "suspended")
+_ANY = (*_LIVE, "completed", "faulted", "terminated")
+
+
 @dataclass(frozen=True)
 class Operation:
+    """One operation: its name, its client call, the arguments it takes, and the statuses in
+    which the engine applies it (in others it ignores it, saying so in the journal: the pages
+    disable its button)."""
+
     name: str
     title: str
     call: Callable[[Launcher, str, Arguments], None]
     fields: tuple[str, ...] = ()
+    statuses: tuple[str, ...] = _LIVE
 
 
 def _reason(arguments: Arguments) -> str:
@@ -54,8 +63,15 @@ INSTANCE_OPERATIONS: Mapping[str, Operation] = {
             "Pause",
             lambda client, pid, a: client.pause(pid, reason=_reason(a)),
             ("reason",),
+            ("running",),
         ),
-        Operation("resume", "Resume", lambda client, pid, a: client.resume(pid)),
+        Operation(
+            "resume",
+            "Resume",
+            lambda client, pid, a: client.resume(pid),
+            (),
+            ("paused", "suspended"),
+        ),
         Operation(
             "retry",
             "Retry",
@@ -73,8 +89,9 @@ INSTANCE_OPERATIONS: Mapping[str, Operation] = {
             "Rerun from activity",
             lambda client, pid, a: client.rerun(pid, a["activity"], a.get("values") or None),
             ("activity", "values"),
+            _ANY,
         ),
-        Operation("restart", "Restart", lambda client, pid, a: client.restart(pid)),
+        Operation("restart", "Restart", lambda client, pid, a: client.restart(pid), (), _ANY),
     )
 }
 

@@ -17,10 +17,21 @@
     document.querySelectorAll(".selected-note").forEach(function (note) {
       note.textContent = id ? note.getAttribute("data-some") + id : note.getAttribute("data-none");
     });
-    var rerun = document.getElementById("op-rerun");
-    if (rerun) rerun.disabled = !id;
+    applyStatus(null);
     var note = document.getElementById("selection-note");
     if (note && id) note.textContent = "Selected: " + id;
+  }
+
+  // Each operation's form names the statuses in which the engine applies it (data-when).
+  var currentStatus = null;
+  function applyStatus(status) {
+    if (status) currentStatus = status;
+    document.querySelectorAll("form[data-when]").forEach(function (form) {
+      var button = form.querySelector("button");
+      var applies = (form.getAttribute("data-when") || "").split(" ").indexOf(currentStatus) >= 0;
+      var needsActivity = form.action.endsWith("/rerun") && !selected;
+      if (button) button.disabled = !applies || needsActivity;
+    });
   }
 
   function onDiagram(event) {
@@ -84,6 +95,7 @@
         })
         .then(function (now) {
           setLive("", "live");
+          applyStatus(now.status);
           if (String(now.version) === version) return null;
           return fetch(fragmentsUrl, { cache: "no-store" }).then(function (response) {
             if (!response.ok) throw new Error(response.status);
@@ -110,6 +122,9 @@
     document.addEventListener("keydown", onKey);
     confirmForms();
     var root = document.getElementById("instance");
-    if (root) follow(root);
+    if (root) {
+      applyStatus(root.getAttribute("data-status"));
+      follow(root);
+    }
   });
 })();
