@@ -10,6 +10,7 @@ from collections import Counter
 
 import pytest
 
+from bureaucrat import ctl
 from tests.harness import Installation
 
 pytestmark = [pytest.mark.usefixtures("rabbitmq"), pytest.mark.slow]
@@ -158,3 +159,41 @@ def test_restart_runs_a_finished_process_again_with_its_launch_fields(
     assert record.status == "completed"
     assert record.state["scopes"][""]["n"] == 6  # from the launch's fields again, not 7
     assert _kinds(installation, pid)["restarted"] == 1
+
+
+def test_bureaucratctl_steers_a_process_and_refuses_what_makes_no_sense(
+    sqlite_installation: Installation, capsys: pytest.CaptureFixture[str]
+) -> None:
+    installation = sqlite_installation
+    config = str(installation.config_path)
+    installation.start_daemon()
+    with installation.launcher() as launcher:
+        pid = launcher.launch(INCIDENT, process_id="ctl-1")
+    installation.wait_for(lambda: installation.status(pid) == "suspended", what="incident")
+    assert ctl.main(["-c", config, "pause", pid]) == 1  # suspended, not running
+    assert "cannot pause process ctl-1: it is suspended" in capsys.readouterr().err
+    assert ctl.main(["-c", config, "set", pid, "price=21", 'note="fixed"']) == 0
+    installation.wait_for(lambda: _kinds(installation, pid)["set"] == 2, what="set")
+    assert ctl.main(["-c", config, "set", pid, "inst:current=1"]) == 1
+    assert "inst:" in capsys.readouterr().err
+    installation.start_worker("inc", "tests.participants:inc")
+    assert ctl.main(["-c", config, "resume", pid]) == 0
+    record = installation.wait_finished(pid)
+    assert record.status == "completed"
+    assert record.state["scopes"][""]["note"] == "fixed"
+    capsys.readouterr()
+    assert ctl.main(["-c", config, "set", pid, "price=1"]) == 1
+    assert "it is completed" in capsys.readouterr().err
+    assert ctl.main(["-c", config, "rerun", pid, "--from", "1", "--set", "price=2"]) == 0
+    installation.wait_for(lambda: _kinds(installation, pid)["completed"] == 2, what="rerun")
+    record = installation.wait_finished(pid)
+    assert record.state["scopes"][""]["price"] == 2
+    assert record.state["scopes"][""]["n"] == 3  # inc: two before, one after the rerun
+
+
+@pytest.mark.parametrize("command", ["pause", "resume", "set", "rerun", "restart"])
+def test_each_operation_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        ctl.main([command, "--help"])
+    assert exit_.value.code == 0
+    assert "usage: bureaucratctl" in capsys.readouterr().out
