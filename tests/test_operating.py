@@ -170,6 +170,10 @@ def test_bureaucratctl_steers_a_process_and_refuses_what_makes_no_sense(
     with installation.launcher() as launcher:
         pid = launcher.launch(INCIDENT, process_id="ctl-1")
     installation.wait_for(lambda: installation.status(pid) == "suspended", what="incident")
+    assert ctl.main(["-c", config, "show", pid]) == 0
+    assert "incident ExpressionError: expression \"context['price'] * 2\" failed" in (
+        capsys.readouterr().out
+    )
     assert ctl.main(["-c", config, "pause", pid]) == 1  # suspended, not running
     assert "cannot pause process ctl-1: it is suspended" in capsys.readouterr().err
     assert ctl.main(["-c", config, "set", pid, "price=21", 'note="fixed"']) == 0
