@@ -477,7 +477,7 @@ def _tree(store: Any, record: Any, journal: list[Any]) -> Any:
         definition = store.definition(record.definition_hash)
     except (BureaucratError, ValueError) as error:
         return f"unavailable: {error}"
-    return describe(definition, record.state, [(e.activity, e.kind) for e in journal])
+    return describe(definition, record.state, [(e.activity, e.kind, e.details) for e in journal])
 
 
 def _public_fault(fault: Any) -> Any:

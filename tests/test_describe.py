@@ -276,7 +276,53 @@ def test_a_faulted_instance_names_the_activity_and_the_blocks_the_fault_went_up_
         "1": "not_started",
     }
     assert at(tree, "0_1").detail == "Oops: it broke"
+    blind = states(run.tree(journal=False))  # what ran before it is not known: cut short
+    assert (blind[""], blind["0"], blind["0_1"], blind["0_0"]) == (
+        "faulted",
+        "faulted",
+        "faulted",
+        "cancelled",
+    )
     assert (at(tree, "0_1").label, at(tree, "0_1").element) == ("Oops", "fault")
+
+
+def test_a_fault_raised_in_a_handler_goes_up_through_its_block() -> None:
+    """tests/golden/fault_in_handler.xml: a handler raises a fault an outer block catches;
+    later a handler's action answers critical and nothing catches it."""
+    xml = (Path(__file__).parent / "golden" / "fault_in_handler.xml").read_text()
+    participants = {"echo": lambda p: p, "fail": lambda p: {**p, "status": "critical"}}
+    result = run_process(xml, participants=participants, process_id=PID)
+    assert result.status == "faulted"
+    journal = [_record(line) for line in result.trace]
+    assert states(describe(parse_definition(xml), result.state, journal)) == {
+        "": "faulted",
+        "0": "done",  # it caught what its inner block's handler raised
+        "0_0": "faulted",
+        "0_0_0": "done",
+        "0_0_1": "faulted",
+        "0_0_f0": "faulted",
+        "0_0_f0_0": "done",
+        "0_0_f0_1": "faulted",
+        "0_0_f0_2": "not_started",
+        "0_0_f1": "skipped",
+        "0_0_f1_0": "skipped",
+        "0_1": "not_started",
+        "0_f0": "done",  # the journal's details name the handler: it ran
+        "0_f0_0": "done",
+        "1": "done",
+        "2": "faulted",
+        "2_0": "faulted",
+        "2_f0": "faulted",
+        "2_f0_0": "faulted",
+        "3": "not_started",
+    }
+
+
+def _record(line: str) -> tuple[str, str, dict[str, Any]]:
+    """(activity id, kind, details) of a ``run_process`` trace line."""
+    _, kind, activity, *details = line.split(" ")
+    pairs = (detail.split("=", 1) for detail in details if "=" in detail)
+    return activity, kind, {key: value.strip('"') for key, value in pairs}
 
 
 def test_a_terminated_instance_has_what_was_pending_cancelled() -> None:
@@ -296,6 +342,10 @@ def test_a_terminated_instance_has_what_was_pending_cancelled() -> None:
         "1_2": "done",
         "2": "not_started",
     }
+    early = Run('<process><assign property="a">1</assign><delay duration="5"/></process>')
+    early.apply(ev.Terminate())
+    assert states(early.tree()) == {"": "cancelled", "0": "done", "1": "cancelled"}
+    assert states(early.tree(journal=False))[""] == "cancelled"
 
 
 def test_a_completed_instance_has_what_ran_done_and_the_cases_not_taken_skipped() -> None:
@@ -339,17 +389,36 @@ def _pair(line: str) -> tuple[str, str]:
 # statuses from operations -----------------------------------------------------------------------
 
 
-def test_a_paused_instance_keeps_every_state_and_a_suspended_one_shows_its_incident() -> None:
+def test_a_paused_instance_keeps_every_state() -> None:
     run = Run('<process><all><action participant="a"/><action participant="b"/></all></process>')
-    assert run.state is not None
     running = states(run.tree())
-    paused = {**run.state, "status": "paused", "held": [{"kind": "answer"}]}
-    assert states(describe(run.definition, paused, run.journal)) == running
-    incident = {"code": "ActionError", "message": "no", "activity": "p_0_1"}
-    suspended = {**run.state, "status": "suspended", "incident": incident}
-    tree = describe(run.definition, suspended, run.journal)
-    assert states(tree) == {**running, "0_1": "faulted"}
+    run.apply(ev.Pause("lunch"))
+    run.answer("a")  # held until resume
+    assert run.state is not None and run.state["status"] == "paused" and run.state["held"]
+    assert states(run.tree()) == running
+    run.apply(ev.Resume())
+    assert states(run.tree()) == {**running, "0_0": "done"}
+
+
+def test_a_suspended_instance_has_its_incident_faulted_and_the_rest_as_it_stands() -> None:
+    run = Run(
+        """<process on-fault="suspend"><all>
+             <action participant="a"/><action participant="b"/>
+           </all><action participant="c"/></process>"""
+    )
+    run.answer("b", "critical", error="no")
+    assert run.state is not None and run.state["status"] == "suspended"
+    tree = run.tree()
+    assert states(tree) == {
+        "": "active",
+        "0": "active",
+        "0_0": "waiting",
+        "0_1": "faulted",
+        "1": "not_started",
+    }
     assert at(tree, "0_1").detail == "ActionError: no"
+    run.apply(ev.Resume())  # the action that faulted runs again
+    assert at(run.tree(), "0_1").waiting_on is WaitingOn.WORKITEM
 
 
 @pytest.mark.parametrize(

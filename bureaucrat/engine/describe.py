@@ -27,7 +27,7 @@ and an unused handler are ``skipped`` and what a cut-short block held is ``cance
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,8 +50,9 @@ from bureaucrat.definition.model import (
 )
 from bureaucrat.engine.state import State, activity_id, path_of
 
-Journal = Iterable[tuple[str, str]]
-"""The instance's journal as ``(activity id, kind)`` pairs, oldest first."""
+Journal = Iterable[tuple[str, str] | tuple[str, str, Mapping[str, Any]]]
+"""The instance's journal as ``(activity id, kind)`` pairs, oldest first, or ``(activity id,
+kind, details)``: then a ``handled`` record also tells which handler ran."""
 
 
 class ActivityState(enum.StrEnum):
@@ -169,8 +170,8 @@ class _Describer:
         self.last: dict[str, str] = {}
         self.ran: set[str] = set()
         self.handled: set[str] = set()
-        for activity, kind in journal or ():
-            self._learn(activity, kind)
+        for record in journal or ():
+            self._learn(record[0], record[1], record[2] if len(record) > 2 else {})
 
     # what the state and the journal say -------------------------------------------------------
 
@@ -189,16 +190,26 @@ class _Describer:
     def _path(self, activity: Any) -> str | None:
         return path_of(self.pid, activity) if isinstance(activity, str) else None
 
-    def _learn(self, activity: str, kind: str) -> None:
+    def _learn(self, activity: str, kind: str, details: Mapping[str, Any]) -> None:
         path = self._path(activity)
         if path is None:
             return
+        handler = self._path(details.get("handler")) if isinstance(details, Mapping) else None
+        if kind == "handled" and handler is not None:
+            self.ran.update(_prefixes(handler))
         if not (kind == "cancelled" and self.last.get(path) == "fault"):
             self.last[path] = kind  # an action that faults is then cancelled: it faulted
         if kind == "handled":
             self.handled.add(path)
         if kind != "ignored":
             self.ran.update(_prefixes(path))
+
+    def _faulted_through(self, path: str, child: ActivityView) -> bool:
+        """Whether a fault of ``child`` went up through the block at ``path``: a fault in a
+        handler always does, one in its body unless the block caught it."""
+        if child.state is not ActivityState.FAULTED:
+            return False
+        return child.role is Role.HANDLER or path not in self.handled
 
     def _evidence(self, path: str) -> bool:
         """Whether the journal shows the activity at ``path`` (or one below it) running."""
@@ -228,9 +239,8 @@ class _Describer:
             state = self._settle(spec, implied, children)
         if path == self.incident_path:
             state, fields = ActivityState.FAULTED, {"detail": self.incident_text}
-        elif self._on_fault_path(path):
-            detail = self.fault_text if path == self.fault_path else None
-            state, fields = ActivityState.FAULTED, {"detail": detail}
+        elif path == self.fault_path:  # the blocks it went up through follow (``_settle``)
+            state, fields = ActivityState.FAULTED, {"detail": self.fault_text}
         element = "default" if isinstance(spec, Case) and spec.is_default else spec.tag
         return ActivityView(
             id=activity_id(self.pid, path),
@@ -243,12 +253,6 @@ class _Describer:
             children=children,
             **fields,
         )
-
-    def _on_fault_path(self, path: str) -> bool:
-        """An uncaught fault goes up from its activity to the root, through ``path``?"""
-        if self.fault_path is None:
-            return False
-        return path == self.fault_path or self.fault_path.startswith(path + "_") or path == ""
 
     def _live(self, spec: Activity, node: dict[str, Any]) -> tuple[ActivityState, dict[str, Any]]:
         """The state of an activity that has a node, and what it waits on."""
@@ -288,8 +292,9 @@ class _Describer:
             return implied
         path = spec.path
         kind = self.last.get(path)
-        states = {child.state for child in children if child.role is not Role.HANDLER}
-        if kind == "fault" or (ActivityState.FAULTED in states and path not in self.handled):
+        if path == "" and self.status == "terminated":
+            return ActivityState.CANCELLED
+        if kind == "fault" or any(self._faulted_through(path, child) for child in children):
             return ActivityState.FAULTED  # raised here, or went up through here
         if kind == "cancelled" or any(child.state is ActivityState.CANCELLED for child in children):
             return ActivityState.CANCELLED
@@ -422,8 +427,6 @@ class _Describer:
             for child, fate in zip(activities, fates, strict=True)
         )
         state = _handler_state(node, implied, children)
-        if self._on_fault_path(handler.path):
-            state = ActivityState.FAULTED
         return ActivityView(
             id=activity_id(self.pid, handler.path),
             path=handler.path,
