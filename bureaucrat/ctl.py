@@ -100,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="show a process: status, context, fault, journal")
     show.add_argument("id", metavar="ID")
     show.add_argument("--json", action="store_true", help="print JSON")
+    show.add_argument(
+        "--tree",
+        action="store_true",
+        help="also the activity tree, each activity with its state (coloured on a terminal "
+        "unless NO_COLOR is set)",
+    )
 
     terminate = sub.add_parser("terminate", help="terminate a process and what it waits on")
     terminate.add_argument("id", metavar="ID")
@@ -419,6 +425,7 @@ def cmd_show(args: argparse.Namespace, config: Config) -> int:
             return fail(f"no process {args.id}")
         journal = store.journal(args.id)
         pending = store.pending_workitems(args.id)
+        tree = _tree(store, record, journal) if args.tree else None
     finally:
         store.close()
     state = record.state or {}
@@ -442,10 +449,20 @@ def cmd_show(args: argparse.Namespace, config: Config) -> int:
             for e in journal
         ],
     }
+    if tree is not None:
+        report["tree"] = tree if isinstance(tree, str) else tree.to_json()
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
         return 0
     _print_report(report)
+    if isinstance(tree, str):
+        out(f"tree     {tree}")
+    elif tree is not None:
+        from bureaucrat.tree import render, wants_colour
+
+        print("tree")
+        for line in render(tree, colour=wants_colour(sys.stdout)):
+            print(INDENT + line)  # escaped by render, colour codes excepted
     return 0
 
 
@@ -454,6 +471,22 @@ def _incident(incident: Any) -> Any:
     if isinstance(incident, dict):
         return {key: incident.get(key) for key in ("code", "message", "activity")}
     return None
+
+
+INDENT = "  "
+
+
+def _tree(store: Any, record: Any, journal: list[Any]) -> Any:
+    """The instance's activity tree (``describe``), or why there is none."""
+    from bureaucrat.engine.describe import describe
+
+    if not isinstance(record.state, dict) or not record.state:
+        return "unavailable: the instance has no readable state"
+    try:
+        definition = store.definition(record.definition_hash)
+    except (BureaucratError, ValueError) as error:
+        return f"unavailable: {error}"
+    return describe(definition, record.state, [(e.activity, e.kind, e.details) for e in journal])
 
 
 def _public_fault(fault: Any) -> Any:
