@@ -439,9 +439,9 @@ class Live:
         self.participants = participants
         self.url = console.url
 
-    def launch(self, source: str, **fields: Any) -> str:
+    def launch(self, source: str, process_id: str | None = None, **fields: Any) -> str:
         with self.install.launcher() as launcher:
-            pid = launcher.launch(source, fields)
+            pid = launcher.launch(source, fields, process_id=process_id)
         self.install.wait_for(lambda: self.install.status(pid) is not None, what=f"{pid}")
         return pid
 
@@ -570,7 +570,7 @@ def test_browser_screenshot_of_an_instance_page(live: Live, page: Any, tmp_path:
     docs/; otherwise it is only taken, to show the page renders)."""
     from playwright.sync_api import expect
 
-    pid = live.launch(SHOWCASE, customer="Ada Lovelace")
+    pid = live.launch(SHOWCASE, "order-4711", customer="Ada Lovelace")
     live.answer("check_stock", in_stock=True)
     live.answer("reserve", reserved=["book", "lamp"])
     page.goto(f"{live.url}/login?next=/instances/{pid}")

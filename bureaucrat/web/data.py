@@ -18,16 +18,19 @@ from urllib.parse import quote
 from markupsafe import Markup
 
 from bureaucrat.definition import Definition
+from bureaucrat.engine.describe import ActivityView, describe
 from bureaucrat.engine.state import Status, path_of
 from bureaucrat.errors import BureaucratError
 from bureaucrat.store import InstanceRecord, JournalEntry, Store, TimerRecord, WorkitemRecord
 from bureaucrat.web.diagram import draw, views_by_path
-from bureaucrat.web.tree import ActivityView, describe
 
 STATUSES = tuple(status.value for status in Status)
 PAGE_SIZES = (20, 50, 100, 200)
 JOURNAL_SHOWN = 300
 """The latest journal entries an instance page shows (the API takes ``limit``)."""
+JOURNAL_READ = 20_000
+"""The latest journal entries ``describe`` reads to tell what the state forgot (which case of a
+finished switch ran...): enough for any instance an operator looks at, bounded for the rest."""
 
 
 class BadFilterError(BureaucratError):
@@ -212,10 +215,12 @@ def instance_details(
     child_by_activity = {
         child.parent_activity: child for child in children if child.parent_activity is not None
     }
+    journal = store.journal(record.id, limit=max(journal_limit, JOURNAL_READ))
     tree: ActivityView | None = None
     diagram: Markup | None = None
     if definition is not None:
-        tree = describe(definition, state) if state is not None else None
+        if state is not None:
+            tree = describe(definition, state, [(e.activity, e.kind, e.details) for e in journal])
         links = {}
         for activity, child in child_by_activity.items():
             path = path_of(record.id, activity)
@@ -238,7 +243,7 @@ def instance_details(
         subscriptions=store.subscriptions_of(record.id),
         children=children,
         parent=parent,
-        journal=store.journal(record.id, limit=journal_limit),
+        journal=journal[-journal_limit:] if journal_limit else [],
         child_by_activity=child_by_activity,
     )
 
@@ -247,19 +252,6 @@ def _public_fault(fault: Any) -> dict[str, Any] | None:
     if isinstance(fault, dict):
         return {k: fault.get(k) for k in ("code", "message", "activity")}
     return None
-
-
-def tree_json(view: ActivityView) -> dict[str, Any]:
-    return {
-        "id": view.id,
-        "path": view.path,
-        "element": view.element,
-        "label": view.label,
-        "state": view.state,
-        "waiting_on": view.waiting_on,
-        "round": view.round,
-        "children": [tree_json(child) for child in view.children],
-    }
 
 
 def journal_json(entries: list[JournalEntry]) -> list[dict[str, Any]]:
@@ -282,7 +274,7 @@ def instance_json(details: InstanceDetails) -> dict[str, Any]:
         "error": record.error,
         "context": details.context,
         "fault": details.fault,
-        "tree": None if details.tree is None else tree_json(details.tree),
+        "tree": None if details.tree is None else details.tree.to_json(),
         "workitems": [
             {
                 "id": w.id,

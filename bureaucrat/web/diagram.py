@@ -64,7 +64,11 @@ class View(Protocol):
     @property
     def waiting_on(self) -> str | None: ...
     @property
+    def detail(self) -> str | None: ...
+    @property
     def round(self) -> int | None: ...
+    @property
+    def of(self) -> int | None: ...
     @property
     def children(self) -> Iterable[View]: ...
 
@@ -292,7 +296,9 @@ def _loop(drawing: _Drawing, spec: While | Foreach) -> Shape:
     body = _stack(drawing, spec.children)
     inner = Shape(body.w + 2 * 14, body.h + 2 * 10, _with_loopback(body))
     view = drawing.views.get(spec.path)
-    rounds = None if view is None or view.round is None else f"round {view.round}"
+    rounds = None
+    if view is not None and view.round is not None:
+        rounds = f"round {view.round}" + (f" of {view.of}" if view.of is not None else "")
     return _framed(drawing, spec, title, inner, badge=rounds)
 
 
@@ -372,7 +378,13 @@ def _handler(drawing: _Drawing, handler: FaultHandler) -> Shape:
     w = max(body.w + 2 * PAD, min(_text_width(title) + 2 * PAD, 360))
     h = body.h + HEAD + PAD
 
+    state = drawing.state(handler.path)
+
     def paint(x: float, y: float, out: Out) -> None:
+        out.append(
+            f'<g class="fault-handler s-{escape(state)}" data-path="{escape(handler.path)}" '
+            f'data-state="{escape(state)}">'
+        )
         out.append(
             f'<rect class="handler" x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{h:.1f}" '
             'rx="10"/>'
@@ -381,6 +393,7 @@ def _handler(drawing: _Drawing, handler: FaultHandler) -> Shape:
             f'<text class="handler-title" x="{x + PAD:.1f}" y="{y + 16:.1f}">'
             f"{escape(_fit(title, w - 2 * PAD))}</text>"
         )
+        out.append(f"<title>{escape(title)}: {escape(state.replace('_', ' '))}</title></g>")
         body.draw(x + (w - body.w) / 2, y + HEAD, out)
 
     return Shape(w, h, paint)
@@ -459,8 +472,9 @@ def _state_text(state: str, waiting: str | None) -> str:
 def _tooltip(kind: str, label: str, state: str, drawing: _Drawing, path: str) -> str:
     view = drawing.views.get(path)
     waiting = f" on {view.waiting_on}" if view is not None and view.waiting_on else ""
+    detail = f": {view.detail}" if view is not None and view.detail else ""
     text = f"{kind} {label}".strip()
-    return f"{text}\n{state.replace('_', ' ')}{waiting}\n{drawing.wire_id(path)}"
+    return f"{text}\n{state.replace('_', ' ')}{waiting}{detail}\n{drawing.wire_id(path)}"
 
 
 # primitives -------------------------------------------------------------------------------------
