@@ -123,7 +123,7 @@ def schedules(request: Request) -> Response:
     rows = data.schedules(_console(request).store)
     if rows is None:
         return problem(404, "this version of bureaucrat has no schedules")
-    return JSONResponse({"schedules": rows})
+    return JSONResponse({"schedules": [data.schedule_json(row) for row in rows]})
 
 
 async def _body(request: Request) -> dict[str, Any]:

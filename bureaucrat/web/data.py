@@ -327,15 +327,35 @@ def definition_details(store: Store, digest: str, filters: Filters) -> Definitio
 
 
 def schedules(store: Store) -> list[dict[str, Any]] | None:
-    """The schedules as plain dicts, or None when this store keeps none (yet)."""
+    """The schedules as plain dicts (times as epoch seconds, the definition's XML left out), or
+    None when this store keeps none."""
     lister = getattr(store, "list_schedules", None)
     if lister is None:
         return None
     found = []
     for item in lister():
         row = asdict(item) if is_dataclass(item) and not isinstance(item, type) else dict(item)
+        row.pop("source", None)
+        row["timing"] = timing(row)
+        row["state"] = "paused" if row.get("paused") else "error" if row.get("error") else "active"
         found.append({key: _plain(value) for key, value in row.items()})
     return found
+
+
+def timing(row: Mapping[str, Any]) -> str:
+    """When a schedule fires, in words: its cron (and time zone), its interval or its date."""
+    if row.get("cron"):
+        return f"cron {row['cron']}" + (f" ({row['timezone']})" if row.get("timezone") else "")
+    if row.get("interval"):
+        return f"every {row['interval']} s"
+    if row.get("at") is not None:
+        return f"once at {when(row['at'])} UTC"
+    return str(row.get("kind") or "-")
+
+
+def schedule_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    times = ("at", "next_due", "last_due", "created_at", "updated_at")
+    return {key: iso(value) if key in times else value for key, value in row.items()}
 
 
 def _plain(value: Any) -> Any:

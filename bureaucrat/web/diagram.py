@@ -482,8 +482,10 @@ def _tooltip(kind: str, label: str, state: str, drawing: _Drawing, path: str) ->
 
 def _group_open(drawing: _Drawing, spec: Activity, element: str, shape: str) -> str:
     state = drawing.state(spec.path)
+    view = drawing.views.get(spec.path)
+    waiting = f" w-{escape(view.waiting_on)}" if view is not None and view.waiting_on else ""
     return (
-        f'<g class="activity {shape} s-{escape(state)}" data-activity="'
+        f'<g class="activity {shape} s-{escape(state)}{waiting}" data-activity="'
         f'{escape(drawing.wire_id(spec.path))}" data-path="{escape(spec.path)}" '
         f'data-element="{escape(element)}" data-state="{escape(state)}" tabindex="0">'
     )
