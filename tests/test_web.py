@@ -565,6 +565,32 @@ def test_browser_terminate_with_the_token_and_refused_without(
     assert live.install.status(survivor) == "running"
 
 
+def test_browser_rerun_from_the_activity_clicked_on_the_diagram(live: Live, page: Any) -> None:
+    from playwright.sync_api import expect
+
+    pid = live.launch(REVIEW)
+    live.answer("review", verdict="no")
+    page.goto(f"{live.url}/login?next=/instances/{pid}")
+    page.fill('input[name="token"]', TOKEN)
+    page.click("#sign-in")
+    expect(page.locator("#live-summary .status")).to_have_text("completed")
+    review = page.locator('svg.diagram g.activity[data-path="0"]')
+    expect(review).to_have_attribute("data-state", "done")
+    review.click()
+    expect(review).to_have_class(re.compile(r"\bselected\b"))
+    expect(page.locator("#op-rerun")).to_be_enabled()
+    page.click("#op-rerun")
+    expect(page.locator(".notice.ok")).to_contain_text("rerun sent")
+    expect(page.locator('svg.diagram g.activity[data-path="0"]')).to_have_attribute(
+        "data-state", "waiting"
+    )
+    expect(page.locator("#live-summary .status")).to_have_text("running")
+    live.answer("review", verdict="yes")
+    expect(page.locator("#live-summary .status")).to_have_text("completed")
+    expect(page.locator("#live-context")).to_contain_text('"verdict": "yes"')
+    assert [e.kind for e in live.install.store.journal(pid)].count("rerun") == 1
+
+
 def test_browser_screenshot_of_an_instance_page(live: Live, page: Any, tmp_path: Path) -> None:
     """The README's picture: an instance part way through (``make screenshots`` keeps it in
     docs/; otherwise it is only taken, to show the page renders)."""
