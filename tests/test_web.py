@@ -329,6 +329,13 @@ def test_page_operations_need_a_session_the_csrf_token_and_the_same_origin(
             "/login", data={"token": TOKEN}, headers={"Origin": "http://evil.test"}
         )
         assert foreign.status_code == 403
+        elsewhere = client.post(
+            "/login",
+            data={"token": TOKEN, "next": "//evil.test/x"},
+            headers={"Origin": HOST},
+            follow_redirects=False,
+        )
+        assert elsewhere.headers["location"] == "/instances"  # never to another site
         signed = sign_in(client)
         assert signed.status_code == 303
         assert "httponly" in signed.headers["set-cookie"].lower()
@@ -341,6 +348,7 @@ def test_page_operations_need_a_session_the_csrf_token_and_the_same_origin(
             ({"csrf": csrf[:-1] + ("1" if csrf.endswith("0") else "0")}, {"Origin": HOST}),
             ({"csrf": csrf}, {"Origin": "http://evil.test"}),  # another site's page
             ({"csrf": csrf}, {}),  # no Origin, no Referer
+            ({"csrf": csrf}, {"Origin": "http://evil.test", "X-Forwarded-Host": "other.test"}),
         ):
             answer = client.post(url, data=data, headers=headers, follow_redirects=False)
             assert answer.status_code == 403, (data, headers)

@@ -258,6 +258,16 @@ class Store:
             row = connection.execute(query).first()
         return None if row is None else _read_instance(row)
 
+    def instance_version(self, instance_id: str) -> tuple[int, str, float] | None:
+        """The version, status and update time of an instance (without reading its state),
+        or None: what a page that follows an instance polls."""
+        query = sa.select(instances.c.version, instances.c.status, instances.c.updated_at).where(
+            instances.c.id == instance_id
+        )
+        with self._read("reading an instance's version") as connection:
+            row = connection.execute(query).first()
+        return None if row is None else (int(row[0]), str(row[1]), float(row[2]))
+
     def list_instances(
         self,
         status: str | None = None,

@@ -60,12 +60,11 @@ def instance(request: Request) -> Response:
 
 def version(request: Request) -> Response:
     """What a page polls to know whether the instance changed: its version and status."""
-    record = _console(request).store.instance(request.path_params["pid"])
-    if record is None:
+    found = _console(request).store.instance_version(request.path_params["pid"])
+    if found is None:
         return problem(404, f"no process {request.path_params['pid']}")
-    return JSONResponse(
-        {"version": record.version, "status": record.status, "updated": data.iso(record.updated_at)}
-    )
+    version, status, updated = found
+    return JSONResponse({"version": version, "status": status, "updated": data.iso(updated)})
 
 
 def journal(request: Request) -> Response:

@@ -104,9 +104,11 @@ class Guard:
 
 def same_origin(request: Request) -> bool:
     """Whether the browser says the request comes from a page of this host: its ``Origin``, or
-    lacking one its ``Referer``, names the host the request was sent to."""
+    lacking one its ``Referer``, names the host the request was sent to (``Host``, or the
+    ``X-Forwarded-Host`` a reverse proxy sets; a page of another site cannot set either)."""
     source = request.headers.get("origin") or request.headers.get("referer")
     if not source or source == "null":
         return False
-    host = request.headers.get("host", "")
-    return bool(host) and urlsplit(source).netloc.lower() == host.lower()
+    origin = urlsplit(source).netloc.lower()
+    hosts = (request.headers.get("host", ""), request.headers.get("x-forwarded-host", ""))
+    return any(origin == host.strip().lower() for host in hosts if host.strip())
