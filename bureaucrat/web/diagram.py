@@ -40,16 +40,26 @@ from bureaucrat.definition.model import (
     While,
 )
 from bureaucrat.engine.state import activity_id
+from bureaucrat.web.svg import (
+    CHIP_ROOM,
+    Out,
+    Shape,
+    arrow,
+    bar,
+    chip,
+    fit,
+    line,
+    placeholder,
+    text_width,
+)
 
 BOX_W, BOX_H = 176, 48
 GAP_Y = 30  # between two steps of a sequence (room for the arrow)
 GAP_X = 22  # between branches side by side
 PAD = 12  # inside a frame
 HEAD = 24  # a frame's title
-CHAR_W = 6.7  # about, at 12px in the console's sans-serif font
 MARGIN = 16
 START_R = 8
-CHIP_ROOM = 200  # the widest a case's condition is shown above it
 
 
 class View(Protocol):
@@ -82,18 +92,6 @@ def views_by_path(root: View) -> dict[str, View]:
         found[view.path] = view
         stack.extend(view.children)
     return found
-
-
-Out = list[str]
-
-
-@dataclass(frozen=True, slots=True)
-class Shape:
-    """A laid-out piece of the drawing: its size and how to draw it with its top left at x, y."""
-
-    w: float
-    h: float
-    draw: Callable[[float, float, Out], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,10 +167,10 @@ def _root(drawing: _Drawing, process: Process) -> Shape:
         out.append(f'<circle class="start" cx="{cx:.1f}" cy="{y + START_R:.1f}" r="{START_R}"/>')
         out.append("</g>")
         top = y + 2 * START_R
-        _arrow(out, cx, top, cx, top + GAP_Y)
+        arrow(out, cx, top, cx, top + GAP_Y)
         body.draw(x + (w - body.w) / 2, top + GAP_Y, out)
         bottom = top + GAP_Y + body.h
-        _arrow(out, cx, bottom, cx, bottom + GAP_Y)
+        arrow(out, cx, bottom, cx, bottom + GAP_Y)
         end_class = "end done" if state == "done" else f"end s-{state}"
         out.append(
             f'<circle class="{end_class}" cx="{cx:.1f}" cy="{bottom + GAP_Y + START_R:.1f}" '
@@ -188,7 +186,7 @@ def _stack(drawing: _Drawing, activities: Iterable[Activity]) -> Shape:
     """Activities one under the other, centred, joined by arrows."""
     shapes = [_shape(drawing, activity) for activity in activities]
     if not shapes:
-        return _placeholder("nothing to do")
+        return placeholder("nothing to do")
     w = max(shape.w for shape in shapes)
     h = sum(shape.h for shape in shapes) + GAP_Y * (len(shapes) - 1)
 
@@ -196,7 +194,7 @@ def _stack(drawing: _Drawing, activities: Iterable[Activity]) -> Shape:
         cx = x + w / 2
         for index, shape in enumerate(shapes):
             if index:
-                _arrow(out, cx, y - GAP_Y, cx, y)
+                arrow(out, cx, y - GAP_Y, cx, y)
             shape.draw(cx - shape.w / 2, y, out)
             y += shape.h + GAP_Y
 
@@ -208,7 +206,7 @@ def _side_by_side(drawing: _Drawing, columns: list[tuple[str | None, Shape]], ki
     have a label above it (a case's condition)."""
     label_h = 36 if any(label is not None for label, _ in columns) else 0
     widths = [
-        max(shape.w, _text_width(_fit(label, CHIP_ROOM)) + 16 if label else 0)
+        max(shape.w, text_width(fit(label, CHIP_ROOM)) + 16 if label else 0)
         for label, shape in columns
     ]
     w = sum(widths) + GAP_X * (len(columns) - 1)
@@ -224,30 +222,30 @@ def _side_by_side(drawing: _Drawing, columns: list[tuple[str | None, Shape]], ki
             left += width + GAP_X
         cx = x + w / 2
         if kind == "all":
-            out.append(_bar(centres[0] - 6, fork - 2, centres[-1] - centres[0] + 12))
-            out.append(_bar(centres[0] - 6, join - 2, centres[-1] - centres[0] + 12))
+            out.append(bar(centres[0] - 6, fork - 2, centres[-1] - centres[0] + 12))
+            out.append(bar(centres[0] - 6, join - 2, centres[-1] - centres[0] + 12))
         else:
-            out.append(_line(centres[0], fork, centres[-1], fork))
-            out.append(_line(centres[0], join, centres[-1], join))
+            out.append(line(centres[0], fork, centres[-1], fork))
+            out.append(line(centres[0], join, centres[-1], join))
             out.append(f'<circle class="merge" cx="{cx:.1f}" cy="{join:.1f}" r="3.5"/>')
         for (label, shape), centre in zip(columns, centres, strict=True):
             top = y + GAP_Y
             if label is not None:
-                out.append(_line(centre, fork, centre, top + 2))
-                out.append(_chip(centre, top + 2, label))
-                _arrow(out, centre, top + 19, centre, top + label_h)
+                out.append(line(centre, fork, centre, top + 2))
+                out.append(chip(centre, top + 2, label))
+                arrow(out, centre, top + 19, centre, top + label_h)
             else:
-                _arrow(out, centre, fork, centre, top)
+                arrow(out, centre, fork, centre, top)
             shape_top = top + label_h
             shape.draw(centre - shape.w / 2, shape_top, out)
-            out.append(_line(centre, shape_top + shape.h, centre, join))
+            out.append(line(centre, shape_top + shape.h, centre, join))
 
     return Shape(w, h, paint)
 
 
 def _all(drawing: _Drawing, spec: All) -> Shape:
     if not spec.children:
-        return _framed(drawing, spec, "all", _placeholder("no branches"))
+        return _framed(drawing, spec, "all", placeholder("no branches"))
     columns: list[tuple[str | None, Shape]] = [
         (None, _shape(drawing, child)) for child in spec.children
     ]
@@ -256,7 +254,7 @@ def _all(drawing: _Drawing, spec: All) -> Shape:
 
 def _switch(drawing: _Drawing, spec: Switch) -> Shape:
     if not spec.cases:
-        return _framed(drawing, spec, "switch", _placeholder("no cases"))
+        return _framed(drawing, spec, "switch", placeholder("no cases"))
     columns: list[tuple[str | None, Shape]] = []
     for case in spec.cases:
         columns.append((_case_label(case), _case(drawing, case)))
@@ -323,7 +321,7 @@ def _framed(
     handlers = _handlers(drawing, spec) if isinstance(spec, Block) else None
     content_w = inner.w + (GAP_X + handlers.w if handlers is not None else 0)
     content_h = max(inner.h, handlers.h if handlers is not None else 0)
-    title_w = _text_width(title) + (_text_width(badge) + 24 if badge else 0) + 2 * PAD
+    title_w = text_width(title) + (text_width(badge) + 24 if badge else 0) + 2 * PAD
     w = max(content_w + 2 * PAD, min(title_w, 420), BOX_W)
     h = content_h + HEAD + PAD
     state = drawing.state(spec.path)
@@ -334,13 +332,13 @@ def _framed(
             f'<rect class="frame" x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{h:.1f}" '
             'rx="10"/>'
         )
-        room = w - 2 * PAD - (_text_width(badge) + 24 if badge else 0)
+        room = w - 2 * PAD - (text_width(badge) + 24 if badge else 0)
         out.append(
             f'<text class="frame-title" x="{x + PAD:.1f}" y="{y + 16:.1f}">'
-            f"{escape(_fit(title, room))}</text>"
+            f"{escape(fit(title, room))}</text>"
         )
         if badge:
-            bw = _text_width(badge) + 14
+            bw = text_width(badge) + 14
             out.append(
                 f'<rect class="badge" x="{x + w - PAD - bw:.1f}" y="{y + 5:.1f}" '
                 f'width="{bw:.1f}" height="16" rx="8"/>'
@@ -375,7 +373,7 @@ def _handlers(drawing: _Drawing, block: Block) -> Shape | None:
 def _handler(drawing: _Drawing, handler: FaultHandler) -> Shape:
     title = "on any fault" if handler.is_default else "on fault " + ", ".join(handler.codes)
     body = _stack(drawing, handler.activities)
-    w = max(body.w + 2 * PAD, min(_text_width(title) + 2 * PAD, 360))
+    w = max(body.w + 2 * PAD, min(text_width(title) + 2 * PAD, 360))
     h = body.h + HEAD + PAD
 
     state = drawing.state(handler.path)
@@ -391,7 +389,7 @@ def _handler(drawing: _Drawing, handler: FaultHandler) -> Shape:
         )
         out.append(
             f'<text class="handler-title" x="{x + PAD:.1f}" y="{y + 16:.1f}">'
-            f"{escape(_fit(title, w - 2 * PAD))}</text>"
+            f"{escape(fit(title, w - 2 * PAD))}</text>"
         )
         out.append(f"<title>{escape(title)}: {escape(state.replace('_', ' '))}</title></g>")
         body.draw(x + (w - body.w) / 2, y + HEAD, out)
@@ -423,7 +421,7 @@ def _box(drawing: _Drawing, spec: Activity) -> Shape:
             )
         out.append(
             f'<text class="label" x="{x + 12:.1f}" y="{y + 36:.1f}">'
-            f"{escape(_fit(label, BOX_W - 24))}</text>"
+            f"{escape(fit(label, BOX_W - 24))}</text>"
         )
         out.append(f"<title>{escape(_tooltip(kind, label, state, drawing, spec.path))}</title>")
         out.append("</g>")
@@ -477,9 +475,6 @@ def _tooltip(kind: str, label: str, state: str, drawing: _Drawing, path: str) ->
     return f"{text}\n{state.replace('_', ' ')}{waiting}{detail}\n{drawing.wire_id(path)}"
 
 
-# primitives -------------------------------------------------------------------------------------
-
-
 def _group_open(drawing: _Drawing, spec: Activity, element: str, shape: str) -> str:
     state = drawing.state(spec.path)
     view = drawing.views.get(spec.path)
@@ -489,52 +484,3 @@ def _group_open(drawing: _Drawing, spec: Activity, element: str, shape: str) -> 
         f'{escape(drawing.wire_id(spec.path))}" data-path="{escape(spec.path)}" '
         f'data-element="{escape(element)}" data-state="{escape(state)}" tabindex="0">'
     )
-
-
-def _placeholder(text: str) -> Shape:
-    w, h = max(_text_width(text) + 24, 96), 26
-
-    def paint(x: float, y: float, out: Out) -> None:
-        out.append(
-            f'<rect class="placeholder" x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{h}" '
-            f'rx="6"/><text class="placeholder-text" x="{x + w / 2:.1f}" y="{y + 17:.1f}" '
-            f'text-anchor="middle">{escape(text)}</text>'
-        )
-
-    return Shape(w, h, paint)
-
-
-def _arrow(out: Out, x1: float, y1: float, x2: float, y2: float) -> None:
-    out.append(
-        f'<line class="edge" x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2 - 1:.1f}" '
-        'marker-end="url(#arrow)"/>'
-    )
-
-
-def _line(x1: float, y1: float, x2: float, y2: float) -> str:
-    return f'<line class="edge" x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}"/>'
-
-
-def _bar(x: float, y: float, w: float) -> str:
-    return f'<rect class="bar" x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="4" rx="2"/>'
-
-
-def _chip(cx: float, y: float, text: str) -> str:
-    shown = _fit(text, CHIP_ROOM)
-    w = _text_width(shown) + 16
-    return (
-        f'<g class="chip"><rect x="{cx - w / 2:.1f}" y="{y:.1f}" width="{w:.1f}" height="17" '
-        f'rx="8.5"/><text x="{cx:.1f}" y="{y + 12.5:.1f}" text-anchor="middle">'
-        f"{escape(shown)}</text><title>{escape(text)}</title></g>"
-    )
-
-
-def _text_width(text: str | None) -> float:
-    return len(text or "") * CHAR_W
-
-
-def _fit(text: str, room: float) -> str:
-    """``text`` cut with an ellipsis to fit ``room`` pixels, about; on one line."""
-    text = " ".join(text.split())
-    most = max(int(room / CHAR_W), 4)
-    return text if len(text) <= most else text[: most - 1] + "…"
