@@ -214,6 +214,41 @@ def test_a_call_links_to_its_subprocess_and_the_subprocess_back(filled: Filled) 
         assert client.get(f"/api/instances/{subprocess_record.id}").json()["parent"] == "caller"
 
 
+def test_schedules_are_listed_and_operated(sqlite_installation: Installation) -> None:
+    if not hasattr(Store, "list_schedules"):
+        pytest.skip("this version keeps no schedules")
+    install = sqlite_installation
+    install.start_daemon()
+    with install.launcher() as launcher:
+        launcher.schedule_add("nightly <b>", REVIEW, cron="0 3 * * *", tz="Europe/Paris")
+    install.wait_for(lambda: bool(install.store.list_schedules()), what="the schedule")
+    app = create_app(replace(install.config, web_token=TOKEN), store=install.store)
+    with TestClient(app, base_url=HOST) as client:
+        page = client.get("/schedules").text
+        assert "nightly &lt;b&gt;" in page and "nightly <b>" not in page
+        assert "cron 0 3 * * * (Europe/Paris)" in page
+        assert 'action="/schedules/nightly%20%3Cb%3E/pause"' not in page  # signed out
+        (shown,) = client.get("/api/schedules").json()["schedules"]
+        assert (shown["name"], shown["state"], shown["paused"]) == ("nightly <b>", "active", False)
+        assert "source" not in shown
+        assert client.post("/api/schedules/nightly%20%3Cb%3E/pause").status_code == 403
+        sign_in(client)
+        page = client.get("/schedules").text
+        assert 'action="/schedules/nightly%20%3Cb%3E/pause"' in page
+        paused = client.post(
+            "/schedules/nightly%20%3Cb%3E/pause",
+            data={"csrf": csrf_of(page)},
+            headers={"Origin": HOST},
+            follow_redirects=False,
+        )
+        assert paused.status_code == 303
+        install.wait_for(lambda: install.store.list_schedules()[0].paused, what="the pause")
+        bearer = {"Authorization": f"Bearer {TOKEN}"}
+        resumed = client.post("/api/schedules/nightly%20%3Cb%3E/resume", headers=bearer)
+        assert resumed.status_code == 202
+        install.wait_for(lambda: not install.store.list_schedules()[0].paused, what="resume")
+
+
 # escaping ---------------------------------------------------------------------------------------
 
 
