@@ -219,9 +219,11 @@ def test_schedules_are_listed_and_operated(sqlite_installation: Installation) ->
         pytest.skip("this version keeps no schedules")
     install = sqlite_installation
     install.start_daemon()
-    with install.launcher() as launcher:
+    store: Any = install.store  # typed loosely until every branch has schedules
+    with install.launcher() as client:
+        launcher: Any = client
         launcher.schedule_add("nightly <b>", REVIEW, cron="0 3 * * *", tz="Europe/Paris")
-    install.wait_for(lambda: bool(install.store.list_schedules()), what="the schedule")
+    install.wait_for(lambda: bool(store.list_schedules()), what="the schedule")
     app = create_app(replace(install.config, web_token=TOKEN), store=install.store)
     with TestClient(app, base_url=HOST) as client:
         page = client.get("/schedules").text
@@ -242,11 +244,11 @@ def test_schedules_are_listed_and_operated(sqlite_installation: Installation) ->
             follow_redirects=False,
         )
         assert paused.status_code == 303
-        install.wait_for(lambda: install.store.list_schedules()[0].paused, what="the pause")
+        install.wait_for(lambda: store.list_schedules()[0].paused, what="the pause")
         bearer = {"Authorization": f"Bearer {TOKEN}"}
         resumed = client.post("/api/schedules/nightly%20%3Cb%3E/resume", headers=bearer)
         assert resumed.status_code == 202
-        install.wait_for(lambda: not install.store.list_schedules()[0].paused, what="resume")
+        install.wait_for(lambda: not store.list_schedules()[0].paused, what="resume")
 
 
 # escaping ---------------------------------------------------------------------------------------
