@@ -25,9 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
         "set, rerun, restart) when an operator token is configured. Also a JSON API under "
         "/api/.",
         epilog="Config: the daemon's file, with a [web] section: host (default 127.0.0.1), port "
-        "(default 8080) and token (default none: read-only; at least 16 characters). Reading "
-        "needs no token: keep the console on a trusted address or behind an authenticating "
-        "proxy. Exit status: 0 when stopped, 2 on a bad config or usage.",
+        "(default 8080) and token (default none: read-only; at least 16 characters; "
+        "$BUREAUCRAT_WEB_TOKEN wins over it). Reading needs no token: keep the console on a "
+        "trusted address or behind an authenticating proxy. Exit status: 0 when stopped, 1 "
+        "when it cannot start (e.g. the database), 2 on a bad config or usage.",
     )
     parser.add_argument(
         "-c",
