@@ -28,7 +28,7 @@ import pytest
 from lxml import etree
 from starlette.testclient import TestClient
 
-from bureaucrat.config import load_config
+from bureaucrat.config import Config, load_config
 from bureaucrat.definition import parse_definition
 from bureaucrat.errors import ConfigError
 from bureaucrat.service import Service
@@ -38,7 +38,10 @@ from bureaucrat.web.diagram import draw
 from tests.brokers import AMQP_URL, require_rabbitmq
 from tests.browser import ConsoleServer, Participants, find_chromium
 from tests.harness import ROOT, Installation
+from tests.store_fixtures import postgres_url, store, store_url
 from tests.test_service import Message, Recorder
+
+__all__ = ["postgres_url", "store", "store_url"]  # fixtures, imported for pytest
 
 TOKEN = "a-test-token-of-32-characters-xx"
 HOST = "http://console.test"
@@ -119,6 +122,46 @@ def csrf_of(page: str) -> str:
     match = re.search(r'name="csrf" value="([^"]+)"', page)
     assert match is not None, "no CSRF field on the page"
     return match.group(1)
+
+
+# what the console reads from the store, on both databases ---------------------------------------
+
+
+def test_the_reads_behind_the_console(store: Store) -> None:
+    config = Config()
+    outbox = Recorder()
+    now = [1_800_000_000.0]
+    service = Service(store, config, outbox, clock=lambda: now[0])
+
+    def launch(source: str, process_id: str, **fields: Any) -> None:
+        body = json.dumps({"definition": source, "fields": fields}).encode()
+        service.handle(Message(config.launch_queue, body, process_id))
+        now[0] += 10
+
+    waits = """<process name="waits"><all>
+      <delay duration="60"/><await event="go"/><call process="$child"/>
+    </all></process>"""
+    launch(waits, "w_1%", child="<process/>")
+    launch(waits, "w_10", child="<process/>")
+    launch("<process name='other'/>", "x-1")
+    assert store.instance_version("w_1%") == (1, "running", now[0] - 30)
+    assert store.instance_version("nobody") is None
+    assert [t.kind for t in store.timers_of("w_1%")] == ["delay"]
+    assert store.subscriptions_of("w_1%") == [("w_1%_0_1", "go")]
+    assert [r.id for r in store.list_instances(id_prefix="w_1%")] == ["w_1%"]  # % is no joker
+    assert [r.id for r in store.list_instances(id_prefix="w_1")] == ["w_1%", "w_10"]
+    assert [r.id for r in store.list_instances(id_prefix="w%1")] == []
+    for message in list(outbox.sent):  # the subprocesses start
+        if message.routing_key == config.launch_queue:
+            service.handle(Message(message.routing_key, message.body, message.message_id))
+    (child,) = store.children_of("w_1%")
+    assert child.parent_id == "w_1%" and child.parent_activity == "w_1%_0_2"
+    definitions = {d.name: d for d in store.list_definitions()}
+    assert definitions["waits"].instances == 2 and definitions["other"].instances == 1
+    digest = definitions["waits"].hash
+    assert store.definition_source(digest) == waits
+    assert store.definition_source("0" * 64) is None
+    assert [r.id for r in store.list_instances(definition=digest)] == ["w_1%", "w_10"]
 
 
 # the API ----------------------------------------------------------------------------------------
