@@ -17,7 +17,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bureaucrat.errors import StoreError
 from bureaucrat.messages import MessageError
 from bureaucrat.web import data, operations
 
@@ -39,10 +38,6 @@ def instances(request: Request) -> Response:
         page = data.listing(_console(request).store, filters)
     except data.BadFilterError as error:
         return problem(400, str(error))
-    except StoreError as error:
-        if "no instance" in str(error):  # ``after`` names no instance
-            return problem(400, str(error))
-        raise
     return JSONResponse(
         {
             "instances": [data.instance_summary(row) for row in page.rows],
@@ -101,9 +96,9 @@ def definition(request: Request) -> Response:
     digest = request.path_params["digest"]
     try:
         filters = data.Filters.parse(request.query_params)
+        details = data.definition_details(_console(request).store, digest, filters)
     except data.BadFilterError as error:
         return problem(400, str(error))
-    details = data.definition_details(_console(request).store, digest, filters)
     if details is None:
         return problem(404, f"no definition {digest}")
     return JSONResponse(

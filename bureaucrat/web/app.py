@@ -108,9 +108,7 @@ def instances_page(request: Request) -> Response:
     try:
         filters = data.Filters.parse(request.query_params)
         page = data.listing(console.store, filters)
-    except (data.BadFilterError, StoreError) as error:
-        if isinstance(error, StoreError) and "no instance" not in str(error):
-            raise
+    except data.BadFilterError as error:
         return console.page(
             request, "instances.html", 400, problem=str(error), page=None, filters=None
         )
@@ -153,9 +151,9 @@ def definition_page(request: Request) -> Response:
     console = _console(request)
     try:
         filters = data.Filters.parse(request.query_params)
+        details = data.definition_details(console.store, request.path_params["digest"], filters)
     except data.BadFilterError as error:
         raise HTTPException(400, str(error)) from None
-    details = data.definition_details(console.store, request.path_params["digest"], filters)
     if details is None:
         raise HTTPException(404, f"no definition {request.path_params['digest']}")
     return console.page(request, "definition.html", d=details, page=details.instances)

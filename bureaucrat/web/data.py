@@ -140,6 +140,8 @@ class Listing:
 def listing(store: Store, filters: Filters) -> Listing:
     """One page of instances, oldest first; one more row is read to know whether a next page
     exists."""
+    if filters.after is not None and store.instance_version(filters.after) is None:
+        raise BadFilterError(f"after: no instance {filters.after} to continue after")
     rows = store.list_instances(
         status=filters.status,
         name=filters.name,
