@@ -3,6 +3,7 @@ HTTP after a run; every count must equal what was sent."""
 
 from __future__ import annotations
 
+import json
 import socket
 import urllib.request
 from collections.abc import Callable
@@ -14,9 +15,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from bureaucrat.config import load_config
 from bureaucrat.errors import ConfigError
 from bureaucrat.metrics import DaemonMetrics
+from bureaucrat.service import Disposition, Service
+from bureaucrat.store import Store
 from tests.harness import Installation
+from tests.store_fixtures import postgres_url, store, store_url
+from tests.test_service import CONFIG, Message, Recorder, launch
 
-pytestmark = pytest.mark.usefixtures("rabbitmq")
+__all__ = ["postgres_url", "store", "store_url"]  # fixtures, imported for pytest
 
 N = 6
 ONE_ACTION = '<process name="metered"><action participant="inc"/></process>'
@@ -47,6 +52,7 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
     return samples.get((name, frozenset(labels.items())))
 
 
+@pytest.mark.usefixtures("rabbitmq")
 def test_the_daemon_and_a_worker_count_what_was_sent(sqlite_installation: Installation) -> None:
     install = sqlite_installation
     port, worker_port = free_port(), free_port()
@@ -104,6 +110,37 @@ def test_the_daemon_and_a_worker_count_what_was_sent(sqlite_installation: Instal
     worker = last["samples"]
     assert value(worker, "bureaucrat_worker_seconds_count", participant="inc") == N
     assert value(worker, "bureaucrat_worker_dead_letters_total", participant="inc") == 0
+
+
+def test_each_message_says_what_became_of_it(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Handled, a duplicate, dead-lettered, or set aside (a defect met on its instance), as the
+    daemon counts them (``Verdict.disposition``); the service times every step it takes."""
+    steps: list[str] = []
+
+    class Meter:
+        def step(self, event: str, seconds: float) -> None:
+            steps.append(event)
+
+    service = Service(store, CONFIG, Recorder(), meter=Meter())
+    first = launch(ONE_ACTION, {}, "p1")
+    assert service.handle(first).disposition is Disposition.HANDLED
+    assert service.handle(first).disposition is Disposition.DUPLICATE
+    again = json.dumps({"definition": ONE_ACTION, "process_id": "p1"}).encode()
+    other_id = Message(CONFIG.launch_queue, again, "another message id")
+    assert service.handle(other_id).disposition is Disposition.DUPLICATE
+    bad = Message(CONFIG.launch_queue, b"<process><unknown/></process>", "p2", None)
+    assert service.handle(bad).disposition is Disposition.DEAD_LETTERED
+    assert service.handle(launch(ONE_ACTION, {}, "p3")).disposition is Disposition.HANDLED
+
+    def defect(*args: object) -> None:
+        raise RuntimeError("a defect")
+
+    monkeypatch.setattr("bureaucrat.service.encode", defect)
+    terminate = b'{"name": "terminate", "process_id": "p3"}'
+    verdict = service.handle(Message(CONFIG.message_queue, terminate, "t3"))
+    assert verdict.disposition is Disposition.SET_ASIDE
+    assert store.instance("p3").status == "broken"  # type: ignore[union-attr]
+    assert steps == ["Start", "Start", "Terminate"]
 
 
 def test_a_due_timer_not_yet_fired_shows_as_lag(tmp_path: Path) -> None:
