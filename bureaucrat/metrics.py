@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from bureaucrat.errors import StoreError
+from bureaucrat.errors import BureaucratError
 
 LOG = logging.getLogger(__name__)
 
@@ -94,8 +94,14 @@ class DaemonMetrics(Exporter):
             "Times the daemon connected again after losing RabbitMQ or the database",
             registry=registry,
         )
-        if store is not None:
-            registry.register(StoreCollector(store, clock))
+        self._collector = None if store is None else StoreCollector(store, clock)
+        if self._collector is not None:
+            registry.register(self._collector)
+
+    def stop(self) -> None:
+        super().stop()
+        if self._collector is not None:
+            self._collector.close()
 
     def step(self, event: str, seconds: float) -> None:
         """One step applied (``service.Meter``)."""
@@ -128,8 +134,8 @@ class StoreCollector(Collector):
             counts = store.counts_by_status()
             backlog = store.outbox_backlog()
             oldest = store.oldest_due_timer(now)
-        except StoreError as error:
-            LOG.warning("metrics: the database did not answer: %s", error)
+        except BureaucratError as error:  # StoreError, an outdated schema...: this scrape only
+            LOG.warning("metrics: cannot read the database: %s", error)
             return
         instances = GaugeMetricFamily(
             "bureaucrat_instances", "Process instances by status", labels=["status"]

@@ -506,6 +506,11 @@ def test_show_tree_prints_the_tree_escaped_and_in_json(
     assert ctl.main(["-c", str(config), "show", PID]) == 0
     assert "\ntree\n" not in capsys.readouterr().out  # only when asked for
 
+    with Store(url) as store, store.transaction() as tx:  # a row without a state
+        tx.create_instance("empty", digest, "shop", None, None, 0.0)
+    assert ctl.main(["-c", str(config), "show", "empty", "--tree"]) == 0
+    assert "tree     unavailable: the instance has no readable state" in capsys.readouterr().out
+
 
 def test_the_tree_is_coloured_on_a_terminal_unless_no_color() -> None:
     run = Run(f'<process><action participant="x{HOSTILE}"/></process>')

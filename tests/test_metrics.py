@@ -156,6 +156,11 @@ def test_a_due_timer_not_yet_fired_shows_as_lag(tmp_path: Path) -> None:
         def oldest_due_timer(self, now: float) -> float | None:
             return now - 7.5
 
+        def close(self) -> None:
+            closed.append(True)
+
+    closed: list[bool] = []
+
     metrics = DaemonMetrics(Timers, clock=lambda: 1000.0)
     port = metrics.start(0, "127.0.0.1")
     try:
@@ -165,6 +170,7 @@ def test_a_due_timer_not_yet_fired_shows_as_lag(tmp_path: Path) -> None:
     assert value(samples, "bureaucrat_timer_lag_seconds") == 7.5
     assert value(samples, "bureaucrat_outbox_backlog") == 3
     assert value(samples, "bureaucrat_instances", status="running") == 2
+    assert closed == [True]  # the scrape's store is closed with the metrics
 
 
 def test_metrics_settings_are_checked(tmp_path: Path) -> None:
