@@ -438,6 +438,8 @@ def cmd_show(args: argparse.Namespace, config: Config) -> int:
         "updated": _when(record.updated_at),
         "context": state.get("scopes", {}).get("", {}),
         "fault": _public_fault(state.get("fault")),
+        "incident": _incident(state.get("incident")),
+        "held": len(state.get("held") or []),
         "error": record.error,
         "pending_workitems": [
             {"id": w.id, "activity": w.activity, "participant": w.participant} for w in pending
@@ -462,6 +464,13 @@ def cmd_show(args: argparse.Namespace, config: Config) -> int:
         for line in render(tree, colour=wants_colour(sys.stdout)):
             print(INDENT + line)  # escaped by render, colour codes excepted
     return 0
+
+
+def _incident(incident: Any) -> Any:
+    """What a suspended process's incident says: its fault and the activity that raised it."""
+    if isinstance(incident, dict):
+        return {key: incident.get(key) for key in ("code", "message", "activity")}
+    return None
 
 
 INDENT = "  "
@@ -494,6 +503,14 @@ def _print_report(report: dict[str, Any]) -> None:
         out(f"parent   {report['parent']}")
     if report["fault"]:
         out(f"fault    {report['fault']['code']}: {report['fault']['message']}")
+    if report["incident"]:
+        incident = report["incident"]
+        out(
+            f"incident {incident['code']}: {incident['message']} (at {incident['activity']}; "
+            "fix with 'set', then 'resume', 'rerun' or 'terminate')"
+        )
+    if report["held"]:
+        out(f"held     {report['held']} messages, applied on resume")
     if report["error"]:
         out(f"error    {report['error']}")
     out("context  " + json.dumps(report["context"], sort_keys=True))
