@@ -7,12 +7,14 @@ import json
 import socket
 import urllib.request
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bureaucrat.config import load_config
+from bureaucrat.daemon import Daemon
 from bureaucrat.errors import ConfigError
 from bureaucrat.metrics import DaemonMetrics
 from bureaucrat.service import Disposition, Service
@@ -171,6 +173,17 @@ def test_a_due_timer_not_yet_fired_shows_as_lag(tmp_path: Path) -> None:
     assert value(samples, "bureaucrat_outbox_backlog") == 3
     assert value(samples, "bureaucrat_instances", status="running") == 2
     assert closed == [True]  # the scrape's store is closed with the metrics
+
+
+def test_a_metrics_port_already_taken_stops_the_daemon_at_start(tmp_path: Path) -> None:
+    """An operator must choose another port: the daemon says so (exit 2), before connecting."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = replace(load_config(None, environ={}), metrics_port=port)
+        with pytest.raises(ConfigError, match=rf"\[metrics\] port = {port}: cannot listen on"):
+            Daemon(config).run()
 
 
 def test_metrics_settings_are_checked(tmp_path: Path) -> None:
