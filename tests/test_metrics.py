@@ -55,8 +55,8 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
 
 
 @pytest.mark.usefixtures("rabbitmq")
-def test_the_daemon_and_a_worker_count_what_was_sent(sqlite_installation: Installation) -> None:
-    install = sqlite_installation
+def test_the_daemon_and_a_worker_count_what_was_sent(installation: Installation) -> None:
+    install = installation
     port, worker_port = free_port(), free_port()
     with install.config_path.open("a") as config:
         config.write(f"[metrics]\nport = {port}\n")
