@@ -79,6 +79,8 @@ class Config:
     log_level: str = "INFO"
     log_file: str | None = None
     syslog: bool = False
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
     ignored: tuple[str, ...] = field(default=(), compare=False)
 
     def worker_queue(self, participant: str) -> str:
@@ -114,6 +116,8 @@ _KEYS: Mapping[tuple[str, str], str] = {
     ("logging", "level"): "log_level",
     ("logging", "file"): "log_file",
     ("logging", "syslog"): "syslog",
+    ("metrics", "port"): "metrics_port",
+    ("metrics", "host"): "metrics_host",
 }
 _WHERE: Mapping[str, str] = {name: f"[{section}] {key}" for (section, key), name in _KEYS.items()}
 _ORIGINAL_AMQP = ("host", "port", "user", "passwd", "vhost")
@@ -290,6 +294,15 @@ def _log_level(value: object) -> str | None:
     return "must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL"
 
 
+def _host(value: object) -> str | None:
+    """An address to listen on: an IP address or a host name (``localhost``, ``0.0.0.0``)."""
+    text = str(value)
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:")
+    if len(text) > 253 or not set(text) <= allowed:
+        return "is not a host name or an IP address to listen on"
+    return None
+
+
 def _amqp_url(value: object) -> str | None:
     import pika
 
@@ -339,6 +352,8 @@ _CHECKS: Mapping[str, Check] = {
     "definition_cache_size": _at_least(1_000_000),
     "on_fault": _one_of("fault", "suspend"),
     "log_level": _log_level,
+    "metrics_port": _between(0, 65535),
+    "metrics_host": _host,
 }
 _SECRET = frozenset({"amqp_url", "database_url"})
 """Fields whose value may hold a password: errors name them without showing the value."""

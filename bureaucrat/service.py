@@ -26,7 +26,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, assert_never
 
 from bureaucrat import messages as wire
@@ -61,14 +61,24 @@ class Outcome(enum.Enum):
     DEAD = "dead"  # not acceptable: publish to the dead-letter queue, then ack
 
 
+class Disposition(enum.StrEnum):
+    """What became of a message, as the metrics count it."""
+
+    HANDLED = "handled"
+    DUPLICATE = "duplicate"  # processed already: dropped
+    SET_ASIDE = "set_aside"  # a defect met on it set its instance aside (``broken``)
+    DEAD_LETTERED = "dead_lettered"
+
+
 @dataclass(frozen=True)
 class Verdict:
     outcome: Outcome
     reason: str = ""
+    disposition: Disposition = Disposition.HANDLED
 
     @classmethod
     def dead(cls, reason: str) -> Verdict:
-        return cls(Outcome.DEAD, reason)
+        return cls(Outcome.DEAD, reason, Disposition.DEAD_LETTERED)
 
 
 ACK = Verdict(Outcome.ACK)
@@ -96,6 +106,17 @@ class Publisher(Protocol):
         ...
 
 
+class Meter(Protocol):
+    """Where the service reports each step it takes (``bureaucrat.metrics.DaemonMetrics``)."""
+
+    def step(self, event: str, seconds: float) -> None: ...
+
+
+class _NoMeter:
+    def step(self, event: str, seconds: float) -> None:
+        pass
+
+
 Decoded = wire.Launch | wire.Response | wire.Control | wire.Event
 
 
@@ -118,6 +139,7 @@ class Service:
         config: Config,
         publisher: Publisher | None = None,
         clock: Callable[[], float] = time.time,
+        meter: Meter | None = None,
     ) -> None:
         self.store = store
         self.config = config
@@ -129,6 +151,11 @@ class Service:
         )
         self.publisher = publisher
         self.clock = clock
+        self.meter: Meter = meter or _NoMeter()
+        self.duplicates = 0
+        """Messages dropped as processed already, and instances set aside, so far: what
+        becomes of each message (``Verdict.disposition``) is told from these."""
+        self.set_aside = 0
         self.committed: list[tuple[str | None, Outgoing]] = []
         """Messages written to the outbox by committed transactions and not yet published,
         with the instance that sent each."""
@@ -240,8 +267,10 @@ class Service:
         staged = len(self._staged)
         savepoint = mode is _Mode.SAVEPOINTS
         try:
+            before = (self.duplicates, self.set_aside)
             with tx.savepoint() if savepoint else translated("handling a message"):
-                return self._apply(tx, item)
+                verdict = self._apply(tx, item)
+            return self._disposed(verdict, before)
         except StoreDataError as error:  # the same data would be refused again
             verdict = Verdict.dead(f"the database refused this message: {error}")
         except (StoreError, BrokerError):
@@ -254,6 +283,14 @@ class Service:
         del self._staged[staged:]
         if not savepoint:
             raise _RefusedError(verdict)
+        return verdict
+
+    def _disposed(self, verdict: Verdict, before: tuple[int, int]) -> Verdict:
+        """``verdict``, saying if the message set an instance aside or was a duplicate."""
+        if self.set_aside > before[1]:
+            return replace(verdict, disposition=Disposition.SET_ASIDE)
+        if self.duplicates > before[0]:
+            return replace(verdict, disposition=Disposition.DUPLICATE)
         return verdict
 
     def _apply(self, tx: Tx, item: _Work) -> Verdict:
@@ -382,11 +419,13 @@ class Service:
         first = key is None or tx.first_time(key.id, now)
         if not first and key is not None and key.trusted:
             LOG.info("message %s was processed already: dropped", key.id)
+            self.duplicates += 1
             return False
         record = tx.lock_instance(process_id)
         if create is not None:
             if record is not None:
                 LOG.info("process %s exists already: launch ignored", process_id)
+                self.duplicates += 1
                 return False
             if not _parent_waits(tx, create.parent, process_id, create.digest):
                 LOG.info("subprocess %s not started: its caller does not wait for it", process_id)
@@ -409,13 +448,17 @@ class Service:
             event = made
         digest = create.digest if create is not None else record.definition_hash  # type: ignore[union-attr]
         try:
-            result = step(self.store.definition(digest), state, event, now, self.limits)
+            definition = self.store.definition(digest)
+            started = time.perf_counter()
+            result = step(definition, state, event, now, self.limits)
+            self.meter.step(type(event).__name__, time.perf_counter() - started)
             outbox = encode(self.config, process_id, result.commands)
         except StoreDataError:
             raise
         except Exception as error:  # a defect: set this instance aside, not the daemon
             if create is None:
                 _set_aside(tx, process_id, event, error, now, timer)
+                self.set_aside += 1
                 return True
             raise
         if create is not None:

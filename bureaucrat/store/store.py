@@ -194,7 +194,28 @@ class Store:
         found = [float(t) for t in times if t is not None]
         return min(found) if found else None
 
+    def oldest_due_timer(self, now: float) -> float | None:
+        """When the earliest timer that is due and not being fired (unclaimed, or its claim
+        run out) came due; None when none is: how far behind the timers are, for metrics."""
+        query = sa.select(sa.func.min(timers.c.due)).where(
+            timers.c.due <= now,
+            sa.or_(timers.c.claimed_until.is_(None), timers.c.claimed_until < now),
+        )
+        with self._read("reading timers") as connection:
+            due = connection.execute(query).scalar()
+        return None if due is None else float(due)
+
     # outbox -----------------------------------------------------------------------------------
+
+    def outbox_backlog(self) -> int:
+        """Outbox messages waiting to be published (those RabbitMQ refused are not waiting)."""
+        query = (
+            sa.select(sa.func.count())
+            .select_from(outbox)
+            .where(outbox.c.sent_at.is_(None), outbox.c.error.is_(None))
+        )
+        with self._read("reading the outbox") as connection:
+            return int(connection.execute(query).scalar() or 0)
 
     def unsent(self, limit: int = 500) -> list[OutboxRecord]:
         """The oldest outbox messages not yet sent, in the order they were written."""
