@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, assert_never
 
 from bureaucrat import messages as wire
+from bureaucrat import scheduler
 from bureaucrat.bounds import bad_text, check_id
 from bureaucrat.config import Config
 from bureaucrat.encoding import encode, too_long
@@ -309,6 +310,9 @@ class Service:
         return ACK
 
     def _control(self, tx: Tx, control: wire.Control, key: Key) -> Verdict:
+        if control.name == "schedule":  # about a schedule, not a process
+            problem = scheduler.control(tx, self, control, key, self.clock())
+            return ACK if problem is None else Verdict.dead(problem)
         body = control.body
         process_id = control.process_id
         if control.target is not None:  # the original's terminate names an activity
@@ -363,6 +367,36 @@ class Service:
         self.committed.extend(self._staged)
         self._staged.clear()
         return fired
+
+    # schedules --------------------------------------------------------------------------------
+
+    def fire_due_schedules(self, limit: int = 100) -> int:
+        """Launch the due occurrences of up to ``limit`` due schedules (``bureaucrat.scheduler``)
+        in one transaction that also writes their next due times; the number launched. What
+        the new instances send is in ``committed``, as after ``handle_batch``."""
+        self._staged.clear()
+        try:
+            with self.store.transaction() as tx:
+                launched = scheduler.fire_due(tx, self, self.clock(), limit)
+        except BaseException:
+            self._staged.clear()
+            raise
+        self.committed.extend(self._staged)
+        self._staged.clear()
+        return launched
+
+    def start_occurrence(
+        self, tx: Tx, process_id: str, source: str, fields: dict[str, Any]
+    ) -> bool:
+        """Create the instance of a schedule's occurrence in ``tx``, as a launch would; False
+        when it exists already."""
+        digest, definition = self.store.parse(source)
+        creation = _Creation(digest, definition.name, None, source)
+        return self.advance(tx, process_id, ev.Start(process_id, fields), None, create=creation)
+
+    def terminate_occurrence(self, tx: Tx, process_id: str, reason: str) -> bool:
+        """Terminate a schedule's previous occurrence in ``tx`` (overlap ``terminate-previous``)."""
+        return self.advance(tx, process_id, ev.Terminate(reason), None)
 
     # one instance, one event ------------------------------------------------------------------
 
