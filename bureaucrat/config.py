@@ -75,6 +75,7 @@ class Config:
     step_budget: int = 20_000_000
     sqlite_synchronous: str = "full"
     definition_cache_size: int = 64_000_000
+    on_fault: str = "fault"
     log_level: str = "INFO"
     log_file: str | None = None
     syslog: bool = False
@@ -109,6 +110,7 @@ _KEYS: Mapping[tuple[str, str], str] = {
     ("bureaucrat", "step_budget"): "step_budget",
     ("bureaucrat", "sqlite_synchronous"): "sqlite_synchronous",
     ("bureaucrat", "definition_cache_size"): "definition_cache_size",
+    ("bureaucrat", "on_fault"): "on_fault",
     ("logging", "level"): "log_level",
     ("logging", "file"): "log_file",
     ("logging", "syslog"): "syslog",
@@ -335,6 +337,7 @@ _CHECKS: Mapping[str, Check] = {
     "step_budget": _at_least(10_000),
     "sqlite_synchronous": _one_of("full", "normal"),
     "definition_cache_size": _at_least(1_000_000),
+    "on_fault": _one_of("fault", "suspend"),
     "log_level": _log_level,
 }
 _SECRET = frozenset({"amqp_url", "database_url"})

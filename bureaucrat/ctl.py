@@ -84,7 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument("--id", help="the process id (default: a new one)")
 
     listing = sub.add_parser("list", help="list process instances, oldest first")
-    listing.add_argument("--status", help="running, completed, faulted, terminated, broken")
+    listing.add_argument(
+        "--status",
+        help="running, paused, suspended, completed, faulted, terminated or broken",
+    )
     listing.add_argument("--name", help="only processes of this definition name")
     listing.add_argument(
         "--since", type=_timestamp, metavar="TIME", help="created at or after TIME (ISO 8601, UTC)"
@@ -101,9 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     terminate = sub.add_parser("terminate", help="terminate a process and what it waits on")
     terminate.add_argument("id", metavar="ID")
+    terminate.add_argument("--reason", default="", help="why, for the journal")
     retry = sub.add_parser("retry", help="re-dispatch the failed actions of a process")
     retry.add_argument("id", metavar="ID")
     retry.add_argument("--activity", help="only this activity id")
+    _operations(sub)
 
     event = sub.add_parser("event", help="send an event")
     event.add_argument("name", metavar="NAME")
@@ -187,6 +192,57 @@ def cmd_validate(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def _operations(sub: Any) -> None:
+    """The commands that steer one process (README, "Operating processes")."""
+    value_help = "KEY=VALUE: set property KEY (VALUE is JSON if it parses, else a string)"
+    pause = sub.add_parser(
+        "pause",
+        help="pause a running process: nothing new is dispatched until resume",
+        description="Pause a running process. Nothing new is dispatched; answers, events and "
+        "timers that arrive meanwhile are kept, in order, and applied on resume.",
+    )
+    pause.add_argument("id", metavar="ID")
+    pause.add_argument("--reason", default="", help="why, for the journal")
+    resume = sub.add_parser(
+        "resume",
+        help="resume a paused process, or a suspended one (its faulting activity runs again)",
+        description="Resume a paused process (what arrived meanwhile is applied in order), or "
+        "one suspended at an incident: the activity that faulted runs again, with the context "
+        "as it is now (fix it first with 'set').",
+    )
+    resume.add_argument("id", metavar="ID")
+    set_ = sub.add_parser(
+        "set",
+        help="set context values of a running, paused or suspended process",
+        description="Set context properties, each where it is declared (the innermost block "
+        "in progress that declares it), else in the root context; journalled with the old "
+        "and new values. Refused on a finished process.",
+    )
+    set_.add_argument("id", metavar="ID")
+    set_.add_argument("values", nargs="+", metavar="KEY=VALUE", help=value_help)
+    rerun = sub.add_parser(
+        "rerun",
+        help="run a process again from an activity, cancelling what is pending",
+        description="Run a process (in any status but broken) again from ACTIVITY: what it "
+        "waits on is cancelled (workitems, timers, events, subprocesses), the activity starts "
+        "afresh and the process goes on from there, with its context kept and --set values "
+        "applied. ACTIVITY is an activity id as 'show' prints it (<id>_0_2) or its path (0_2).",
+    )
+    rerun.add_argument("id", metavar="ID")
+    rerun.add_argument("--from", dest="activity", required=True, metavar="ACTIVITY")
+    rerun.add_argument(
+        "--set", dest="values", action="append", default=[], metavar="KEY=VALUE", help=value_help
+    )
+    restart = sub.add_parser(
+        "restart",
+        help="run a process again from the beginning with the fields it was launched with",
+        description="Run a process (in any status but broken) again from the beginning: what "
+        "it waits on is cancelled and its context is made afresh from the definition and the "
+        "fields it was launched with.",
+    )
+    restart.add_argument("id", metavar="ID")
+
+
 def _field(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -229,9 +285,57 @@ def _control(name: str, process_id: str, config: Config, **extra: Any) -> None:
 
 def cmd_terminate(args: argparse.Namespace, config: Config) -> int:
     _require_instance(args.id, config)
-    _control("terminate", args.id, config, reason="bureaucratctl terminate")
+    _control("terminate", args.id, config, reason=args.reason or "bureaucratctl terminate")
     out(f"terminate sent to {args.id}")
     return 0
+
+
+_LIVE = ("running", "paused", "suspended")
+
+
+def cmd_pause(args: argparse.Namespace, config: Config) -> int:
+    _require_instance(args.id, config, ("running",), "pause")
+    _control("pause", args.id, config, reason=args.reason or "bureaucratctl pause")
+    out(f"pause sent to {args.id}")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace, config: Config) -> int:
+    _require_instance(args.id, config, ("paused", "suspended"), "resume")
+    _control("resume", args.id, config)
+    out(f"resume sent to {args.id}")
+    return 0
+
+
+def cmd_set(args: argparse.Namespace, config: Config) -> int:
+    values = dict(_field(text) for text in args.values)
+    _require_instance(args.id, config, _LIVE, "set values of")
+    _control("set", args.id, config, values=values)
+    out(f"set {', '.join(sorted(values))} sent to {args.id}")
+    return 0
+
+
+def cmd_rerun(args: argparse.Namespace, config: Config) -> int:
+    from bureaucrat.engine.state import activity_id
+
+    values = dict(_field(text) for text in args.values)
+    activity = args.activity
+    if activity != args.id and not activity.startswith(args.id + "_"):
+        activity = activity_id(args.id, activity)  # a path: 0_2
+    _require_instance(args.id, config, _NOT_BROKEN, "rerun")
+    _control("rerun", args.id, config, activity=activity, values=values)
+    out(f"rerun from {activity} sent to {args.id}")
+    return 0
+
+
+def cmd_restart(args: argparse.Namespace, config: Config) -> int:
+    _require_instance(args.id, config, _NOT_BROKEN, "restart")
+    _control("restart", args.id, config)
+    out(f"restart sent to {args.id}")
+    return 0
+
+
+_NOT_BROKEN = (*_LIVE, "completed", "faulted", "terminated")
 
 
 def cmd_retry(args: argparse.Namespace, config: Config) -> int:
@@ -262,13 +366,25 @@ def _store(config: Config) -> Any:
     return Store(config.database_url)
 
 
-def _require_instance(process_id: str, config: Config) -> None:
+def _require_instance(
+    process_id: str,
+    config: Config,
+    statuses: tuple[str, ...] | None = None,
+    doing: str = "",
+) -> None:
+    """The process must exist (and be in one of ``statuses``), else a clear error."""
     store = _store(config)
     try:
-        if store.instance(process_id) is None:
-            raise BureaucratError(f"no process {process_id}")
+        record = store.instance(process_id)
     finally:
         store.close()
+    if record is None:
+        raise BureaucratError(f"no process {printable(process_id)}")
+    if statuses is not None and record.status not in statuses:
+        raise BureaucratError(
+            f"cannot {doing} process {printable(process_id)}: it is {record.status} "
+            f"(only a process that is {' or '.join(statuses)})"
+        )
 
 
 def _when(seconds: float | None) -> str:
@@ -409,6 +525,11 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "show": cmd_show,
     "terminate": cmd_terminate,
     "retry": cmd_retry,
+    "pause": cmd_pause,
+    "resume": cmd_resume,
+    "set": cmd_set,
+    "rerun": cmd_rerun,
+    "restart": cmd_restart,
     "event": cmd_event,
     "validate": cmd_validate,
     "health": cmd_health,

@@ -47,6 +47,7 @@ from bureaucrat.errors import (
 )
 from bureaucrat.messages import MessageError, Outgoing
 from bureaucrat.store import Store, Tx
+from bureaucrat.store.codec import UndecodableError, loads_object
 from bureaucrat.store.database import translated
 
 LOG = logging.getLogger(__name__)
@@ -125,6 +126,7 @@ class Service:
             step_budget=config.step_budget,
             max_state_size=config.max_state_size,
             max_step_output=config.max_step_output,
+            on_fault=config.on_fault,
         )
         self.publisher = publisher
         self.clock = clock
@@ -282,7 +284,9 @@ class Service:
             return self._child_not_started(tx, launch.parent, process_id, str(error), key)
         parent = None if launch.parent is None else ev.ParentLink(**launch.parent)
         start = ev.Start(process_id, launch.fields, parent)
-        creation = _Creation(digest, definition.name, launch.parent, launch.definition)
+        creation = _Creation(
+            digest, definition.name, launch.parent, launch.definition, launch.fields
+        )
         if self.advance(tx, process_id, start, key, create=creation):
             LOG.info("launched %s (%s)", process_id, definition.name or "unnamed")
         return ACK
@@ -318,16 +322,11 @@ class Service:
         if control.target is not None:  # the original's terminate names an activity
             candidates = wire.target_process_ids(control.target)
             process_id = next((c for c in candidates if tx.instance(c) is not None), process_id)
-        event: ev.Event | Callable[[Tx], ev.Event | None]
-        if control.name == "terminate":
-            event = ev.Terminate(str(body.get("reason") or ""))
-        elif control.name == "retry":
-            activity = body.get("activity")
-            event = ev.Retry(activity if isinstance(activity, str) else None)
-        else:
-            event = _child_result(process_id, str(body["child_id"]))
+        event = _operation(control.name, process_id, body)
         if not self.advance(tx, process_id, event, key):
             LOG.warning("%s for unknown process %s: ignored", control.name, process_id)
+        elif control.name not in ("child_finished", "retry"):
+            LOG.info("%s %s", control.name, process_id)
         return ACK
 
     def _event(self, tx: Tx, event: wire.Event, key: Key) -> Verdict:
@@ -464,6 +463,7 @@ class Service:
                 parent.get("activity"),
                 now,
                 state=result.state,
+                fields=create.fields,
             )
         unchanged = create is not None or result.state is state  # new, or an ignored event
         tx.apply(process_id, result, now, outbox, timer, write_state=not unchanged)
@@ -573,6 +573,7 @@ class _Creation:
     name: str | None
     parent: dict[str, str] | None
     source: str
+    fields: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -667,6 +668,48 @@ def _parent_waits(
         return False
     node = record.state.get("nodes", {}).get(path, {})
     return bool(node.get("definition", definition_hash) == definition_hash)
+
+
+def _operation(
+    name: str, process_id: str, body: dict[str, Any]
+) -> ev.Event | Callable[[Tx], ev.Event | None]:
+    """The event a control message asks for (checked by ``messages.decode_message``)."""
+    values = body.get("values") or {}
+    match name:
+        case "terminate":
+            return ev.Terminate(str(body.get("reason") or ""))
+        case "retry":
+            activity = body.get("activity")
+            return ev.Retry(activity if isinstance(activity, str) else None)
+        case "pause":
+            return ev.Pause(str(body.get("reason") or ""))
+        case "resume":
+            return ev.Resume()
+        case "set":
+            return ev.SetContext(values)
+        case "rerun":
+            return ev.Rerun(str(body["activity"]), values)
+        case "restart":
+            return _restart(process_id)
+        case _:
+            return _child_result(process_id, str(body["child_id"]))
+
+
+def _restart(process_id: str) -> Callable[[Tx], ev.Event | None]:
+    """``Restart`` with the fields the instance was launched with, as stored."""
+
+    def from_record(tx: Tx) -> ev.Event | None:
+        record = tx.instance(process_id)
+        if record is None:
+            return None
+        try:
+            fields = loads_object(record.fields) if record.fields else {}
+        except UndecodableError:
+            LOG.error("restart %s: its launch's fields cannot be read: none given", process_id)
+            fields = {}
+        return ev.Restart(fields)
+
+    return from_record
 
 
 def _child_result(parent_id: str, child_id: str) -> Callable[[Tx], ev.Event | None]:

@@ -923,5 +923,5 @@ def test_a_long_unknown_attribute_is_shortened_in_its_warning() -> None:
     (warning,) = parse_definition(f"<process {name}='1'/>").warnings
     assert (
         warning.problem
-        == f"unknown attribute {'x' * 37}... on <process> ignored (expected name, parent)"
+        == f"unknown attribute {'x' * 37}... on <process> ignored (expected name, parent, on-fault)"
     )

@@ -295,6 +295,32 @@ def property_spec(report: Report, element: Element, earlier: list[Property]) -> 
     return Property(prop, kind, value, line(element))
 
 
+def choice(
+    element: Element, found: dict[str, str], key: str, allowed: tuple[str, ...]
+) -> str | None:
+    """Attribute ``key`` if present: one of ``allowed``."""
+    value = found.get(key)
+    if value is None:
+        return None
+    if value.strip() not in allowed:
+        raise error(
+            element, f'{name(element)}: {key}="{value[:40]}" is not one of {", ".join(allowed)}'
+        )
+    return value.strip()
+
+
+def fault_code(element: Element, code: str) -> str:
+    """A fault code a handler can catch: without a comma (``<case code="A, B">`` lists
+    codes, so no handler could catch one)."""
+    if "," in code:
+        raise error(
+            element,
+            f'{name(element)} code="{code[:40]}": a fault raises one code, without commas '
+            "(no handler could catch it)",
+        )
+    return code
+
+
 def fault_codes(report: Report, element: Element) -> tuple[str, ...]:
     """The codes of a ``<faults>`` child: ``<case code="A, B">`` or ``<default>`` (none)."""
     if element.tag == "default":

@@ -109,9 +109,14 @@ class Block(Activity):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Process(Block):
-    """``<process name="...">``: the root; its activities run in sequence."""
+    """``<process name="..." on-fault="suspend">``: the root; its activities run in sequence.
+
+    ``on_fault``: what an uncaught fault does: ``fault`` ends the instance ``faulted``,
+    ``suspend`` stops it ``suspended`` at the faulting activity for an operator (an incident);
+    None leaves it to the configuration."""
 
     name: str | None = None
+    on_fault: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

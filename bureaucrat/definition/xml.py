@@ -53,6 +53,8 @@ MAX_ACTIVITIES = 100_000
 
 TERMINATE = "terminate"
 """The code of a ``<fault/>`` that names none, as in the original."""
+ON_FAULT = ("fault", "suspend")
+"""What ``<process on-fault=...>`` may say an uncaught fault does."""
 
 A = TypeVar("A", bound=Activity)
 T = TypeVar("T")
@@ -299,10 +301,11 @@ def _block(
 
 def _process(builder: _Builder, element: Element, at: _At) -> Process:
     # parent=: the original's <call> set it on the definition it launched; it means nothing here
-    found = el.attributes(builder.report, element, "name", "parent")
+    found = el.attributes(builder.report, element, "name", "parent", "on-fault")
     name = builder.attempt(lambda: el.name_attribute(element, found, "name", needed=False), None)
+    on_fault = builder.attempt(lambda: el.choice(element, found, "on-fault", ON_FAULT), None)
     parts, _ = _block(builder, element, at)
-    return Process(**parts, name=name)
+    return Process(**parts, name=name, on_fault=on_fault)
 
 
 def _sequence(builder: _Builder, element: Element, at: _At) -> Sequence:
@@ -406,7 +409,11 @@ def _fault(builder: _Builder, element: Element, at: _At) -> Fault:
     """``<fault/>`` without ``code`` raises ``terminate``, the original's code."""
     found = el.attributes(builder.report, element, "code", "message")
     el.leaf(element)
-    code = el.required(element, found, "code") if "code" in found else TERMINATE
+    code = (
+        el.fault_code(element, el.required(element, found, "code"))
+        if "code" in found
+        else TERMINATE
+    )
     return Fault(**_where(element, at), code=code, message=found.get("message", ""))
 
 

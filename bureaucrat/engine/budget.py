@@ -36,11 +36,14 @@ class Limits:
     ``max_state_size``: bytes of the instance's state as JSON.
     ``max_step_output``: bytes of the messages one step sends (workitems, subprocess launches,
     notifications), contexts included.
+    ``on_fault``: what a fault that nothing catches does where the definition does not say
+    (``<process on-fault=...>``): ``fault`` ends the instance, ``suspend`` makes an incident.
     """
 
     step_budget: int = DEFAULT_BUDGET
     max_state_size: int = 1_000_000
     max_step_output: int = 10_000_000
+    on_fault: str = "fault"
 
 
 DEFAULT_LIMITS = Limits()

@@ -74,4 +74,56 @@ class Retry:
     activity: str | None = None
 
 
-Event = Start | ParticipantResponse | TimerFired | EventReceived | ChildFinished | Terminate | Retry
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Dispatch nothing new: what arrives meanwhile is held, in order, until ``Resume``."""
+
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Go on after ``Pause``, or after an incident (the faulting activity runs again); what
+    was held is applied, in the order it arrived."""
+
+
+@dataclass(frozen=True, slots=True)
+class SetContext:
+    """An operator sets context properties: each where it is declared, else in the root."""
+
+    values: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Rerun:
+    """Run again from ``activity`` (a wire id): what is pending is cancelled, the activity's
+    subtree starts afresh, the context is kept with ``values`` set."""
+
+    activity: str
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Restart:
+    """Run again from the beginning, with ``fields`` (those it was launched with)."""
+
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+
+Operation = Terminate | Pause | Resume | SetContext | Rerun | Restart
+"""What only an operator asks: applied whatever the instance is doing, never held."""
+
+Event = (
+    Start
+    | ParticipantResponse
+    | TimerFired
+    | EventReceived
+    | ChildFinished
+    | Terminate
+    | Retry
+    | Pause
+    | Resume
+    | SetContext
+    | Rerun
+    | Restart
+)

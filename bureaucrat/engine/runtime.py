@@ -16,8 +16,8 @@ from collections import deque
 from typing import Any
 
 from bureaucrat.definition.expressions import Expression
-from bureaucrat.definition.limits import Budget
-from bureaucrat.definition.model import Activity, Block, Definition, Foreach
+from bureaucrat.definition.limits import Budget, json_size
+from bureaucrat.definition.model import Activity, Block, Definition, Foreach, While
 from bureaucrat.engine import commands as cmd
 from bureaucrat.engine.activities import child_done, discard, start
 from bureaucrat.engine.activities.blocks import catch
@@ -66,6 +66,8 @@ class Runtime:
         self.commands: list[cmd.Command] = []
         self._agenda: deque[tuple[str, str | None, Token | None]] = deque()
         self._starts = 0
+        self._started_by: dict[tuple[str, int | None], int] = {}
+        """Activities started in this step by each block, by its path and node number."""
         self.ignored = False
         """Set when the event changes nothing: the step then returns the state it was given."""
         self._start_limit = MAX_STARTS_PER_STEP
@@ -110,6 +112,13 @@ class Runtime:
             self.sizes.held -= old["sz"]
         self.nodes[path] = node
 
+    def add_node(self, path: str) -> None:
+        """The activity at ``path`` is in progress: its node, with its number."""
+        self.nodes[path] = {"n": self.next_id()}
+        sizes = self.sizes
+        sizes.structure += sizes.node_base + 7 * len(path)
+        sizes.clean = False
+
     def _forget(self, path: str, node: Node) -> None:
         """A node has gone: what it took of the state's size no longer counts."""
         sizes = self.sizes
@@ -136,19 +145,36 @@ class Runtime:
                 continue  # the parent was cancelled, restarted or caught a fault meanwhile
             self._starts += 1
             origin = parent if parent is not None else path
+            if token is not None:
+                rounds = self._started_by
+                key = (origin, token[0])
+                rounds[key] = rounds.get(key, 0) + 1
             if self._starts > self._start_limit:
-                self._too_many_starts(origin)
+                self._too_many_starts(self._culprit(origin))
                 continue
             budget = self.budget
             budget.left -= START_UNITS
             if budget.left < 0:
                 self.budget_spent(origin)
                 continue
-            self.nodes[path] = {"n": self.next_id()}
-            sizes = self.sizes
-            sizes.structure += sizes.node_base + 7 * len(path)
-            sizes.clean = False
+            self.add_node(path)
             start(self, self.spec(path))
+
+    def _culprit(self, origin: str) -> str:
+        """The activity to blame for too many starts: of the loops in progress around
+        ``origin``, the one that started the most activities in its current run (an endless
+        loop outside a finite one, or inside it), else ``origin``."""
+        found, most = origin, 0
+        path: str | None = origin
+        while path is not None:
+            spec = self.spec(path)
+            node = self.nodes.get(path)
+            if node is not None and isinstance(spec, While | Foreach):
+                count = self._started_by.get((path, node.get("n")), 0)
+                if count > most:
+                    found, most = path, count
+            path = spec.parent
+        return found
 
     def _too_many_starts(self, origin: str) -> None:
         """Fault ``StepLimitError`` at ``origin``, the block whose child was about to start.
@@ -164,7 +190,7 @@ class Runtime:
         if self._start_limit > MAX_STARTS_PER_STEP:
             self.record("fault", origin, code="StepLimitError", message=message)
             fault = {"code": "StepLimitError", "message": message, "activity": self.aid(origin)}
-            self.finish(Status.FAULTED, fault)
+            self.uncaught(origin, fault)
             return
         self._start_limit += MAX_STARTS_PER_STEP
         self.fault(origin, "StepLimitError", message)
@@ -191,7 +217,7 @@ class Runtime:
         if self._budget_renewed:
             self.record("fault", origin, code=LIMIT_EXCEEDED, message=message)
             fault = {"code": LIMIT_EXCEEDED, "message": message, "activity": self.aid(origin)}
-            self.finish(Status.FAULTED, fault)
+            self.uncaught(origin, fault)
             return
         self._budget_renewed = True
         self.budget.left = self.limits.step_budget
@@ -209,6 +235,13 @@ class Runtime:
             self._copied_scopes.add(block.path)
             self.sizes.scoped += scope_size(block.path, values, self.limits.max_state_size)
             self.sizes.clean = False
+
+    def forget_fault(self, path: str) -> None:
+        """Drop ``inst:fault`` from the scope of block ``path``: its handler is done with."""
+        scope = self.scopes.get(path)
+        if scope is not None and "inst:fault" in scope:
+            caught = self.scope_for_write(path).pop("inst:fault")
+            self.sizes.scoped -= json_size(caught, self.limits.max_state_size)[0] + 12
 
     def _close_scope(self, path: str) -> None:
         values = self.scopes.pop(path)
@@ -271,6 +304,27 @@ class Runtime:
                 return None
         return False
 
+    def test(
+        self, conditions: tuple[Expression, ...], path: str, event: Any
+    ) -> tuple[bool, str | None]:
+        """Whether any condition holds for ``event``, without faulting: (False, why) when a
+        condition cannot be evaluated on it (a missing key, the budget spent), so that one
+        malformed event is not taken instead of faulting whoever waits for it. What a failed
+        evaluation spent of the budget is given back."""
+        if not conditions:
+            return True, None
+        names = self._names(path, event)
+        for condition in conditions:
+            before = self.budget.left
+            self.budget.left -= EVAL_UNITS
+            try:
+                if condition.holds(names, self.budget):
+                    return True, None
+            except ExpressionError as error:
+                self.budget.left = before
+                return False, error_text(str(error))
+        return False, None
+
     # completion, faults, cancellation ---------------------------------------------------------
 
     def complete(self, path: str) -> None:
@@ -279,6 +333,8 @@ class Runtime:
         node = self.nodes.pop(path)
         self._forget(path, node)
         if spec.parent is None:
+            if "h" in node:  # a handler of the root's ran: the fault is dealt with
+                self.forget_fault(path)
             self.finish(Status.COMPLETED, None)
             return
         if path in self.scopes:
@@ -305,12 +361,69 @@ class Runtime:
                     catch(self, spec, index, fault)
                     return
             path = spec.parent
-        self.finish(Status.FAULTED, fault)
+        self.uncaught(origin, fault)
+
+    def uncaught(self, origin: str, fault: dict[str, Any]) -> None:
+        """A fault no handler catches: the instance ends ``faulted``, or, where the definition
+        (``<process on-fault="suspend">``) or the configuration asks for it, it stops
+        ``suspended`` at ``origin`` as it stands, for an operator: an incident.
+
+        The incident keeps what the step had still to start (the agenda), so that ``resume``
+        can go on where the fault stopped it."""
+        policy = self.definition.root.on_fault or self.limits.on_fault
+        if policy != "suspend":
+            self.finish(Status.FAULTED, fault)
+            return
+        agenda = [
+            [path, parent, None if token is None else list(token)]
+            for path, parent, token in self._agenda
+        ]
+        self._agenda.clear()
+        incident = {**fault, "path": origin, "agenda": agenda}
+        self.state["incident"] = incident
+        self.state["status"] = Status.SUSPENDED.value
+        self.sizes.held += json_size(incident, self.limits.max_state_size)[0] + 16
+        self.sizes.clean = False
+        self.record("incident", origin, code=fault["code"], message=fault["message"])
+
+    def resume_incident(self) -> None:
+        """Go on after an incident: the activity that faulted starts again (what it waited
+        on is released, what ran under it cancelled), then what the step had still to start."""
+        incident = self.state.pop("incident")
+        self.sizes.held -= json_size(incident, self.limits.max_state_size)[0] + 16
+        self.state["status"] = _RUNNING
+        for path, parent, token in incident.get("agenda", ()):
+            self._agenda.append((path, parent, None if token is None else tuple(token)))
+        origin = incident.get("path", "")
+        if origin not in self.definition.activities:
+            origin = ""
+        self.restart_at(origin)
+
+    def restart_at(self, path: str) -> None:
+        """Start the activity at ``path`` afresh: its node (if it has one) and everything
+        under it are cancelled, then it is scheduled under its parent as it stands (from the
+        nearest enclosing activity still in progress, should its parent not be)."""
+        parent = self.spec(path).parent
+        while parent is not None and parent not in self.nodes:
+            path, parent = parent, self.spec(parent).parent
+        self.cancel_below(path)
+        node = self.nodes.pop(path, None)
+        if node is not None:
+            self._forget(path, node)
+            if _waits(node) or path in self.state["awaits"]:
+                self.record("cancelled", path)
+            discard(self, self.spec(path), node)
+        if path in self.scopes and path:
+            self._close_scope(path)
+        self.schedule(path, parent)
 
     def cancel_below(self, path: str) -> None:
         """Cancel every activity in progress under ``path`` (``path`` itself is kept)."""
         prefix = path + "_" if path else ""
-        doomed = [p for p in self.nodes if p != path and p.startswith(prefix)]
+        self.cancel_nodes([p for p in self.nodes if p != path and p.startswith(prefix)])
+
+    def cancel_nodes(self, doomed: list[str]) -> None:
+        """Cancel the activities in progress at ``doomed``: what they wait on is released."""
         for p in sorted(doomed, key=len, reverse=True):
             node = self.nodes.pop(p)
             self._forget(p, node)
@@ -323,6 +436,8 @@ class Runtime:
     def finish(self, status: Status, fault: dict[str, Any] | None) -> None:
         """The instance ends: release everything it waits on and tell the world."""
         self.cancel_below("")
+        for key in ("held", "incident"):
+            self.state.pop(key, None)
         self.nodes.clear()
         self.sizes.structure = self.sizes.held = 0
         self._agenda.clear()

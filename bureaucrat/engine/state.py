@@ -3,7 +3,7 @@
 The state is a plain dict that survives a JSON round trip unchanged::
 
     {"version": 1, "id": "<pid>", "parent": null | {"process_id": ..., "activity": ...},
-     "status": "running" | "completed" | "faulted" | "terminated",
+     "status": "running" | "paused" | "suspended" | "completed" | "faulted" | "terminated",
      "seq": 7,                      # counter behind every id the engine derives
      "steps": 12,                   # events applied so far
      "scopes": {"": {...}, "0": {...}},   # context properties by owning block path
@@ -13,6 +13,8 @@ The state is a plain dict that survives a JSON round trip unchanged::
      "awaits": {"<path>": "<event name>"},
      "children": {"<child pid>": "<path>"},
      "fault": null | {"code": ..., "message": ..., "activity": ...},
+     "held": [{"type": "response", ...}],   # paused or suspended: what arrived, in order
+     "incident": {"code": ..., "message": ..., "activity": ..., "agenda": [...]},  # suspended
      "size": {"scopes": ..., "held": ..., "nodes": ...}}   # bytes, estimated from above
 
 ``size`` keeps an upper estimate of the state's size as JSON, kept up to date by every write
@@ -34,10 +36,15 @@ STATE_VERSION = 1
 
 
 class Status(enum.StrEnum):
-    """The status of an instance: the engine's four, and ``broken`` (set aside by the store
-    when a defect or data it cannot keep stops the instance; the engine never sets it)."""
+    """The status of an instance: the engine's six, and ``broken`` (set aside by the store
+    when a defect or data it cannot keep stops the instance; the engine never sets it).
+
+    ``paused`` (by an operator) and ``suspended`` (at an incident: a fault nothing caught, in a
+    process that asks for it) hold what arrives until ``resume``."""
 
     RUNNING = "running"
+    PAUSED = "paused"
+    SUSPENDED = "suspended"
     COMPLETED = "completed"
     FAULTED = "faulted"
     TERMINATED = "terminated"

@@ -19,7 +19,7 @@ from typing import Any
 from bureaucrat.definition.model import Action, Await, Call, Definition, Delay
 from bureaucrat.engine import commands as cmd
 from bureaucrat.engine import events as ev
-from bureaucrat.engine import sizes
+from bureaucrat.engine import operations, sizes
 from bureaucrat.engine.activities import waiting
 from bureaucrat.engine.budget import DEFAULT_LIMITS, Limits, over_state_size
 from bureaucrat.engine.context import ENGINE_PREFIX
@@ -56,9 +56,15 @@ def step(
     elif isinstance(event, ev.Start):
         return Step(state, (cmd.Record("ignored", state["id"], {"reason": "already started"}),))
     runtime = Runtime(definition, state, now, limits)
-    if runtime.running:
-        _HANDLERS[type(event)](runtime, event)
+    operation = _OPERATIONS.get(type(event))
+    if operation is not None:  # an operator's: whatever the instance is doing
+        operation(runtime, event)
         runtime.drain()
+    elif runtime.running:
+        _apply(runtime, event)
+        runtime.drain()
+    elif runtime.state["status"] in _HOLDING:
+        operations.hold(runtime, event)
     else:
         _ignore(runtime, "", f"the instance is {runtime.state['status']}")
     if runtime.ignored:  # a late, repeated or stray message: the state stays as it was
@@ -72,10 +78,11 @@ def _link(parent: ev.ParentLink) -> dict[str, str]:
     return {"process_id": parent.process_id, "activity": parent.activity}
 
 
-def _ignore(runtime: Runtime, path: str, reason: str, **details: Any) -> None:
-    """Journal an event that changes nothing (call it before any change)."""
-    runtime.record("ignored", path, reason=reason, **details)
-    runtime.ignored = True
+_ignore = operations.ignore
+
+
+def _apply(runtime: Runtime, event: ev.Event) -> None:
+    _HANDLERS[type(event)](runtime, event)
 
 
 def _listed(names: list[str]) -> list[str]:
@@ -232,11 +239,6 @@ def _malformed(event: ev.ChildFinished) -> str | None:
     return None
 
 
-def _terminate(runtime: Runtime, event: ev.Terminate) -> None:
-    runtime.record("terminating", "", reason=event.reason)
-    runtime.finish(Status.TERMINATED, None)
-
-
 def _retry(runtime: Runtime, event: ev.Retry) -> None:
     if event.activity is not None and not isinstance(event.activity, str):
         _ignore(runtime, "", "no failed action to retry", activity=_shown(event.activity))
@@ -261,6 +263,14 @@ _HANDLERS: dict[type[Any], Callable[[Runtime, Any], None]] = {
     ev.TimerFired: _timer,
     ev.EventReceived: _event,
     ev.ChildFinished: _child,
-    ev.Terminate: _terminate,
     ev.Retry: _retry,
 }
+_OPERATIONS: dict[type[Any], Callable[[Runtime, Any], None]] = {
+    ev.Terminate: operations.terminate,
+    ev.Pause: operations.pause,
+    ev.Resume: lambda runtime, event: operations.resume(runtime, event, _apply),
+    ev.SetContext: operations.set_context,
+    ev.Rerun: operations.rerun,
+    ev.Restart: lambda runtime, event: operations.restart(runtime, event, _start),
+}
+_HOLDING = frozenset({Status.PAUSED.value, Status.SUSPENDED.value})

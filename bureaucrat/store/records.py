@@ -63,6 +63,8 @@ class InstanceRecord:
     error: str | None
     created_at: float
     updated_at: float
+    fields: str | None = None
+    """The fields it was launched with, as JSON text (None for instances from before 0.2)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
@@ -217,9 +217,10 @@ class Tx:
         parent_activity: str | None,
         now: float,
         state: dict[str, Any] | None = None,
+        fields: Mapping[str, Any] | None = None,
     ) -> None:
         """Insert a new instance with its first ``state`` (None: ``{}``, for ``apply`` to write
-        over; passing the state saves that update)."""
+        over; passing the state saves that update) and the ``fields`` it was launched with."""
         version = 0 if state is None else 1
         values = {
             "id": instance_id,
@@ -231,6 +232,7 @@ class Tx:
             "state": "{}" if state is None else dumps(state),
             "version": version,
             "error": None,
+            "fields": None if not fields else dumps(fields),
             "created_at": now,
             "updated_at": now,
         }

@@ -179,11 +179,12 @@ def start_await(runtime: Runtime, spec: Await) -> None:
 
 
 def await_event(runtime: Runtime, spec: Await, data: dict[str, Any]) -> bool:
-    """Offer an event to a waiting ``await``; True when it took it."""
-    holds = runtime.holds(spec.conditions, spec.path, event=data)
+    """Offer an event to a waiting ``await``; True when it took it. An event on which a
+    condition cannot be evaluated is not taken (the journal says why): the await waits on."""
+    holds, problem = runtime.test(spec.conditions, spec.path, data)
     if not holds:
-        if holds is False:
-            runtime.record("event", spec.path, event=spec.event, taken=False)
+        reason = {} if problem is None else {"reason": problem}
+        runtime.record("event", spec.path, event=spec.event, taken=False, **reason)
         return False
     runtime.record("event", spec.path, event=spec.event, taken=True)
     discard(runtime, spec, runtime.nodes[spec.path])
