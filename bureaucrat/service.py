@@ -390,7 +390,7 @@ class Service:
         """Create the instance of a schedule's occurrence in ``tx``, as a launch would; False
         when it exists already."""
         digest, definition = self.store.parse(source)
-        creation = _Creation(digest, definition.name, None, source)
+        creation = _Creation(digest, definition.name, None, source, fields)
         return self.advance(tx, process_id, ev.Start(process_id, fields), None, create=creation)
 
     def terminate_occurrence(self, tx: Tx, process_id: str, reason: str) -> bool:

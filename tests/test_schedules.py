@@ -1,0 +1,470 @@
+"""Schedules: the pure timing and policies, the service firing them on the real databases with a
+controlled clock, and the real daemons (two sharing PostgreSQL, restarted) launching each
+occurrence exactly once."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from bureaucrat import messages, schedules
+from bureaucrat.config import Config
+from bureaucrat.errors import StoreError
+from bureaucrat.messages import MessageError
+from bureaucrat.schedules import CatchUp, Kind, ScheduleError, Timing, parse_timing, plan
+from bureaucrat.service import Outcome, Service, Verdict
+from bureaucrat.store import Store
+from bureaucrat.store import schedules as rows
+from bureaucrat.store.tables import definitions
+from tests.store_fixtures import postgres_url, store, store_url
+
+__all__ = ["postgres_url", "store", "store_url"]  # fixtures, imported for pytest
+
+CONFIG = Config()
+FOREVER = '<process name="forever"><await event="never"/></process>'
+QUICK = '<process name="quick"/>'
+
+
+def utc(*args: int) -> float:
+    return dt.datetime(*args, tzinfo=dt.UTC).timestamp()  # type: ignore[misc]
+
+
+def dues(timing: Timing, after: float, count: int) -> list[str]:
+    found: list[str] = []
+    due: float | None = after
+    for _ in range(count):
+        assert due is not None
+        due = timing.following(due)
+        assert due is not None
+        found.append(schedules.iso(due))
+    return found
+
+
+# the pure part --------------------------------------------------------------------------------
+
+
+def test_a_daily_cron_fires_once_on_each_day_of_a_dst_change() -> None:
+    """02:30 in Berlin does not exist on the spring day (fired right after the jump, 03:00
+    CEST) and happens twice on the autumn day (fired the first time only)."""
+    daily = parse_timing(cron="30 2 * * *", tz="Europe/Berlin")
+    spring = dues(daily, utc(2026, 3, 28, 12), 3)
+    assert spring == ["2026-03-29T01:00:00Z", "2026-03-30T00:30:00Z", "2026-03-31T00:30:00Z"]
+    autumn = dues(daily, utc(2026, 10, 24, 12), 3)
+    assert autumn == ["2026-10-25T00:30:00Z", "2026-10-26T01:30:00Z", "2026-10-27T01:30:00Z"]
+
+
+def test_an_hourly_cron_keeps_the_real_clock_across_dst() -> None:
+    hourly = parse_timing(cron="0 * * * *", tz="Europe/Berlin")
+    autumn = dues(hourly, utc(2026, 10, 24, 23, 30), 4)
+    assert autumn == [f"2026-10-25T0{h}:00:00Z" for h in range(4)]  # 02:00 CEST and CET
+    spring = dues(hourly, utc(2026, 3, 28, 23, 30), 3)
+    assert spring == [f"2026-03-29T0{h}:00:00Z" for h in range(3)]
+
+
+def test_cron_in_a_time_zone_and_with_seconds() -> None:
+    new_york = parse_timing(cron="0 9 * * mon-fri", tz="America/New_York")
+    assert dues(new_york, utc(2026, 11, 27, 15), 2) == [  # Friday 10:00 EST, then Monday
+        "2026-11-30T14:00:00Z",
+        "2026-12-01T14:00:00Z",
+    ]
+    every_other_second = parse_timing(cron="* * * * * */2")
+    assert dues(every_other_second, utc(2026, 1, 1), 2) == [
+        "2026-01-01T00:00:02Z",
+        "2026-01-01T00:00:04Z",
+    ]
+    assert every_other_second.latest(utc(2026, 1, 1, 0, 0, 5) + 0.5, 0) == utc(2026, 1, 1, 0, 0, 4)
+
+
+def test_every_counts_from_one_interval_after_it_was_added() -> None:
+    assert schedules.parse_duration("30s") == 30
+    assert schedules.parse_duration("5m") == 300
+    assert schedules.parse_duration("1h30m") == 5400
+    assert schedules.parse_duration("2d") == 172800
+    assert schedules.parse_duration("90") == 90
+    every = parse_timing(every="1h30m")
+    first = every.first_due(1000.25)
+    assert first == 1001 + 5400
+    assert every.following(first + 10, grid=first) == first + 5400
+    assert every.following(first - 10, grid=first) == first
+    assert every.latest(first + 3 * 5400 + 7, first) == first + 3 * 5400
+
+
+def test_at_is_one_time_in_its_time_zone() -> None:
+    paris = parse_timing(at="2026-12-24T18:00", tz="Europe/Paris")
+    assert paris.kind is Kind.AT and paris.at == utc(2026, 12, 24, 17)
+    offset = parse_timing(at="2026-12-24T18:00+02:00")
+    assert offset.at == utc(2026, 12, 24, 16)
+    assert offset.first_due(0) == offset.at
+    assert offset.following(utc(2026, 12, 24, 16)) is None
+
+
+def test_catch_up_after_downtime() -> None:
+    every = parse_timing(every="10s")
+    now = 1000 + 45.5  # due at 1000, 1010, 1020, 1030, 1040; next 1050
+    assert plan(every, 1000, now, CatchUp.ALL) == schedules.Plan(
+        [1000, 1010, 1020, 1030, 1040], 1050
+    )
+    assert plan(every, 1000, now, CatchUp.ALL, limit=2) == schedules.Plan([1000, 1010], 1020)
+    assert plan(every, 1000, now, CatchUp.ONE) == schedules.Plan([1040], 1050, missed=4)
+    assert plan(every, 1000, now, CatchUp.NONE) == schedules.Plan([1040], 1050, missed=4)
+    hourly = parse_timing(every="1h")
+    late = 1000 + 3 * 3600 + schedules.ON_TIME + 1  # the latest is late: none launches nothing
+    assert plan(hourly, 1000, late, CatchUp.NONE) == schedules.Plan([], 1000 + 4 * 3600, 4)
+    assert plan(hourly, 1000, late, CatchUp.ONE).launch == [1000 + 3 * 3600]
+    assert plan(hourly, 1000, 999, CatchUp.ALL) == schedules.Plan([], 1000)
+    once = parse_timing(at="2026-01-01T00:00:00Z")
+    assert plan(once, once.at or 0, utc(2026, 2, 1), CatchUp.ONE).launch == [once.at]
+    assert plan(once, once.at or 0, utc(2026, 2, 1), CatchUp.NONE).launch == []
+
+
+def test_process_ids_derive_from_the_name_and_the_due_time() -> None:
+    due = utc(2026, 11, 30, 9)
+    assert schedules.occurrence_id("nightly", due) == "nightly@2026-11-30T09:00:00Z"
+    assert schedules.trigger_id("nightly", due + 1.25) == "nightly@2026-11-30T09:00:01.250Z"
+    long_a, long_b = "é" * 99 + "a", "é" * 99 + "b"
+    ids = {schedules.occurrence_id(name, due) for name in (long_a, long_b)}
+    assert len(ids) == 2
+    for process_id in ids:
+        assert messages.bounds.check_id(process_id, "id") is None
+        assert process_id.endswith("@2026-11-30T09:00:00Z") and "~" in process_id
+
+
+@pytest.mark.parametrize(
+    ("timing", "problem"),
+    [
+        ({"cron": "61 * * * *"}, "invalid cron expression"),
+        ({"cron": "* * *"}, "must have 5 fields"),
+        ({"cron": "* * * * *", "tz": "Mars/Olympus"}, "unknown time zone"),
+        ({"cron": "* * * * *", "tz": "../../etc/passwd"}, "unknown time zone"),
+        ({"every": "5x"}, "is not a duration"),
+        ({"every": "0s"}, "between 1 second"),
+        ({"at": "tomorrow"}, "not an ISO 8601 time"),
+        ({}, "exactly one of cron, every or at"),
+        ({"cron": "* * * * *", "every": "5m"}, "exactly one of cron, every or at"),
+        ({"every": "5m", "tz": "UTC"}, "applies to cron and at schedules only"),
+    ],
+)
+def test_bad_timings_are_refused_with_the_reason(timing: dict[str, str], problem: str) -> None:
+    with pytest.raises(ScheduleError, match=problem):
+        parse_timing(**timing)
+
+
+ADD = {"action": "add", "schedule": "s", "definition": QUICK, "every": "5m"}
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ({"action": "explode", "schedule": "s"}, "'action' must be one of"),
+        ({"action": "pause"}, "must name the schedule"),
+        ({"action": "pause", "schedule": "a\x07b"}, "control character"),
+        ({"action": "add", "schedule": "s", "every": "5m"}, "'definition' must be"),
+        ({"action": "add", "schedule": "s", "definition": QUICK}, "exactly one of"),
+        (
+            {**ADD, "overlap": "x"},
+            "overlap must be one of skip, allow, terminate-previous",
+        ),
+        (
+            {**ADD, "fields": []},
+            "'fields' must be a JSON object",
+        ),
+        (
+            {
+                "action": "add",
+                "schedule": "s",
+                "definition": QUICK,
+                "every": "5m",
+                "fields": {"inst:x": 1},
+            },
+            "inst: properties are the engine's own",
+        ),
+    ],
+)
+def test_bad_schedule_messages_are_refused_with_the_reason(
+    body: dict[str, Any], problem: str
+) -> None:
+    encoded = json.dumps({"name": "schedule", **body}).encode()
+    with pytest.raises(MessageError, match=problem):
+        messages.decode_message(encoded)
+
+
+# the service, on the real databases, with a controlled clock ---------------------------------
+
+
+@dataclass(frozen=True)
+class Message:
+    queue: str
+    body: bytes
+    message_id: str | None = None
+    content_type: str | None = "application/json"
+    redelivered: bool = False
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+START = utc(2026, 11, 30, 9)
+
+
+def service_on(store: Store, start: float = START) -> tuple[Service, Clock]:
+    clock = Clock(start)
+    return Service(store, CONFIG, clock=clock), clock
+
+
+def send(service: Service, action: str, name: str, message_id: str = "", **extra: Any) -> Verdict:
+    body = {"name": "schedule", "action": action, "schedule": name, **extra}
+    message = Message(CONFIG.message_queue, json.dumps(body).encode(), message_id or None)
+    return service.handle(message)
+
+
+def add(service: Service, name: str, definition: str = QUICK, **extra: Any) -> None:
+    verdict = send(service, "add", name, definition=definition, **extra)
+    assert verdict.outcome is Outcome.ACK, verdict.reason
+
+
+def launched(store: Store, name: str) -> list[str]:
+    """The due times of the schedule's instances, in order (from their ids)."""
+    ids = [r.id for r in store.list_instances(limit=10_000) if r.id.startswith(f"{name}@")]
+    return sorted(process_id.split("@", 1)[1] for process_id in ids)
+
+
+def seconds(*offsets: int, start: float = START) -> list[str]:
+    return [schedules.iso(start + offset) for offset in offsets]
+
+
+def test_an_interval_fires_each_occurrence_once(store: Store) -> None:
+    service, clock = service_on(store)
+    add(service, "tick", every="10s", catch_up="all")
+    assert service.fire_due_schedules() == 0
+    clock.now += 10
+    assert service.fire_due_schedules() == 1
+    assert service.fire_due_schedules() == 0  # nothing more is due
+    clock.now += 25  # down for a while: 20 and 30 missed, 'all' launches both
+    assert service.fire_due_schedules() == 2
+    assert launched(store, "tick") == seconds(10, 20, 30)
+    record = store.schedule("tick")
+    assert record is not None
+    assert (record.launched, record.next_due, record.last_due) == (3, START + 40, START + 30)
+    assert record.last_instance_id == f"tick@{schedules.iso(START + 30)}"
+    assert record.definition_name == "quick" and store.instance(record.last_instance_id)
+
+
+def test_a_cron_schedule_in_a_time_zone_fires_on_the_wall_clock(store: Store) -> None:
+    service, clock = service_on(store, utc(2026, 10, 24, 22))
+    add(service, "berlin", cron="30 2 * * *", tz="Europe/Berlin", catch_up="all")
+    for _ in range(3):
+        clock.now += 86400
+        service.fire_due_schedules()
+    assert launched(store, "berlin") == [
+        "2026-10-25T00:30:00Z",  # 02:30 CEST: the repeated 02:30 CET is not fired again
+        "2026-10-26T01:30:00Z",
+        "2026-10-27T01:30:00Z",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("catch_up", "on_time", "late"),
+    [
+        ("all", [120, 240, 360, 480], [600, 720, 840, 960]),
+        ("one", [480], [960]),
+        ("none", [480], []),
+    ],
+)
+def test_catch_up_policies_after_downtime(
+    store: Store, catch_up: str, on_time: list[int], late: list[int]
+) -> None:
+    service, clock = service_on(store)
+    add(service, "nightly", every="2m", catch_up=catch_up)
+    clock.now = START + 485  # due at 120, 240, 360 (missed) and 480 (on time)
+    service.fire_due_schedules()
+    assert launched(store, "nightly") == seconds(*on_time)
+    clock.now = START + 960 + schedules.ON_TIME + 30  # the latest, 960, is late too
+    service.fire_due_schedules()
+    assert launched(store, "nightly") == seconds(*on_time, *late)
+    record = store.schedule("nightly")
+    assert record is not None and record.next_due == START + 1080
+    assert record.skipped == 8 - len(on_time) - len(late)
+
+
+def test_overlap_skip_allow_and_terminate_previous(store: Store) -> None:
+    service, clock = service_on(store)
+    for policy in ("skip", "allow", "terminate-previous"):
+        add(service, policy, FOREVER, every="10s", overlap=policy)
+    clock.now += 10
+    assert service.fire_due_schedules() == 3
+    clock.now += 10
+    assert service.fire_due_schedules() == 2  # skip: the first still runs
+    assert launched(store, "skip") == seconds(10)
+    assert launched(store, "allow") == seconds(10, 20)
+    assert launched(store, "terminate-previous") == seconds(10, 20)
+
+    def status(name: str, offset: int) -> str | None:
+        record = store.instance(f"{name}@{schedules.iso(START + offset)}")
+        return None if record is None else record.status
+
+    assert [status("allow", 10), status("allow", 20)] == ["running", "running"]
+    assert status("terminate-previous", 10) == "terminated"
+    assert status("terminate-previous", 20) == "running"
+    skipped = store.schedule("skip")
+    assert skipped is not None and skipped.skipped == 1 and skipped.launched == 1
+    assert skipped.next_due == START + 30
+    with store.transaction() as tx:  # the first one ends: the next occurrence starts
+        service.advance(tx, f"skip@{schedules.iso(START + 10)}", _terminate(), None)
+    clock.now += 10
+    service.fire_due_schedules()
+    assert launched(store, "skip") == seconds(10, 30)
+
+
+def _terminate() -> Any:
+    from bureaucrat.engine import events
+
+    return events.Terminate("done with it")
+
+
+def test_pause_resume_trigger_delete(store: Store) -> None:
+    service, clock = service_on(store)
+    add(service, "ops", every="5m", catch_up="none", fields={"who": "scheduler"})
+    assert send(service, "pause", "ops").outcome is Outcome.ACK
+    clock.now += 300
+    assert service.fire_due_schedules() == 0
+    paused = store.schedule("ops")
+    assert paused is not None and paused.paused
+    clock.now = START + 900 + schedules.ON_TIME + 30
+    send(service, "resume", "ops")
+    assert service.fire_due_schedules() == 0  # everything it missed is late: catch-up none
+    record = store.schedule("ops")
+    assert record is not None and not record.paused and record.next_due is not None
+    assert record.next_due > clock.now
+    send(service, "trigger", "ops", message_id="trigger-1")
+    send(service, "trigger", "ops", message_id="trigger-1")  # the same message again
+    clock.now += 1
+    send(service, "trigger", "ops", message_id="trigger-2")
+    triggered = launched(store, "ops")
+    assert triggered == [
+        schedules.iso(clock.now - 1, milliseconds=True),
+        schedules.iso(clock.now, milliseconds=True),
+    ]
+    instance = store.instance(f"ops@{triggered[0]}")
+    assert instance is not None and instance.state is not None
+    assert instance.state["scopes"][""]["who"] == "scheduler"
+    send(service, "delete", "ops")
+    assert store.schedule("ops") is None and store.list_schedules() == []
+    assert send(service, "pause", "ops").outcome is Outcome.ACK  # unknown: logged, ignored
+
+
+def test_adding_again_replaces_the_schedule(store: Store) -> None:
+    service, _ = service_on(store)
+    add(service, "swap", every="10s")
+    add(service, "swap", FOREVER, cron="0 12 * * *", tz="Europe/Paris", catch_up="all")
+    (record,) = store.list_schedules()
+    assert (record.kind, record.cron, record.timezone, record.catch_up) == (
+        "cron",
+        "0 12 * * *",
+        "Europe/Paris",
+        "all",
+    )
+    assert record.definition_name == "forever" and record.next_due == utc(2026, 11, 30, 11)
+
+
+def test_bad_schedule_messages_are_dead_lettered(store: Store) -> None:
+    service, _ = service_on(store)
+    verdict = send(service, "add", "bad", definition="<process><bogus/></process>", every="5m")
+    assert verdict.outcome is Outcome.DEAD
+    assert "invalid definition" in verdict.reason and "bogus" in verdict.reason
+    verdict = send(service, "add", "bad", definition=QUICK, cron="99 * * * *")
+    assert verdict.outcome is Outcome.DEAD and "invalid cron expression" in verdict.reason
+    assert store.list_schedules() == []
+
+
+def test_a_schedule_that_cannot_fire_is_paused_alone_with_the_reason(store: Store) -> None:
+    service, clock = service_on(store)
+    add(service, "broken", '<process name="other"/>', every="10s")
+    add(service, "fine", every="10s")
+    with store.transaction() as tx:  # its definition lost (a damaged database)
+        tx.connection.execute(sa.delete(definitions).where(definitions.c.name == "other"))
+    clock.now += 10
+    assert service.fire_due_schedules() == 1
+    broken = store.schedule("broken")
+    assert broken is not None and broken.paused and "definition" in (broken.error or "")
+    assert launched(store, "fine") == seconds(10)
+
+
+def test_pruning_keeps_the_definitions_of_schedules(store: Store) -> None:
+    service, clock = service_on(store)
+    add(service, "rare", '<process name="rare"/>', every="30d")
+    store.prune(before=START + 10**9)
+    clock.now += 30 * 86400
+    assert service.fire_due_schedules() == 1
+
+
+def test_the_launch_and_the_next_due_time_commit_together(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure after an occurrence's instance is created and before the schedule's next due
+    time is written keeps neither: the next pass launches that occurrence, once."""
+    service, clock = service_on(store)
+    add(service, "atomic", every="10s")
+    clock.now += 10
+    real_update = rows.update
+
+    def lost_connection(*args: Any, **kwargs: Any) -> bool:
+        raise StoreError("the database went away")
+
+    monkeypatch.setattr(rows, "update", lost_connection)
+    with pytest.raises(StoreError):
+        service.fire_due_schedules()
+    assert launched(store, "atomic") == []
+    record = store.schedule("atomic")
+    assert record is not None and record.next_due == START + 10 and record.launched == 0
+    monkeypatch.setattr(rows, "update", real_update)
+    assert service.fire_due_schedules() == 1
+    assert launched(store, "atomic") == seconds(10)
+
+
+def test_two_services_sharing_postgresql_launch_each_occurrence_once(postgres_url: str) -> None:
+    """Two daemons' passes at the same moment: each schedule is claimed by one of them."""
+    stores = [Store(postgres_url), Store(postgres_url)]
+    try:
+        first, clock = service_on(stores[0])
+        names = [f"s{i}" for i in range(8)]
+        for name in names:
+            add(first, name, every="1s", catch_up="all")
+        clock.now += 30  # 30 occurrences each, due at once
+        services = [first, Service(stores[1], CONFIG, clock=clock)]
+        counts = [0, 0]
+        errors: list[BaseException] = []
+        barrier = threading.Barrier(2)
+
+        def run(index: int) -> None:
+            try:
+                barrier.wait(10)
+                while launched_now := services[index].fire_due_schedules(limit=3):
+                    counts[index] += launched_now
+            except BaseException as error:
+                errors.append(error)
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert errors == []
+        assert sum(counts) == 8 * 30
+        for record in stores[0].list_schedules():
+            assert record.error is None and record.launched == 30, record
+        for name in names:
+            assert launched(stores[0], name) == seconds(*range(1, 31))
+    finally:
+        for opened in stores:
+            opened.close()
