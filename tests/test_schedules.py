@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from bureaucrat import messages, schedules
+from bureaucrat import bounds, messages, schedules
 from bureaucrat.config import Config
 from bureaucrat.errors import StoreError
 from bureaucrat.messages import MessageError
@@ -31,8 +31,8 @@ FOREVER = '<process name="forever"><await event="never"/></process>'
 QUICK = '<process name="quick"/>'
 
 
-def utc(*args: int) -> float:
-    return dt.datetime(*args, tzinfo=dt.UTC).timestamp()  # type: ignore[misc]
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> float:
+    return dt.datetime(year, month, day, hour, minute, second, tzinfo=dt.UTC).timestamp()
 
 
 def dues(timing: Timing, after: float, count: int) -> list[str]:
@@ -131,7 +131,7 @@ def test_process_ids_derive_from_the_name_and_the_due_time() -> None:
     ids = {schedules.occurrence_id(name, due) for name in (long_a, long_b)}
     assert len(ids) == 2
     for process_id in ids:
-        assert messages.bounds.check_id(process_id, "id") is None
+        assert bounds.check_id(process_id, "id") is None
         assert process_id.endswith("@2026-11-30T09:00:00Z") and "~" in process_id
 
 
