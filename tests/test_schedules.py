@@ -5,9 +5,16 @@ occurrence exactly once."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +29,7 @@ from bureaucrat.service import Outcome, Service, Verdict
 from bureaucrat.store import Store
 from bureaucrat.store import schedules as rows
 from bureaucrat.store.tables import definitions
+from tests.harness import ROOT, Installation
 from tests.store_fixtures import postgres_url, store, store_url
 
 __all__ = ["postgres_url", "store", "store_url"]  # fixtures, imported for pytest
@@ -468,3 +476,153 @@ def test_two_services_sharing_postgresql_launch_each_occurrence_once(postgres_ur
     finally:
         for opened in stores:
             opened.close()
+
+
+# the real daemons -----------------------------------------------------------------------------
+
+
+def due_times(store: Store, name: str) -> list[float]:
+    return [dt.datetime.fromisoformat(due).timestamp() for due in launched(store, name)]
+
+
+def test_end_to_end_two_daemons_on_postgresql_launch_each_occurrence_once_across_restarts(
+    rabbitmq: None, postgres_url: str, tmp_path: Path
+) -> None:
+    """A cron schedule (every other second) and an interval schedule (every second) fired by
+    two daemons sharing PostgreSQL; both are killed and started again, and catch up what was
+    due meanwhile: every occurrence from the first to the last is launched, each once."""
+    with Installation(tmp_path, postgres_url) as install:
+        install.start_daemon()
+        install.start_another_daemon()
+        store = install.store
+        with install.launcher() as launcher:
+            launcher.schedule_add("tick", QUICK, every="1s", catch_up="all")
+            launcher.schedule_add("cron", QUICK, cron="* * * * * */2", catch_up="all")
+
+        def launched_at_least(count: int, after: float = 0) -> bool:
+            return all(
+                len([due for due in due_times(store, name) if due > after]) >= count
+                for name in ("tick", "cron")
+            )
+
+        install.wait_for(lambda: launched_at_least(3), what="three occurrences of each")
+        install.kill_daemon()
+        for other in install.workers:
+            other.send_signal(signal.SIGKILL)
+            other.wait(10)
+        stopped = time.time()
+        install.workers.clear()
+        # Downtime itself (not a wait for a condition): occurrences of both fall due while no
+        # daemon runs, more than one of each, so that catch-up "all" has a gap to fill.
+        time.sleep(max(0.0, stopped + 3.5 - time.time()))
+        install.start_daemon()
+        install.start_another_daemon()
+        install.wait_for(lambda: launched_at_least(3, stopped + 1), what="occurrences after")
+        with install.launcher() as launcher:
+            launcher.schedule_pause("tick")
+            launcher.schedule_pause("cron")
+        install.wait_for(
+            lambda: all(r.paused for r in store.list_schedules()), what="the schedules paused"
+        )
+        for name, step in (("tick", 1), ("cron", 2)):
+            times = due_times(store, name)
+            assert [b - a for a, b in itertools.pairwise(times)] == [step] * (len(times) - 1)
+            record = store.schedule(name)
+            assert record is not None and record.error is None
+            assert record.launched == len(times) and record.last_due == times[-1]
+            caught_up = [
+                due
+                for due in times
+                if stopped < due and (instance := store.instance(occurrence(name, due)))
+                if instance.created_at > due + 0.5
+            ]
+            assert caught_up, f"{name}: nothing was due while no daemon ran"
+            for due in times:
+                kinds = [entry.kind for entry in store.journal(occurrence(name, due))]
+                assert kinds.count("launched") == 1
+        assert "launch ignored" not in install.log_text()
+
+
+def occurrence(name: str, due: float) -> str:
+    return schedules.occurrence_id(name, due)
+
+
+def ctl(install: Installation, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "bureaucrat.ctl", "-c", str(install.config_path), *args]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=60, env=env, cwd=install.tmp
+    )
+
+
+def test_end_to_end_bureaucratctl_schedule_commands(installation: Installation) -> None:
+    install = installation
+    definition = install.tmp / "forever.xml"
+    definition.write_text(FOREVER)
+    install.start_daemon()
+    added = ctl(
+        install,
+        "schedule",
+        "add",
+        "relay",
+        str(definition),
+        "--every",
+        "1s",
+        "--overlap",
+        "terminate-previous",
+        "-F",
+        "who=ctl",
+        "-F",
+        "n=3",
+    )
+    assert added.returncode == 0, added.stderr
+    skip = ctl(install, "schedule", "add", "lonely", str(definition), "--every", "1s")
+    assert skip.returncode == 0, skip.stderr
+    store = install.store
+
+    def schedule(name: str) -> Any:
+        return store.schedule(name)
+
+    install.wait_for(lambda: len(launched(store, "relay")) >= 3, what="three relays")
+    install.wait_for(
+        lambda: (record := schedule("lonely")) is not None and record.skipped >= 2,
+        what="two occurrences skipped",
+    )
+    assert len(launched(store, "lonely")) == 1  # the first one never ends: the others skip
+    assert ctl(install, "schedule", "pause", "relay").returncode == 0
+    install.wait_for(lambda: schedule("relay").paused, what="the schedule paused")
+    relays = launched(store, "relay")
+    statuses = [install.status(f"relay@{due}") for due in relays]
+    assert statuses[:-1] == ["terminated"] * (len(relays) - 1) and statuses[-1] == "running"
+    last = store.instance(f"relay@{relays[-1]}")
+    assert last is not None and last.state is not None
+    assert {"who": "ctl", "n": 3}.items() <= last.state["scopes"][""].items()
+
+    listing = ctl(install, "schedule", "list")
+    assert listing.returncode == 0
+    (line,) = [row for row in listing.stdout.splitlines() if row.startswith("relay ")]
+    assert "paused" in line and "every 1s" in line
+    shown = json.loads(ctl(install, "schedule", "show", "relay", "--json").stdout)
+    assert shown["state"] == "paused" and shown["overlap"] == "terminate-previous"
+    assert shown["launched"] == len(relays) and shown["fields"] == {"who": "ctl", "n": 3}
+    assert "timing" in ctl(install, "schedule", "show", "lonely").stdout
+
+    assert ctl(install, "schedule", "trigger", "relay").returncode == 0
+    install.wait_for(lambda: len(launched(store, "relay")) == len(relays) + 1, what="trigger")
+    assert ctl(install, "schedule", "delete", "lonely").returncode == 0
+    install.wait_for(lambda: schedule("lonely") is None, what="the schedule deleted")
+
+    bad = ctl(install, "schedule", "add", "x", str(definition), "--every", "5 minutes")
+    assert bad.returncode == 2 and "is not a duration" in bad.stderr
+    bad = ctl(install, "schedule", "add", "x", str(definition), "--cron", "* * *")
+    assert bad.returncode == 2 and "5 fields" in bad.stderr
+    bad = ctl(install, "schedule", "add", "x", str(definition), "--at", "2001-01-01T00:00")
+    assert bad.returncode == 2 and "in the past" in bad.stderr
+    missing = ctl(install, "schedule", "pause", "nosuch")
+    assert missing.returncode == 1 and "no schedule nosuch" in missing.stderr
+    assert ctl(install, "schedule", "add", "--help").returncode == 0
+
+    body = {"name": "schedule", "action": "add", "schedule": "x", "definition": FOREVER}
+    install.publish_raw(install.config.message_queue, json.dumps(body).encode())
+    ((_, headers),) = install.dead_letters(1)
+    assert "exactly one of cron, every or at" in headers["x-bureaucrat-error"]
