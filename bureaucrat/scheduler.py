@@ -61,6 +61,8 @@ def fire_due(tx: Tx, starter: Starter, now: float, limit: int) -> int:
                 launched += _fire(tx, starter, record, now)
         except StoreDataError as error:
             _set_aside(tx, record.name, str(error), now)
+        except DefinitionError as error:  # stored valid, refused by this bureaucrat's reader
+            _set_aside(tx, record.name, f"its definition is not valid (any more): {error}", now)
         except (StoreError, BrokerError):
             raise  # lost the database: nothing of this pass is kept, the next one does it
         except Exception as error:  # a defect must not stop the daemon at every pass

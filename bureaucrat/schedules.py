@@ -37,6 +37,7 @@ import enum
 import hashlib
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -138,22 +139,26 @@ class Timing:
         return found if found is not None and found >= since else since
 
     def _cron_after(self, after: float) -> float:
-        zone = self.zone
-        base = dt.datetime.fromtimestamp(math.floor(after), zone)
-        runner = croniter(self._expression, base)
-        while True:
-            due = float(runner.get_next(float))
-            if due > after and not self._repeat(due, zone):
-                return due
+        return next(self.cron_times(after))
 
     def _cron_before(self, before: float) -> float | None:
+        return next(self.cron_times(before, backwards=True), None)
+
+    def cron_times(self, start: float, *, backwards: bool = False) -> Iterator[float]:
+        """The due times of a cron timing strictly after ``start`` (or before it, latest
+        first), without the repeats of the hour the clocks go back (``_repeat``)."""
         zone = self.zone
-        runner = croniter(self._expression, dt.datetime.fromtimestamp(before, zone))
-        for _ in range(10):  # a repeated hour holds at most a few skipped times in a row
-            due = float(runner.get_prev(float))
-            if due < before and not self._repeat(due, zone):
-                return due
-        return None
+        base = math.floor(start) if not backwards else math.ceil(start)
+        runner = croniter(self._expression, dt.datetime.fromtimestamp(base, zone))
+        step = runner.get_prev if backwards else runner.get_next
+        repeats = 0
+        while repeats <= 3600:  # a repeated hour holds at most 3,600 due times in a row
+            due = float(step(float))
+            if self._repeat(due, zone):
+                repeats += 1
+            elif due < start if backwards else due > start:
+                repeats = 0
+                yield due
 
     @property
     def _expression(self) -> str:
@@ -274,7 +279,8 @@ class Plan:
     launch: list[float]
     next_due: float | None
     missed: int = 0
-    """Occurrences passed over (``none`` and ``one``), as far as they were counted."""
+    """Occurrences passed over (``none`` and ``one``); of a cron timing, 10,000 at most are
+    counted."""
 
 
 def plan(
@@ -304,11 +310,13 @@ def _count(timing: Timing, first: float, last: float, limit: int = 10_000) -> in
     if timing.kind is Kind.EVERY:
         assert timing.interval is not None
         return int((last - first) // timing.interval)
-    count = 0
-    due: float | None = first
-    while due is not None and due < last and count < limit:
+    if timing.kind is Kind.AT or first >= last:
+        return 0
+    count = 1  # ``first`` is one
+    for due in timing.cron_times(first):
+        if due >= last or count >= limit:
+            break
         count += 1
-        due = timing.following(due)
     return count
 
 

@@ -373,6 +373,8 @@ class Service:
         """Launch the due occurrences of up to ``limit`` due schedules (``bureaucrat.scheduler``)
         in one transaction that also writes their next due times; the number launched. What
         the new instances send is in ``committed``, as after ``handle_batch``."""
+        if not self.store.schedules_due(self.clock()):
+            return 0
         self._staged.clear()
         try:
             with self.store.transaction() as tx:

@@ -22,7 +22,8 @@ import sqlalchemy as sa
 
 from bureaucrat import bounds, messages, schedules
 from bureaucrat.config import Config
-from bureaucrat.errors import StoreError
+from bureaucrat.errors import DefinitionError, StoreError
+from bureaucrat.launcher import Launcher
 from bureaucrat.messages import MessageError
 from bureaucrat.schedules import CatchUp, Kind, ScheduleError, Timing, parse_timing, plan
 from bureaucrat.service import Outcome, Service, Verdict
@@ -626,3 +627,30 @@ def test_end_to_end_bureaucratctl_schedule_commands(installation: Installation) 
     install.publish_raw(install.config.message_queue, json.dumps(body).encode())
     ((_, headers),) = install.dead_letters(1)
     assert "exactly one of cron, every or at" in headers["x-bureaucrat-error"]
+
+
+def test_the_launcher_refuses_what_the_engine_would_refuse_before_sending() -> None:
+    """No broker is reached: every check is local."""
+    launcher = Launcher(config=CONFIG, amqp_url="amqp://nobody@127.0.0.1:1/")
+    with pytest.raises(ScheduleError, match="invalid cron expression"):
+        launcher.schedule_add("s", QUICK, cron="0 25 * * *")
+    with pytest.raises(ScheduleError, match="in the past"):
+        launcher.schedule_add("s", QUICK, at="2001-01-01T00:00:00Z")
+    with pytest.raises(ScheduleError, match="needs a time zone"):
+        launcher.schedule_add("s", QUICK, at=dt.datetime(2099, 1, 1))
+    with pytest.raises(ScheduleError, match="exactly one of"):
+        launcher.schedule_add("s", QUICK)
+    with pytest.raises(ScheduleError, match="catch_up must be one of none, one, all"):
+        launcher.schedule_add("s", QUICK, every="5m", catch_up="some")
+    with pytest.raises(ScheduleError, match="schedule name is empty"):
+        launcher.schedule_pause("")
+    with pytest.raises(MessageError, match="not JSON data"):
+        launcher.schedule_add("s", QUICK, every="5m", fields={"when": dt.date(2026, 1, 1)})
+    with pytest.raises(DefinitionError, match="bogus"):
+        launcher.schedule_add("s", "<process><bogus/></process>", every="5m")
+
+
+def test_a_cron_schedule_with_seconds_counts_what_it_missed() -> None:
+    every_second = parse_timing(cron="* * * * * *")
+    result = plan(every_second, START, START + 3600.5, CatchUp.ONE)
+    assert result == schedules.Plan([START + 3600], START + 3601, missed=3600)

@@ -81,17 +81,26 @@ def lock(connection: sa.Connection, name: str) -> ScheduleRecord | None:
     return None if row is None else schedule_record(row)
 
 
+def _due(now: float) -> list[sa.ColumnElement[bool]]:
+    return [
+        schedules.c.paused == sa.false(),
+        schedules.c.next_due.is_not(None),
+        schedules.c.next_due <= now,
+    ]
+
+
+def due_now(connection: sa.Connection, now: float) -> bool:
+    query = sa.select(sa.literal(1)).where(*_due(now)).limit(1)
+    return connection.execute(query).first() is not None
+
+
 def claim_due(connection: sa.Connection, now: float, limit: int) -> list[ScheduleRecord]:
     """Up to ``limit`` unpaused schedules due at ``now``, earliest first, with their
     definitions' source, locked until the transaction ends; rows another daemon holds are
     skipped (it is firing them)."""
     due = (
         sa.select(schedules.c.name)
-        .where(
-            schedules.c.paused == sa.false(),
-            schedules.c.next_due.is_not(None),
-            schedules.c.next_due <= now,
-        )
+        .where(*_due(now))
         .order_by(schedules.c.next_due, schedules.c.name)
         .limit(limit)
         .with_for_update(skip_locked=True)

@@ -39,7 +39,7 @@ from bureaucrat.store.records import (
     WorkitemRecord,
     outbox_record,
 )
-from bureaucrat.store.schedules import ScheduleRecord, read_all, read_one
+from bureaucrat.store.schedules import ScheduleRecord, due_now, read_all, read_one
 from bureaucrat.store.schema import ensure_schema
 from bureaucrat.store.tables import (
     definitions,
@@ -305,6 +305,12 @@ class Store:
         with self._read("reading workitems") as connection:
             rows = connection.execute(query).all()
         return [WorkitemRecord(**row._asdict()) for row in rows]
+
+    def schedules_due(self, now: float) -> bool:
+        """Whether a schedule is due at ``now`` (read without a write transaction, so that an
+        idle daemon's passes cost no lock)."""
+        with self._read("reading schedules") as connection:
+            return due_now(connection, now)
 
     def list_schedules(self) -> list[ScheduleRecord]:
         """Every schedule, by name, with its definition's name."""
