@@ -5,6 +5,7 @@
     with Launcher() as launcher:                       # local RabbitMQ, or amqp_url=/config=
         pid = launcher.launch("order.xml", {"order": 42})
         launcher.send_event("payment_received", {"order": 42}, process_id=pid)
+        launcher.schedule_add("nightly", "sync.xml", cron="0 2 * * *", tz="Europe/Paris")
 
 The original's call keeps working: ``Launcher({"host": ..., "user": ..., "passwd": ...,
 "vhost": ..., "launcher_routing_key": ..., "launcher_exchange": ...}).launch(path, fields)``,

@@ -7,10 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -22,6 +19,7 @@ import sqlalchemy as sa
 
 from bureaucrat import bounds, messages, schedules
 from bureaucrat.config import Config
+from bureaucrat.ctl import main as ctl_main
 from bureaucrat.errors import DefinitionError, StoreError
 from bureaucrat.launcher import Launcher
 from bureaucrat.messages import MessageError
@@ -30,7 +28,7 @@ from bureaucrat.service import Outcome, Service, Verdict
 from bureaucrat.store import Store
 from bureaucrat.store import schedules as rows
 from bureaucrat.store.tables import definitions
-from tests.harness import ROOT, Installation
+from tests.harness import Installation
 from tests.store_fixtures import postgres_url, store, store_url
 
 __all__ = ["postgres_url", "store", "store_url"]  # fixtures, imported for pytest
@@ -548,21 +546,36 @@ def occurrence(name: str, due: float) -> str:
     return schedules.occurrence_id(name, due)
 
 
-def ctl(install: Installation, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "bureaucrat.ctl", "-c", str(install.config_path), *args]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        command, capture_output=True, text=True, timeout=60, env=env, cwd=install.tmp
-    )
+@dataclass(frozen=True)
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
 
 
-def test_end_to_end_bureaucratctl_schedule_commands(installation: Installation) -> None:
-    install = installation
+class Ctl:
+    """``bureaucratctl`` in this process (a subprocess per command would cost seconds each)."""
+
+    def __init__(self, install: Installation, capsys: pytest.CaptureFixture[str]) -> None:
+        self.install = install
+        self.capsys = capsys
+
+    def __call__(self, *args: str) -> Ran:
+        self.capsys.readouterr()
+        code = ctl_main(["-c", str(self.install.config_path), *args])
+        captured = self.capsys.readouterr()
+        return Ran(code, captured.out, captured.err)
+
+
+def test_end_to_end_bureaucratctl_schedule_commands(
+    sqlite_installation: Installation, capsys: pytest.CaptureFixture[str]
+) -> None:
+    install = sqlite_installation
+    ctl = Ctl(install, capsys)
     definition = install.tmp / "forever.xml"
     definition.write_text(FOREVER)
     install.start_daemon()
     added = ctl(
-        install,
         "schedule",
         "add",
         "relay",
@@ -577,7 +590,7 @@ def test_end_to_end_bureaucratctl_schedule_commands(installation: Installation) 
         "n=3",
     )
     assert added.returncode == 0, added.stderr
-    skip = ctl(install, "schedule", "add", "lonely", str(definition), "--every", "1s")
+    skip = ctl("schedule", "add", "lonely", str(definition), "--every", "1s")
     assert skip.returncode == 0, skip.stderr
     store = install.store
 
@@ -590,7 +603,7 @@ def test_end_to_end_bureaucratctl_schedule_commands(installation: Installation) 
         what="two occurrences skipped",
     )
     assert len(launched(store, "lonely")) == 1  # the first one never ends: the others skip
-    assert ctl(install, "schedule", "pause", "relay").returncode == 0
+    assert ctl("schedule", "pause", "relay").returncode == 0
     install.wait_for(lambda: schedule("relay").paused, what="the schedule paused")
     relays = launched(store, "relay")
     statuses = [install.status(f"relay@{due}") for due in relays]
@@ -599,29 +612,31 @@ def test_end_to_end_bureaucratctl_schedule_commands(installation: Installation) 
     assert last is not None and last.state is not None
     assert {"who": "ctl", "n": 3}.items() <= last.state["scopes"][""].items()
 
-    listing = ctl(install, "schedule", "list")
+    listing = ctl("schedule", "list")
     assert listing.returncode == 0
     (line,) = [row for row in listing.stdout.splitlines() if row.startswith("relay ")]
     assert "paused" in line and "every 1s" in line
-    shown = json.loads(ctl(install, "schedule", "show", "relay", "--json").stdout)
+    shown = json.loads(ctl("schedule", "show", "relay", "--json").stdout)
     assert shown["state"] == "paused" and shown["overlap"] == "terminate-previous"
     assert shown["launched"] == len(relays) and shown["fields"] == {"who": "ctl", "n": 3}
-    assert "timing" in ctl(install, "schedule", "show", "lonely").stdout
+    assert "timing" in ctl("schedule", "show", "lonely").stdout
 
-    assert ctl(install, "schedule", "trigger", "relay").returncode == 0
+    assert ctl("schedule", "trigger", "relay").returncode == 0
     install.wait_for(lambda: len(launched(store, "relay")) == len(relays) + 1, what="trigger")
-    assert ctl(install, "schedule", "delete", "lonely").returncode == 0
+    assert ctl("schedule", "delete", "lonely").returncode == 0
     install.wait_for(lambda: schedule("lonely") is None, what="the schedule deleted")
 
-    bad = ctl(install, "schedule", "add", "x", str(definition), "--every", "5 minutes")
+    bad = ctl("schedule", "add", "x", str(definition), "--every", "5 minutes")
     assert bad.returncode == 2 and "is not a duration" in bad.stderr
-    bad = ctl(install, "schedule", "add", "x", str(definition), "--cron", "* * *")
+    bad = ctl("schedule", "add", "x", str(definition), "--cron", "* * *")
     assert bad.returncode == 2 and "5 fields" in bad.stderr
-    bad = ctl(install, "schedule", "add", "x", str(definition), "--at", "2001-01-01T00:00")
+    bad = ctl("schedule", "add", "x", str(definition), "--at", "2001-01-01T00:00")
     assert bad.returncode == 2 and "in the past" in bad.stderr
-    missing = ctl(install, "schedule", "pause", "nosuch")
+    missing = ctl("schedule", "pause", "nosuch")
     assert missing.returncode == 1 and "no schedule nosuch" in missing.stderr
-    assert ctl(install, "schedule", "add", "--help").returncode == 0
+    with pytest.raises(SystemExit) as exited:
+        ctl("schedule", "add", "--help")
+    assert exited.value.code == 0 and "--catch-up" in capsys.readouterr().out
 
     body = {"name": "schedule", "action": "add", "schedule": "x", "definition": FOREVER}
     install.publish_raw(install.config.message_queue, json.dumps(body).encode())
