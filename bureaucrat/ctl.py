@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="show a process: status, context, fault, journal")
     show.add_argument("id", metavar="ID")
     show.add_argument("--json", action="store_true", help="print JSON")
+    show.add_argument(
+        "--tree",
+        action="store_true",
+        help="also the activity tree, each activity with its state (coloured on a terminal "
+        "unless NO_COLOR is set)",
+    )
 
     terminate = sub.add_parser("terminate", help="terminate a process and what it waits on")
     terminate.add_argument("id", metavar="ID")
@@ -424,6 +430,7 @@ def cmd_show(args: argparse.Namespace, config: Config) -> int:
             return fail(f"no process {args.id}")
         journal = store.journal(args.id)
         pending = store.pending_workitems(args.id)
+        tree = _tree(store, record, journal) if args.tree else None
     finally:
         store.close()
     state = record.state or {}
@@ -436,6 +443,8 @@ def cmd_show(args: argparse.Namespace, config: Config) -> int:
         "updated": _when(record.updated_at),
         "context": state.get("scopes", {}).get("", {}),
         "fault": _public_fault(state.get("fault")),
+        "incident": _incident(state.get("incident")),
+        "held": len(state.get("held") or []),
         "error": record.error,
         "pending_workitems": [
             {"id": w.id, "activity": w.activity, "participant": w.participant} for w in pending
@@ -445,11 +454,44 @@ def cmd_show(args: argparse.Namespace, config: Config) -> int:
             for e in journal
         ],
     }
+    if tree is not None:
+        report["tree"] = tree if isinstance(tree, str) else tree.to_json()
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
         return 0
     _print_report(report)
+    if isinstance(tree, str):
+        out(f"tree     {tree}")
+    elif tree is not None:
+        from bureaucrat.tree import render, wants_colour
+
+        print("tree")
+        for line in render(tree, colour=wants_colour(sys.stdout)):
+            print(INDENT + line)  # escaped by render, colour codes excepted
     return 0
+
+
+def _incident(incident: Any) -> Any:
+    """What a suspended process's incident says: its fault and the activity that raised it."""
+    if isinstance(incident, dict):
+        return {key: incident.get(key) for key in ("code", "message", "activity")}
+    return None
+
+
+INDENT = "  "
+
+
+def _tree(store: Any, record: Any, journal: list[Any]) -> Any:
+    """The instance's activity tree (``describe``), or why there is none."""
+    from bureaucrat.engine.describe import describe
+
+    if not isinstance(record.state, dict) or not record.state:
+        return "unavailable: the instance has no readable state"
+    try:
+        definition = store.definition(record.definition_hash)
+    except (BureaucratError, ValueError) as error:
+        return f"unavailable: {error}"
+    return describe(definition, record.state, [(e.activity, e.kind, e.details) for e in journal])
 
 
 def _public_fault(fault: Any) -> Any:
@@ -466,6 +508,14 @@ def _print_report(report: dict[str, Any]) -> None:
         out(f"parent   {report['parent']}")
     if report["fault"]:
         out(f"fault    {report['fault']['code']}: {report['fault']['message']}")
+    if report["incident"]:
+        incident = report["incident"]
+        out(
+            f"incident {incident['code']}: {incident['message']} (at {incident['activity']}; "
+            "fix with 'set', then 'resume', 'rerun' or 'terminate')"
+        )
+    if report["held"]:
+        out(f"held     {report['held']} messages, applied on resume")
     if report["error"]:
         out(f"error    {report['error']}")
     out("context  " + json.dumps(report["context"], sort_keys=True))

@@ -42,6 +42,7 @@ from bureaucrat.messages import (
     JSON_TYPE,
     MessageError,
     check_control,
+    check_event,
     check_fields,
     check_value,
     dumps,
@@ -134,6 +135,8 @@ class Launcher:
         body: dict[str, Any] = {**(data or {}), "event": name}
         if process_id is not None:
             body["process_id"] = process_id
+        check_value(body, "event")  # what the engine would dead-letter is refused here
+        check_event(body)
         self._send(self.config.event_queue, body, uuid.uuid4().hex)
 
     def send_control(self, name: str, process_id: str, **extra: Any) -> None:

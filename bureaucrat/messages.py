@@ -413,7 +413,12 @@ def target_process_ids(target: str) -> list[str]:
 
 def decode_event(body: bytes) -> Event:
     """An event; a ``process_id`` given as a JSON integer is taken as its decimal text."""
-    message = _object(body, "event")
+    return check_event(_object(body, "event"))
+
+
+def check_event(message: dict[str, Any]) -> Event:
+    """An event's body, its values checked already (``decode_json``, ``check_value``); its
+    name and scope checked here (``MessageError`` says what is wrong)."""
     name = message.get("event")
     if not isinstance(name, str) or not name:
         raise MessageError("event: 'event' must name the event, as a non-empty string")

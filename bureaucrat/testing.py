@@ -25,7 +25,7 @@ from bureaucrat.definition import Definition, is_xml_text, parse_definition
 from bureaucrat.engine import commands as cmd
 from bureaucrat.engine import events as ev
 from bureaucrat.engine.budget import DEFAULT_LIMITS, Limits
-from bureaucrat.engine.state import State, is_finished, root_context
+from bureaucrat.engine.state import State, root_context
 from bureaucrat.engine.step import step
 from bureaucrat.errors import (
     BureaucratError,
@@ -41,7 +41,8 @@ Participant = Callable[[dict[str, Any]], "dict[str, Any] | None"]
 class ProcessResult:
     """How a local run ended.
 
-    ``status`` is completed, faulted, terminated, or waiting when nothing more could happen.
+    ``status`` is completed, faulted, terminated, paused, suspended (an incident), or waiting
+    when nothing more could happen.
     ``calls`` lists (participant, payload sent) in dispatch order; ``trace`` the journal of
     every instance, one line each; ``state`` the root instance's final engine state.
     """
@@ -60,6 +61,7 @@ def run_process(
     *,
     participants: Mapping[str, Participant] = {},
     events: Sequence[tuple[str, dict[str, Any]]] = (),
+    operations: Sequence[tuple[str | None, ev.Operation]] = (),
     max_steps: int = 100_000,
     process_id: str = "process",
     check_json: bool = False,
@@ -74,15 +76,33 @@ def run_process(
     ``await`` is waiting (or nothing else will ever happen). With ``check_json`` the state makes
     a JSON round trip after every step, as it would through a store, and must come back equal.
     Every step runs within ``limits``, as the daemon's steps run within its configuration's.
+
+    ``operations`` are an operator's, applied to the process in order (``events.Pause()``,
+    ``events.Resume()``, ``events.SetContext({...})``, ``events.Rerun(activity_id)``,
+    ``events.Restart()`` (with the launch's fields when given none), ``events.Terminate()``),
+    each as soon as a journal line containing its text has been written (ahead of anything
+    else waiting to be applied), or, for ``None``, when nothing else can happen::
+
+        run_process(xml, participants=..., operations=[
+            ("dispatched process_0", events.Pause()),   # the answer that follows is held
+            (None, events.Resume()),                    # and applied here
+        ])
     """
     runner = _Runner(participants, max_steps, check_json, limits)
-    return runner.run(_load(definition), dict(fields or {}), list(events), process_id)
+    return runner.run(
+        _load(definition), dict(fields or {}), list(events), process_id, list(operations)
+    )
 
 
 def _load(definition: str | Path) -> Definition:
     if isinstance(definition, Path) or not is_xml_text(definition):
         return parse_definition(Path(definition).read_bytes())
     return parse_definition(definition)
+
+
+_SHOWN = frozenset({"completed", "faulted", "terminated", "paused", "suspended"})
+"""The statuses a result shows as they are; a running process that can go no further is
+``waiting``."""
 
 
 def _jsonable(value: Any) -> Any:
@@ -118,10 +138,22 @@ class _Runner:
         fields: dict[str, Any],
         events: list[tuple[str, dict[str, Any]]],
         process_id: str,
+        operations: list[tuple[str | None, ev.Operation]],
     ) -> ProcessResult:
         self._apply(process_id, definition, None, ev.Start(process_id, _jsonable(fields)))
         pending_events = deque(events)
+        pending_ops = deque(operations)
+        searched = 0  # journal lines searched for the next operation's text
         while True:
+            if pending_ops and pending_ops[0][0] is not None:
+                text = pending_ops[0][0]
+                found = next(
+                    (i for i in range(searched, len(self.trace)) if text in self.trace[i]), None
+                )
+                searched = len(self.trace) if found is None else found + 1
+                if found is not None:
+                    self._operate(process_id, pending_ops.popleft()[1], fields)
+                    continue
             if self.queue:
                 pid, event = self.queue.popleft()
                 if pid in self.instances:
@@ -129,17 +161,23 @@ class _Runner:
                     self._apply(pid, definition, state, event)
                 elif pid in self.launching:
                     self._apply(pid, self.launching.pop(pid), None, event)
-            elif pending_events and (self._awaiting() or not self._live_timers()):
+            elif pending_events and self._awaiting():
                 name, data = pending_events.popleft()
                 self._deliver(name, data)
             elif self._live_timers():
                 due, _, pid, timer_id = heapq.heappop(self.timers)
                 self.now = max(self.now, due)
                 self.queue.append((pid, ev.TimerFired(timer_id)))
+            elif pending_ops and pending_ops[0][0] is None:
+                searched = len(self.trace)
+                self._operate(process_id, pending_ops.popleft()[1], fields)
+            elif pending_events:
+                name, data = pending_events.popleft()
+                self._deliver(name, data)
             else:
                 break
         state = self.instances[process_id][1]
-        status = state["status"] if is_finished(state) else "waiting"
+        status = state["status"] if state["status"] in _SHOWN else "waiting"
         fault = state["fault"]
         return ProcessResult(
             status=status,
@@ -149,6 +187,12 @@ class _Runner:
             trace=self.trace,
             state=state,
         )
+
+    def _operate(self, pid: str, operation: ev.Operation, fields: dict[str, Any]) -> None:
+        if isinstance(operation, ev.Restart) and not operation.fields:
+            operation = ev.Restart(_jsonable(fields))
+        definition, state = self.instances[pid]
+        self._apply(pid, definition, state, operation)
 
     def _awaiting(self) -> bool:
         return any(state["awaits"] for _, state in self.instances.values())

@@ -4,7 +4,9 @@ Participants are chosen by name: ``inc_<prop>`` adds one to ``prop``; ``fail`` a
 ``flaky_<n>`` answers error n times, then done; ``slow`` only reports progress (it never answers);
 any other name echoes its payload. An optional ``<name>.json`` gives ``fields``, ``events`` and
 ``terminate`` (a reason: when the run has nothing more to do, an operator terminates it, and the
-trace goes on with what the terminate step records and the commands it gives).
+trace goes on with what the terminate step records and the commands it gives), and
+``operations``: ``[when, {"op": ...}]`` pairs for ``run_process``'s ``operations`` (``when`` is
+the text of a journal line to wait for, or null: when nothing else can happen).
 Each run also makes the state's JSON round trip after every step.
 
 An expected trace is read line by line against DESIGN.md section 3 before it is committed: it
@@ -94,6 +96,25 @@ def terminated(case: Path, result: ProcessResult, reason: str) -> ProcessResult:
     )
 
 
+def operation(spec: dict[str, Any]) -> events.Operation:
+    """An operator's operation from a case's JSON: ``{"op": "pause"}``, ``{"op": "set",
+    "values": {...}}``, ``{"op": "rerun", "activity": "process_0_1", "values": {...}}``..."""
+    match spec["op"]:
+        case "pause":
+            return events.Pause(spec.get("reason", ""))
+        case "resume":
+            return events.Resume()
+        case "set":
+            return events.SetContext(spec["values"])
+        case "rerun":
+            return events.Rerun(spec["activity"], spec.get("values", {}))
+        case "restart":
+            return events.Restart()
+        case "terminate":
+            return events.Terminate(spec.get("reason", ""))
+    raise AssertionError(f"unknown operation {spec}")
+
+
 @pytest.mark.parametrize("case", CASES, ids=[case.stem for case in CASES])
 def test_golden_trace(case: Path) -> None:
     extra = case.with_suffix(".json")
@@ -103,6 +124,7 @@ def test_golden_trace(case: Path) -> None:
         options.get("fields"),
         participants=Participants(),
         events=[(name, data) for name, data in options.get("events", [])],
+        operations=[(when, operation(spec)) for when, spec in options.get("operations", [])],
         check_json=True,
     )
     if "terminate" in options:

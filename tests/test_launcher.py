@@ -19,6 +19,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from bureaucrat.config import Config
 from bureaucrat.errors import BrokerError, ConfigError
 from bureaucrat.launcher import Launcher
+from bureaucrat.messages import MessageError
 from tests.brokers import AMQP_URL, delete, require_rabbitmq, unique
 from tests.harness import Installation
 
@@ -229,3 +230,24 @@ def test_the_original_launch_and_terminate_reach_the_daemon(
     )
     record = install.wait_finished(process_id)
     assert record.status == "terminated"
+
+
+@pytest.mark.parametrize(
+    ("call", "problem"),
+    [
+        (lambda launcher: launcher.send_event("x" * 300), "over the limit"),
+        (lambda launcher: launcher.send_event("ok", {"a": "\x00"}), "NUL"),
+        (lambda launcher: launcher.send_event(""), "must name the event"),
+        (lambda launcher: launcher.set_context("p", {}), "at least one property"),
+        (lambda launcher: launcher.set_context("p", {"inst:current": 1}), "inst:"),
+        (lambda launcher: launcher.rerun("p", ""), "activity"),
+        (lambda launcher: launcher.pause("p" * 200), "over the limit"),
+    ],
+)
+def test_the_client_refuses_what_the_engine_would_dead_letter_before_sending_it(
+    call: Any, problem: str
+) -> None:
+    launcher = Launcher(amqp_url="amqp://nobody:nothing@127.0.0.1:1/")  # never reached
+    with pytest.raises(MessageError) as error:
+        call(launcher)
+    assert problem in str(error.value)

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bureaucrat.definition import parse_definition
+from bureaucrat.engine import activity_id, events
 from bureaucrat.testing import run_process
 
 CHILD = "&lt;process&gt;&lt;action participant=&quot;inc_c&quot;/&gt;&lt;/process&gt;"
@@ -115,3 +116,60 @@ def test_random_definitions_always_end_with_json_state(source: str, names: list[
         )
     else:
         assert result.fault is None
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    processes,
+    st.lists(st.sampled_from(["go", "stop", "other"]), max_size=4),
+    st.sampled_from(["dispatched", "answered", "timer", "launched", "event"]),
+)
+def test_a_pause_and_a_resume_change_nothing_but_the_journal(
+    source: str, names: list[str], moment: str
+) -> None:
+    """Paused at a drawn moment and resumed when nothing else can happen, a process ends as it
+    would have without: what arrived meanwhile was held, and applied in the order it came."""
+    drawn_events = [(name, {"n": index}) for index, name in enumerate(names)]
+    plain = run_process(source, participants=PARTICIPANTS, events=drawn_events)
+    paused = run_process(
+        source,
+        participants=PARTICIPANTS,
+        events=drawn_events,
+        operations=[(moment, events.Pause()), (None, events.Resume())],
+        max_steps=20_000,
+        check_json=True,
+    )
+    assert (paused.status, paused.context, paused.fault) == (
+        plain.status,
+        plain.context,
+        plain.fault,
+    ), paused.trace
+    assert _unsteered(paused.trace) == _unsteered(plain.trace), paused.trace
+
+
+def _unsteered(trace: list[str]) -> list[str]:
+    """The lines of a journal an operator's pause and resume leave as they were (but for the
+    time: what was held is applied later)."""
+    return [line.split(" ", 1)[1] for line in trace if line.split(" ")[1] not in STEERING]
+
+
+STEERING = frozenset({"paused", "held", "resumed", "ignored"})
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(processes, st.data())
+def test_a_rerun_from_any_activity_of_a_finished_process_ends_again(
+    source: str, data: st.DataObject
+) -> None:
+    definition = parse_definition(source)
+    path = data.draw(st.sampled_from(sorted(definition.activities)))
+    result = run_process(
+        source,
+        participants=PARTICIPANTS,
+        operations=[(None, events.Rerun(activity_id("process", path), {"x": 1}))],
+        max_steps=20_000,
+        check_json=True,
+    )
+    assert result.status in ("completed", "faulted"), result.trace[-5:]
+    if "_f" not in f"_{path}":
+        assert any(" rerun " in line for line in result.trace), result.trace[-5:]

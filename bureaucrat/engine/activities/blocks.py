@@ -2,9 +2,10 @@
 switch) and the fault handlers a block's ``<context>`` owns.
 
 Block nodes keep ``i``, the index of the child running (sequence-like blocks), or ``left``, the
-number of children still running (``all``). A block that caught a fault keeps ``h``, the index of
-the handler it runs; it then runs that handler's activities like a sequence and completes after
-the last one.
+number of children still running (``all``); a ``while`` also counts its rounds in ``r`` (1 for
+the first), so that ``describe`` can say which round runs. A block that caught a fault keeps
+``h``, the index of the handler it runs; it then runs that handler's activities like a sequence
+and completes after the last one.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ def _loop(runtime: Runtime, spec: While) -> None:
     if holds is None:
         return
     if holds and spec.children:
+        runtime.update_node(spec.path, r=int(runtime.nodes[spec.path].get("r", 0)) + 1)
         _run_list(runtime, spec, spec.children, 0)
     else:
         runtime.complete(spec.path)

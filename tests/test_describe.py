@@ -1,0 +1,527 @@
+"""``describe``: real definitions driven by the engine into each state, and the tree read back.
+
+``Run`` steps the pure engine one event at a time, as the daemon would, keeping the journal as
+``(activity id, kind)`` pairs; each test reads the tree with and, where it matters, without it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bureaucrat import ctl
+from bureaucrat.definition import parse_definition
+from bureaucrat.engine import commands as cmd
+from bureaucrat.engine import events as ev
+from bureaucrat.engine import step
+from bureaucrat.engine.describe import ActivityState, ActivityView, Role, WaitingOn, describe
+from bureaucrat.engine.state import State
+from bureaucrat.store import Store, upgrade
+from bureaucrat.testing import run_process
+from bureaucrat.tree import render, wants_colour
+
+S = ActivityState
+PID = "p"
+
+
+class Run:
+    """One instance stepped by hand: launch it, then answer, fire, send, finish children."""
+
+    def __init__(self, xml: str, fields: dict[str, Any] | None = None) -> None:
+        self.definition = parse_definition(xml)
+        self.state: State | None = None
+        self.journal: list[tuple[str, str]] = []
+        self.commands: list[cmd.Command] = []
+        self.now = 0.0
+        self.apply(ev.Start(PID, fields or {}))
+
+    def apply(self, event: ev.Event) -> None:
+        self.now += 1
+        result = step(self.definition, self.state, event, self.now)
+        self.state = result.state
+        self.commands.extend(result.commands)
+        self.journal += [(c.activity, c.kind) for c in result.commands if isinstance(c, cmd.Record)]
+
+    def workitem(self, participant: str) -> dict[str, Any]:
+        """The latest workitem sent to ``participant``."""
+        sent = [c for c in self.commands if isinstance(c, cmd.DispatchWorkitem)]
+        return next(c.message for c in reversed(sent) if c.participant == participant)
+
+    def answer(self, participant: str, status: str = "done", **changes: Any) -> None:
+        message = self.workitem(participant)
+        payload = {**message["payload"], **changes, "status": status}
+        self.apply(ev.ParticipantResponse({**message, "payload": payload}))
+
+    def fire(self) -> None:
+        """Fire the timer started last."""
+        timer = [c for c in self.commands if isinstance(c, cmd.StartTimer)][-1]
+        self.apply(ev.TimerFired(timer.timer_id))
+
+    def tree(self, journal: bool = True) -> ActivityView:
+        assert self.state is not None
+        return describe(self.definition, self.state, self.journal if journal else None)
+
+
+def states(view: ActivityView) -> dict[str, str]:
+    """Every view's state by path (``""`` is the root)."""
+    return {v.path: v.state.value for v in view.walk()}
+
+
+def at(view: ActivityView, path: str) -> ActivityView:
+    found = view.find(path)
+    assert found is not None, path
+    return found
+
+
+# waiting ----------------------------------------------------------------------------------------
+
+
+def test_an_action_waits_on_its_workitem_and_what_follows_has_not_started() -> None:
+    run = Run('<process name="shop"><action participant="a"/><action participant="b"/></process>')
+    tree = run.tree()
+    assert (tree.id, tree.element, tree.label, tree.state) == (PID, "process", "shop", S.ACTIVE)
+    first = at(tree, "0")
+    assert (first.id, first.element, first.label) == ("p_0", "action", "a")
+    assert (first.state, first.waiting_on) == (S.WAITING, WaitingOn.WORKITEM)
+    assert first.detail == run.workitem("a")["workitem_id"]
+    assert at(tree, "1").state is S.NOT_STARTED
+    run.answer("a")
+    assert states(run.tree()) == {"": "active", "0": "done", "1": "waiting"}
+
+
+def test_a_delay_waits_on_its_timer_and_an_await_on_its_event() -> None:
+    run = Run(
+        """<process><all>
+             <delay duration="30"/>
+             <await event="go"><condition>event["n"] &gt; 1</condition></await>
+           </all></process>"""
+    )
+    tree = run.tree()
+    delay, wait = at(tree, "0_0"), at(tree, "0_1")
+    assert (delay.label, delay.state, delay.waiting_on) == ("30 s", S.WAITING, WaitingOn.TIMER)
+    assert delay.detail is not None and delay.detail.startswith("p_0_0.")
+    assert wait.label == 'go if event["n"] > 1'
+    assert (wait.state, wait.waiting_on, wait.detail) == (S.WAITING, WaitingOn.EVENT, "go")
+    run.apply(ev.EventReceived("go", {"event": "go", "n": 2}))
+    assert states(run.tree())["0_1"] == "done"  # an all's child without a node is done
+    assert states(run.tree())["0_0"] == "waiting"
+
+
+def test_a_call_waits_on_its_subprocess() -> None:
+    run = Run('<process><call process="$sub"/></process>', {"sub": "<process/>"})
+    call = at(run.tree(), "0")
+    launched = next(c for c in run.commands if isinstance(c, cmd.LaunchChild))
+    assert (call.label, call.state, call.waiting_on) == ("$sub", S.WAITING, WaitingOn.SUBPROCESS)
+    assert call.detail == launched.process_id
+
+
+def test_an_action_that_answers_error_waits_on_a_retry_then_on_an_operator() -> None:
+    run = Run('<process><action participant="a" retries="1" retry-delay="10"/></process>')
+    run.answer("a", "error", error="busy")
+    action = at(run.tree(), "0")
+    assert (action.state, action.waiting_on) == (S.WAITING, WaitingOn.RETRY)
+    run.fire()
+    assert at(run.tree(), "0").waiting_on is WaitingOn.WORKITEM
+    run.answer("a", "error", error="still busy")
+    action = at(run.tree(), "0")
+    assert (action.state, action.waiting_on, action.detail) == (
+        S.WAITING,
+        WaitingOn.FAILED,
+        "still busy",
+    )
+    run.apply(ev.Retry())
+    assert at(run.tree(), "0").waiting_on is WaitingOn.WORKITEM
+
+
+# blocks and loops -------------------------------------------------------------------------------
+
+
+def test_an_all_with_one_branch_done() -> None:
+    run = Run(
+        """<process><all>
+             <sequence><action participant="a"/></sequence>
+             <action participant="b"/>
+           </all><action participant="c"/></process>"""
+    )
+    run.answer("a")
+    tree = run.tree()
+    assert states(tree) == {
+        "": "active",
+        "0": "active",
+        "0_0": "done",
+        "0_0_0": "done",
+        "0_1": "waiting",
+        "1": "not_started",
+    }
+    assert [c.role for c in at(tree, "0").children] == [Role.ACTIVITY, Role.ACTIVITY]
+
+
+def test_a_foreach_in_its_second_of_three_iterations() -> None:
+    run = Run(
+        '<process><foreach select="items"><action participant="a"/><assign property="x">1'
+        "</assign></foreach></process>",
+        {"items": ["x", "y", "z"]},
+    )
+    loop = at(run.tree(), "0")
+    assert (loop.label, loop.round, loop.of) == ("items", 1, 3)
+    run.answer("a")
+    loop = at(run.tree(), "0")
+    assert (loop.state, loop.round, loop.of) == (S.ACTIVE, 2, 3)
+    assert [c.state for c in loop.children] == [S.WAITING, S.NOT_STARTED]
+
+
+def test_a_while_in_its_third_round() -> None:
+    run = Run(
+        """<process><while>
+             <context><property name="i" type="int">0</property></context>
+             <condition>context["i"] &lt; 5</condition>
+             <action participant="inc"/>
+           </while></process>"""
+    )
+    for i in range(2):
+        run.answer("inc", i=i + 1)
+    loop = at(run.tree(), "0")
+    assert (loop.label, loop.state, loop.round, loop.of) == ('context["i"] < 5', S.ACTIVE, 3, None)
+    assert loop.children[0].state is S.WAITING
+
+
+def test_a_switch_in_progress_runs_one_case_and_skips_the_others() -> None:
+    run = Run(
+        """<process><switch>
+             <case><condition>context["n"] &gt; 10</condition><action participant="big"/></case>
+             <case><condition>context["n"] &gt; 0</condition><action participant="small"/></case>
+             <default><action participant="none"/></default>
+           </switch></process>""",
+        {"n": 5},
+    )
+    switch = at(run.tree(), "0")
+    assert [(c.role, c.element, c.label, c.state) for c in switch.children] == [
+        (Role.CASE, "case", 'context["n"] > 10', S.SKIPPED),
+        (Role.CASE, "case", 'context["n"] > 0', S.ACTIVE),
+        (Role.CASE, "default", "default", S.SKIPPED),
+    ]
+    assert at(switch, "0_1_0").state is S.WAITING and at(switch, "0_0_0").state is S.SKIPPED
+
+
+HANDLED = """<process><sequence>
+  <context><faults>
+    <case code="Other"><action participant="other"/></case>
+    <default><action participant="cure"/><action participant="after"/></default>
+  </faults></context>
+  <action participant="first"/>
+  <action participant="boom"/>
+  <action participant="never"/>
+</sequence></process>"""
+
+
+def test_a_handler_running() -> None:
+    run = Run(HANDLED)
+    run.answer("first")
+    block = at(run.tree(), "0")
+    assert [(c.role, c.state) for c in block.children[3:]] == [
+        (Role.HANDLER, S.NOT_STARTED),  # a fault may still come
+        (Role.HANDLER, S.NOT_STARTED),
+    ]
+    run.answer("boom", "critical", error="exploded")
+    tree = run.tree()
+    assert states(tree) == {
+        "": "active",
+        "0": "active",
+        "0_0": "done",
+        "0_1": "faulted",
+        "0_2": "not_started",
+        "0_f0": "skipped",
+        "0_f0_0": "skipped",
+        "0_f1": "active",
+        "0_f1_0": "waiting",
+        "0_f1_1": "not_started",
+    }
+    handler = at(tree, "0_f1")
+    assert (handler.id, handler.element, handler.label) == ("p_0_f1", "default", "default")
+    assert at(tree, "0_f0").label == "Other"
+    # Without the journal, what the handler cut short is cancelled: the state cannot tell more.
+    assert {states(run.tree(journal=False))[p] for p in ("0_0", "0_1", "0_2")} == {"cancelled"}
+    run.answer("cure")
+    run.answer("after")
+    done = states(run.tree())
+    assert done["0"] == done["0_f1"] == done["0_f1_1"] == done["0_0"] == "done"
+    assert (done["0_1"], done["0_2"], done["0_f0"], done[""]) == (
+        "faulted",
+        "not_started",
+        "skipped",
+        "done",
+    )
+
+
+# finished instances -----------------------------------------------------------------------------
+
+
+def test_a_faulted_instance_names_the_activity_and_the_blocks_the_fault_went_up_through() -> None:
+    run = Run(
+        """<process><sequence><assign property="a">1</assign>
+             <fault code="Oops" message="it broke"/><action participant="never"/>
+           </sequence><action participant="later"/></process>"""
+    )
+    assert run.state is not None and run.state["status"] == "faulted"
+    tree = run.tree()
+    assert states(tree) == {
+        "": "faulted",
+        "0": "faulted",
+        "0_0": "done",
+        "0_1": "faulted",
+        "0_2": "not_started",
+        "1": "not_started",
+    }
+    assert at(tree, "0_1").detail == "Oops: it broke"
+    blind = states(run.tree(journal=False))  # what ran before it is not known: cut short
+    assert (blind[""], blind["0"], blind["0_1"], blind["0_0"]) == (
+        "faulted",
+        "faulted",
+        "faulted",
+        "cancelled",
+    )
+    assert (at(tree, "0_1").label, at(tree, "0_1").element) == ("Oops", "fault")
+
+
+def test_a_fault_raised_in_a_handler_goes_up_through_its_block() -> None:
+    """tests/golden/fault_in_handler.xml: a handler raises a fault an outer block catches;
+    later a handler's action answers critical and nothing catches it."""
+    xml = (Path(__file__).parent / "golden" / "fault_in_handler.xml").read_text()
+    participants = {"echo": lambda p: p, "fail": lambda p: {**p, "status": "critical"}}
+    result = run_process(xml, participants=participants, process_id=PID)
+    assert result.status == "faulted"
+    journal = [_record(line) for line in result.trace]
+    assert states(describe(parse_definition(xml), result.state, journal)) == {
+        "": "faulted",
+        "0": "done",  # it caught what its inner block's handler raised
+        "0_0": "faulted",
+        "0_0_0": "done",
+        "0_0_1": "faulted",
+        "0_0_f0": "faulted",
+        "0_0_f0_0": "done",
+        "0_0_f0_1": "faulted",
+        "0_0_f0_2": "not_started",
+        "0_0_f1": "skipped",
+        "0_0_f1_0": "skipped",
+        "0_1": "not_started",
+        "0_f0": "done",  # the journal's details name the handler: it ran
+        "0_f0_0": "done",
+        "1": "done",
+        "2": "faulted",
+        "2_0": "faulted",
+        "2_f0": "faulted",
+        "2_f0_0": "faulted",
+        "3": "not_started",
+    }
+
+
+def _record(line: str) -> tuple[str, str, dict[str, Any]]:
+    """(activity id, kind, details) of a ``run_process`` trace line."""
+    _, kind, activity, *details = line.split(" ")
+    pairs = (detail.split("=", 1) for detail in details if "=" in detail)
+    return activity, kind, {key: value.strip('"') for key, value in pairs}
+
+
+def test_a_terminated_instance_has_what_was_pending_cancelled() -> None:
+    run = Run(
+        """<process><action participant="a"/><all>
+             <action participant="b"/><delay duration="60"/><assign property="x">1</assign>
+           </all><action participant="c"/></process>"""
+    )
+    run.answer("a")
+    run.apply(ev.Terminate("enough"))
+    assert states(run.tree()) == {
+        "": "cancelled",
+        "0": "done",
+        "1": "cancelled",
+        "1_0": "cancelled",
+        "1_1": "cancelled",
+        "1_2": "done",
+        "2": "not_started",
+    }
+    early = Run('<process><assign property="a">1</assign><delay duration="5"/></process>')
+    early.apply(ev.Terminate())
+    assert states(early.tree()) == {"": "cancelled", "0": "done", "1": "cancelled"}
+    assert states(early.tree(journal=False))[""] == "cancelled"
+
+
+def test_a_completed_instance_has_what_ran_done_and_the_cases_not_taken_skipped() -> None:
+    xml = """<process>
+      <switch>
+        <case><condition>context["n"] &gt; 10</condition><action participant="big"/></case>
+        <default><action participant="small"/></default>
+      </switch>
+      <foreach select="empty"><action participant="each"/></foreach>
+      <while><condition>False</condition><assign property="y">1</assign></while>
+    </process>"""
+    result = run_process(
+        xml, {"n": 1, "empty": []}, participants={"small": lambda p: p}, process_id=PID
+    )
+    assert result.status == "completed"
+    journal = [_pair(line) for line in result.trace]
+    definition = parse_definition(xml)
+    assert states(describe(definition, result.state, journal)) == {
+        "": "done",
+        "0": "done",
+        "0_0": "skipped",
+        "0_0_0": "skipped",
+        "0_1": "done",
+        "0_1_0": "done",
+        "1": "done",
+        "1_0": "skipped",  # its body would have left a record
+        "2": "done",
+        "2_0": "done",  # nothing in it leaves a record: the journal cannot tell
+    }
+    # Without the journal, which case ran is not known: none is claimed to have.
+    blind = states(describe(definition, result.state))
+    assert (blind["0_0"], blind["0_1"], blind["1_0"]) == ("skipped", "skipped", "done")
+
+
+def _pair(line: str) -> tuple[str, str]:
+    """(activity id, kind) of a ``run_process`` trace line: ``<time> <kind> <activity> ...``."""
+    _, kind, activity = line.split(" ")[:3]
+    return activity, kind
+
+
+# statuses from operations -----------------------------------------------------------------------
+
+
+def test_a_paused_instance_keeps_every_state() -> None:
+    run = Run('<process><all><action participant="a"/><action participant="b"/></all></process>')
+    running = states(run.tree())
+    run.apply(ev.Pause("lunch"))
+    run.answer("a")  # held until resume
+    assert run.state is not None and run.state["status"] == "paused" and run.state["held"]
+    assert states(run.tree()) == running
+    run.apply(ev.Resume())
+    assert states(run.tree()) == {**running, "0_0": "done"}
+
+
+def test_a_suspended_instance_has_its_incident_faulted_and_the_rest_as_it_stands() -> None:
+    run = Run(
+        """<process on-fault="suspend"><all>
+             <action participant="a"/><action participant="b"/>
+           </all><action participant="c"/></process>"""
+    )
+    run.answer("b", "critical", error="no")
+    assert run.state is not None and run.state["status"] == "suspended"
+    tree = run.tree()
+    assert states(tree) == {
+        "": "active",
+        "0": "active",
+        "0_0": "waiting",
+        "0_1": "faulted",
+        "1": "not_started",
+    }
+    assert at(tree, "0_1").detail == "ActionError: no"
+    run.apply(ev.Resume())  # the action that faulted runs again
+    assert at(run.tree(), "0_1").waiting_on is WaitingOn.WORKITEM
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        {"nodes": "x"},
+        {"nodes": {"0": 5, "zz": {}}},
+        {"nodes": {"0": {"i": "x", "h": 9}}},
+        {"scopes": None, "awaits": [], "fault": "x"},
+        {"status": "faulted", "fault": {"activity": 3}},
+        {"status": "suspended", "incident": {"activity": "q_0"}},
+    ],
+)
+def test_a_damaged_state_is_described_without_raising(damage: dict[str, Any]) -> None:
+    run = Run("<process><sequence><action participant='a'/></sequence></process>")
+    assert run.state is not None
+    tree = describe(run.definition, {**run.state, **damage}, [("p_0", "x"), ("q", "fault")])
+    assert len(list(tree.walk())) == 3
+    json.dumps(tree.to_json())
+
+
+def test_the_json_form_keeps_every_field() -> None:
+    run = Run("<process><while><condition>True</condition><delay duration='5'/></while></process>")
+    data = run.tree().to_json()
+    loop = data["children"][0]
+    assert {k: loop[k] for k in ("id", "element", "state", "round", "of", "role")} == {
+        "id": "p_0",
+        "element": "while",
+        "state": "active",
+        "round": 1,
+        "of": None,
+        "role": "activity",
+    }
+    assert loop["children"][0]["waiting_on"] == "timer"
+    assert json.loads(json.dumps(data)) == data
+
+
+# bureaucratctl show --tree ----------------------------------------------------------------------
+
+ESC = "\x1b[31m"
+HOSTILE = "\x9b2J\u202e"
+"""What a definition may hold (XML refuses ESC itself): CSI, the one-character ESC [, and a
+right-to-left override."""
+
+
+def test_show_tree_prints_the_tree_escaped_and_in_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tree of an instance in a real store, its hostile participant name escaped."""
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    upgrade(url)
+    config = tmp_path / "b.conf"
+    config.write_text(f"[bureaucrat]\ndatabase_url = {url}\n")
+    xml = (
+        f'<process name="shop"><action participant="ok"/>'
+        f'<action participant="evil{HOSTILE}"/><delay duration="9"/></process>'
+    )
+    run = Run(xml)
+    with Store(url) as store:
+        digest = store.add_definition(xml)
+        with store.transaction() as tx:
+            tx.create_instance(PID, digest, "shop", None, None, 0.0)
+            first = step(run.definition, None, ev.Start(PID), 1.0)
+            tx.apply(PID, first, 1.0)
+            sent = next(c for c in first.commands if isinstance(c, cmd.DispatchWorkitem)).message
+            done = {**sent, "payload": {**sent["payload"], "status": "done"}}
+            answer = ev.ParticipantResponse(done)
+            tx.apply(PID, step(run.definition, first.state, answer, 2.0), 2.0)
+
+    monkeypatch.setenv("NO_COLOR", "")
+    assert ctl.main(["-c", str(config), "show", PID, "--tree"]) == 0
+    printed = capsys.readouterr().out
+    tree = printed.split("\ntree\n", 1)[1].splitlines()
+    assert tree[0] == "  p  process shop  active"
+    assert tree[1] == "    p_0  action ok  done"
+    assert tree[2].startswith("    p_1  action evil\\x9b2J\\u202e  waiting on workitem p_1.")
+    assert tree[3] == "    p_2  delay 9 s  not started"
+    assert not any(c in printed for c in "\x1b\x9b\u202e")  # no colour, nothing injected
+
+    assert ctl.main(["-c", str(config), "show", PID, "--tree", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [c["state"] for c in report["tree"]["children"]] == ["done", "waiting", "not_started"]
+    assert report["tree"]["children"][1]["label"] == f"evil{HOSTILE}"  # JSON keeps the value
+
+    assert ctl.main(["-c", str(config), "show", PID]) == 0
+    assert "\ntree\n" not in capsys.readouterr().out  # only when asked for
+
+
+def test_the_tree_is_coloured_on_a_terminal_unless_no_color() -> None:
+    run = Run(f'<process><action participant="x{HOSTILE}"/></process>')
+    lines = list(render(run.tree(), colour=True))
+    assert lines[1].startswith("  p_0  action x\\x9b2J\\u202e  \x1b[33mwaiting on workitem p_0.")
+    assert lines[1].endswith("\x1b[0m") and lines[1].count("\x1b") == 2
+
+    class Stream:
+        def __init__(self, tty: bool) -> None:
+            self.tty = tty
+
+        def isatty(self) -> bool:
+            return self.tty
+
+    terminal: Any = Stream(tty=True)
+    pipe: Any = Stream(tty=False)
+    assert wants_colour(terminal, {}) is True
+    assert wants_colour(terminal, {"NO_COLOR": "1"}) is False
+    assert wants_colour(pipe, {}) is False
