@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import CroniterError, croniter
+from croniter import croniter
 
 from bureaucrat import bounds
 from bureaucrat.messages import Control, MessageError, check_fields, check_value
@@ -203,7 +203,7 @@ def _zone(name: str | None) -> ZoneInfo:
         raise ScheduleError(f"time zone {str(name)[:80]!a} is not a time zone name")
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder (``America``)
         raise ScheduleError(
             f"unknown time zone {name[:80]!a} (use an IANA name, e.g. Europe/Paris or UTC)"
         ) from None
@@ -222,7 +222,7 @@ def _cron(expression: str, zone: ZoneInfo) -> str:
         )
     try:
         croniter(text, dt.datetime.now(zone)).get_next(float)
-    except (CroniterError, ValueError, KeyError, TypeError) as error:
+    except Exception as error:  # whatever the library makes of untrusted text: refused
         raise ScheduleError(f"invalid cron expression {text[:80]!a}: {error}") from None
     return text
 
@@ -233,6 +233,8 @@ _UNITS = (86400, 3600, 60, 1)
 
 def parse_duration(text: str | int) -> int:
     """Seconds in ``text``: ``90``, ``30s``, ``5m``, ``1h30m``, ``2d`` (whole seconds, > 0)."""
+    if isinstance(text, str) and len(text) > 40:
+        raise ScheduleError(f"interval {text[:40]!a}...: too long for a duration")
     if isinstance(text, int) and not isinstance(text, bool):
         seconds = text
     elif isinstance(text, str) and text.strip().isdigit():
@@ -253,7 +255,7 @@ def parse_at(text: str | float, zone: ZoneInfo | None = None) -> float:
     """Epoch seconds (rounded up to a whole second) of an ISO 8601 time; one without an offset
     is in ``zone`` (default UTC)."""
     if isinstance(text, int | float) and not isinstance(text, bool) and math.isfinite(text):
-        return float(math.ceil(text))
+        return _bounded_at(math.ceil(text), text)
     if not isinstance(text, str) or bounds.bad_text(text) is not None:
         raise ScheduleError("at: expected an ISO 8601 time, e.g. 2026-12-24T18:00")
     try:
@@ -265,7 +267,16 @@ def parse_at(text: str | float, zone: ZoneInfo | None = None) -> float:
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=zone or dt.UTC)
-    return float(math.ceil(moment.timestamp()))
+    return _bounded_at(math.ceil(moment.timestamp()), text)
+
+
+LATEST_AT = dt.datetime(9000, 1, 1, tzinfo=dt.UTC).timestamp()
+
+
+def _bounded_at(seconds: float, text: object) -> float:
+    if not 0 <= seconds < LATEST_AT:
+        raise ScheduleError(f"at: {str(text)[:80]!a} is not between 1970 and the year 9000")
+    return float(seconds)
 
 
 # catch-up -------------------------------------------------------------------------------------
@@ -390,7 +401,12 @@ def decode_control(message: dict[str, Any]) -> Control:
         )
     check_name(message.get("schedule"))
     if action == "add":
-        spec_of(message)
+        try:
+            spec_of(message)
+        except MessageError:
+            raise
+        except Exception as error:  # a defect here must not make the message a poison pill
+            raise ScheduleError(f"schedule add: {type(error).__name__}: {error}") from None
     return Control("schedule", "", message)
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bureaucrat import bounds, messages, schedules
 from bureaucrat.config import Config
@@ -163,6 +165,7 @@ def test_bad_timings_are_refused_with_the_reason(timing: dict[str, str], problem
 
 
 ADD = {"action": "add", "schedule": "s", "definition": QUICK, "every": "5m"}
+CRON = {"action": "add", "schedule": "s", "definition": QUICK, "cron": "* * * * *"}
 
 
 @pytest.mark.parametrize(
@@ -173,6 +176,12 @@ ADD = {"action": "add", "schedule": "s", "definition": QUICK, "every": "5m"}
         ({"action": "pause", "schedule": "a\x07b"}, "control character"),
         ({"action": "add", "schedule": "s", "every": "5m"}, "'definition' must be"),
         ({"action": "add", "schedule": "s", "definition": QUICK}, "exactly one of"),
+        ({**CRON, "tz": "America"}, "unknown time zone 'America'"),
+        ({**CRON, "tz": "/etc/passwd"}, "unknown time zone"),
+        ({**ADD, "every": "9" * 5000}, "too long for a duration"),
+        ({**ADD, "every": 10**30}, "between 1 second"),
+        ({**CRON, "cron": None, "at": "9999-12-31T23:59:59-23:00"}, "not between 1970"),
+        ({**CRON, "cron": "0 0 31 2 *"}, "invalid cron expression"),
         (
             {**ADD, "overlap": "x"},
             "overlap must be one of skip, allow, terminate-previous",
@@ -199,6 +208,56 @@ def test_bad_schedule_messages_are_refused_with_the_reason(
     encoded = json.dumps({"name": "schedule", **body}).encode()
     with pytest.raises(MessageError, match=problem):
         messages.decode_message(encoded)
+
+
+CRON_TEXT = st.one_of(
+    st.sampled_from(["* * * * *", "0 2 * * *", "* * * * * */2", "0 0 31 2 *"]),
+    st.text(alphabet="0123456789*/,-LW#?abcdefghijklmnopqrstuvwxyz ", max_size=40),
+)
+ZONES = ["UTC", "Europe/Paris", "America", "x/../y", "/etc/passwd", "Etc"]
+ANY_VALUE = st.one_of(st.none(), st.integers(), st.floats(), st.text(max_size=30), st.booleans())
+TIMINGS = {
+    "cron": st.one_of(CRON_TEXT, ANY_VALUE),
+    "every": st.one_of(st.from_regex(r"\d{0,50}[dhms]?", fullmatch=True), ANY_VALUE),
+    "at": st.one_of(st.datetimes().map(dt.datetime.isoformat), st.text(max_size=30), ANY_VALUE),
+}
+
+
+@settings(max_examples=400)
+@given(
+    action=st.one_of(st.just("add"), st.sampled_from(schedules.ACTIONS), st.text(max_size=10)),
+    name=st.one_of(st.from_regex(r"[a-z]{1,10}", fullmatch=True), ANY_VALUE),
+    timing=st.sampled_from(sorted(TIMINGS)).flatmap(
+        lambda kind: st.tuples(st.just(kind), TIMINGS[kind])
+    ),
+    extra=st.one_of(st.just({}), st.fixed_dictionaries({}, optional=TIMINGS)),
+    tz=st.one_of(st.none(), st.sampled_from(ZONES), ANY_VALUE),
+    choices=st.one_of(st.just(("skip", "one")), st.tuples(ANY_VALUE, ANY_VALUE)),
+)
+def test_any_schedule_message_is_decoded_or_refused_with_a_reason(
+    action: Any,
+    name: Any,
+    timing: tuple[str, Any],
+    extra: dict[str, Any],
+    tz: Any,
+    choices: tuple[Any, Any],
+) -> None:
+    """Whatever a schedule message holds, decoding it gives a control or a ``MessageError``:
+    never another exception, which would turn the message into a poison pill."""
+    body = {"name": "schedule", "action": action, "schedule": name, "definition": QUICK}
+    body.update({timing[0]: timing[1], **extra})
+    if tz is not None:
+        body["tz"] = tz
+    body["overlap"], body["catch_up"] = choices
+    try:
+        encoded = json.dumps(body).encode()
+    except ValueError:  # NaN: refused before it gets here
+        return
+    try:
+        decoded = messages.decode_message(encoded)
+    except MessageError:
+        return
+    assert isinstance(decoded, messages.Control) and decoded.name == "schedule"
 
 
 # the service, on the real databases, with a controlled clock ---------------------------------
