@@ -728,3 +728,26 @@ def test_a_cron_schedule_with_seconds_counts_what_it_missed() -> None:
     every_second = parse_timing(cron="* * * * * *")
     result = plan(every_second, START, START + 3600.5, CatchUp.ONE)
     assert result == schedules.Plan([START + 3600], START + 3601, missed=3600)
+
+
+def test_schedule_messages_in_one_batch_apply_in_order(store: Store) -> None:
+    service, clock = service_on(store)
+
+    def message(action: str, **extra: Any) -> Message:
+        body = {"name": "schedule", "action": action, "schedule": "batch", **extra}
+        return Message(CONFIG.message_queue, json.dumps(body).encode(), f"m-{action}")
+
+    batch = [
+        message("add", definition=QUICK, every="10s"),
+        message("trigger"),
+        message("pause"),
+        Message(CONFIG.message_queue, b'{"name": "schedule", "action": "add"}'),
+    ]
+    verdicts = service.handle_batch(batch)
+    assert [v.outcome for v in verdicts] == [Outcome.ACK] * 3 + [Outcome.DEAD]
+    assert "must name the schedule" in verdicts[3].reason
+    record = store.schedule("batch")
+    assert record is not None and record.paused and record.launched == 1
+    assert launched(store, "batch") == [schedules.iso(START, milliseconds=True)]
+    clock.now += 60
+    assert service.fire_due_schedules() == 0

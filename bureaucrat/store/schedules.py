@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from bureaucrat.store.codec import UndecodableError, dumps, loads_object
 from bureaucrat.store.tables import definitions, schedules
@@ -119,17 +120,14 @@ def claim_due(connection: sa.Connection, now: float, limit: int) -> list[Schedul
 
 def save(connection: sa.Connection, values: dict[str, Any], now: float) -> None:
     """Insert the schedule ``values`` describe, or replace the one of that name (keeping its
-    counts and its last occurrence, which the overlap policy looks at)."""
+    counts and its last occurrence, which the overlap policy looks at), in one statement: two
+    daemons adding one name at once cannot collide."""
     row = {**values, "fields": dumps(values["fields"]), "updated_at": now, "error": None}
-    name = values["name"]
-    exists = connection.execute(
-        sa.select(schedules.c.name).where(schedules.c.name == name).with_for_update()
-    ).first()
-    if exists is None:
-        initial = {"launched": 0, "skipped": 0, "last_due": None, "last_instance_id": None}
-        connection.execute(sa.insert(schedules), {**initial, **row, "created_at": now})
-    else:
-        connection.execute(sa.update(schedules).where(schedules.c.name == name).values(**row))
+    initial = {"launched": 0, "skipped": 0, "last_due": None, "last_instance_id": None}
+    insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+    statement = insert(schedules).values(**initial, **row, created_at=now)
+    statement = statement.on_conflict_do_update(index_elements=[schedules.c.name], set_=row)
+    connection.execute(statement)
 
 
 def update(connection: sa.Connection, name: str, **values: Any) -> bool:
