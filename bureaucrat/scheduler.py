@@ -13,6 +13,7 @@ resume, delete, trigger). The pure part, timings and policies, is ``bureaucrat.s
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bureaucrat import schedules as pure
@@ -42,6 +43,10 @@ class Starter(Protocol):
 
     def terminate_occurrence(self, tx: Tx, process_id: str, reason: str) -> bool: ...
 
+    def savepoint(self, tx: Tx) -> AbstractContextManager[None]:
+        """A savepoint that also forgets the messages its block staged, if it is undone."""
+        ...
+
 
 def timing_of(record: ScheduleRecord) -> Timing:
     return Timing(Kind(record.kind), record.cron, record.timezone, record.interval, record.at)
@@ -57,7 +62,7 @@ def fire_due(tx: Tx, starter: Starter, now: float, limit: int) -> int:
     launched = 0
     for record in rows.claim_due(tx.connection, now, limit):
         try:
-            with tx.savepoint():
+            with starter.savepoint(tx):
                 launched += _fire(tx, starter, record, now)
         except StoreDataError as error:
             _set_aside(tx, record.name, str(error), now)

@@ -25,7 +25,8 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, assert_never
 
@@ -373,12 +374,13 @@ class Service:
         """Launch the due occurrences of up to ``limit`` due schedules (``bureaucrat.scheduler``)
         in one transaction that also writes their next due times; the number launched. What
         the new instances send is in ``committed``, as after ``handle_batch``."""
-        if not self.store.schedules_due(self.clock()):
+        now = self.clock()
+        if not self.store.schedules_due(now):
             return 0
         self._staged.clear()
         try:
             with self.store.transaction() as tx:
-                launched = scheduler.fire_due(tx, self, self.clock(), limit)
+                launched = scheduler.fire_due(tx, self, now, limit)
         except BaseException:
             self._staged.clear()
             raise
@@ -398,6 +400,18 @@ class Service:
     def terminate_occurrence(self, tx: Tx, process_id: str, reason: str) -> bool:
         """Terminate a schedule's previous occurrence in ``tx`` (overlap ``terminate-previous``)."""
         return self.advance(tx, process_id, ev.Terminate(reason), None)
+
+    @contextmanager
+    def savepoint(self, tx: Tx) -> Iterator[None]:
+        """A savepoint of ``tx`` that also drops what its block staged for the outbox when it
+        is undone (the messages of instances that were never created)."""
+        staged = len(self._staged)
+        try:
+            with tx.savepoint():
+                yield
+        except BaseException:
+            del self._staged[staged:]
+            raise
 
     # one instance, one event ------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from bureaucrat import bounds, messages, schedules
 from bureaucrat.config import Config
 from bureaucrat.ctl import main as ctl_main
-from bureaucrat.errors import DefinitionError, StoreError
+from bureaucrat.errors import DefinitionError, StoreDataError, StoreError
 from bureaucrat.launcher import Launcher
 from bureaucrat.messages import MessageError
 from bureaucrat.schedules import CatchUp, Kind, ScheduleError, Timing, parse_timing, plan
@@ -751,3 +751,38 @@ def test_schedule_messages_in_one_batch_apply_in_order(store: Store) -> None:
     assert launched(store, "batch") == [schedules.iso(START, milliseconds=True)]
     clock.now += 60
     assert service.fire_due_schedules() == 0
+
+
+def test_an_occurrence_undone_with_its_schedule_sends_nothing(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database refuses a schedule's update after its occurrence was created and its
+    workitem staged: the savepoint undoes both, the schedule is paused with the reason, and no
+    workitem of an instance that does not exist goes out."""
+    sent: list[Any] = []
+
+    class Publisher:
+        def publish_many(self, batch: Any) -> list[str | None]:
+            sent.extend(batch)
+            return [None] * len(batch)
+
+    clock = Clock(START)
+    service = Service(store, CONFIG, Publisher(), clock=clock)
+    add(service, "dispatching", '<process><action participant="p"/></process>', every="10s")
+    add(service, "fine", '<process><action participant="q"/></process>', every="10s")
+    real_update = rows.update
+    refusals = iter([True])
+
+    def refuse_once(connection: Any, name: str, **values: Any) -> bool:
+        if name == "dispatching" and next(refusals, False):
+            raise StoreDataError("a value the database refuses")
+        return real_update(connection, name, **values)
+
+    monkeypatch.setattr(rows, "update", refuse_once)
+    clock.now += 10
+    assert service.fire_due_schedules() == 1
+    service.publish_committed()
+    assert launched(store, "dispatching") == []
+    record = store.schedule("dispatching")
+    assert record is not None and record.paused and "refuses" in (record.error or "")
+    assert [message.routing_key for message in sent] == ["worker_q"]
