@@ -10,6 +10,7 @@ import json
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -570,9 +571,7 @@ def test_end_to_end_two_daemons_on_postgresql_launch_each_occurrence_once_across
             other.wait(10)
         stopped = time.time()
         install.workers.clear()
-        # Downtime itself (not a wait for a condition): occurrences of both fall due while no
-        # daemon runs, more than one of each, so that catch-up "all" has a gap to fill.
-        time.sleep(max(0.0, stopped + 3.5 - time.time()))
+        wait_until(overdue(store, 3), "three seconds of occurrences due with no daemon")
         install.start_daemon()
         install.start_another_daemon()
         install.wait_for(lambda: launched_at_least(3, stopped + 1), what="occurrences after")
@@ -599,6 +598,25 @@ def test_end_to_end_two_daemons_on_postgresql_launch_each_occurrence_once_across
                 kinds = [entry.kind for entry in store.journal(occurrence(name, due))]
                 assert kinds.count("launched") == 1
         assert "launch ignored" not in install.log_text()
+
+
+def overdue(store: Store, seconds: float) -> Callable[[], bool]:
+    """Whether every schedule has occurrences due ``seconds`` ago and not launched."""
+
+    def condition() -> bool:
+        records = store.list_schedules()
+        return all(r.next_due is not None and time.time() - r.next_due >= seconds for r in records)
+
+    return condition
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    """Poll ``condition`` until it holds (with no daemon running: ``Installation.wait_for``
+    would take that as a failure)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
 
 
 def occurrence(name: str, due: float) -> str:
