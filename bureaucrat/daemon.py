@@ -151,6 +151,7 @@ class Daemon:
             self.deliveries.clear()
             sent = service.relay_outbox(everything=True)  # left by a crash or a lost connection
             fired = self._fire_timers(service)
+            self._fire_schedules(service)
             LOG.info(
                 "serving %s, %s, %s (published %d pending messages, fired %d due timers)",
                 config.launch_queue,
@@ -169,6 +170,7 @@ class Daemon:
                 if time.monotonic() >= self.next_timers:  # not after every batch: a look costs
                     self.next_timers = time.monotonic() + config.timer_interval  # a transaction
                     self._fire_timers(service)
+                    self._fire_schedules(service)
                 self._relay(service)
                 self._prune(store)
             broker.cancel()
@@ -209,6 +211,18 @@ class Daemon:
             if not now_fired:
                 return fired
         return fired
+
+    def _fire_schedules(self, service: Service) -> int:
+        """Launch what schedules have due (whichever daemon claims a schedule fires it), and
+        publish what the new instances send."""
+        launched = 0
+        while not self.stopping:
+            now_launched = service.fire_due_schedules()
+            service.publish_committed()
+            launched += now_launched
+            if not now_launched:
+                return launched
+        return launched
 
     def _relay(self, service: Service) -> None:
         """Publish, every few seconds, outbox rows a lost connection left unsent."""

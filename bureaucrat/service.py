@@ -25,11 +25,13 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, assert_never
 
 from bureaucrat import messages as wire
+from bureaucrat import scheduler
 from bureaucrat.bounds import bad_text, check_id
 from bureaucrat.config import Config
 from bureaucrat.encoding import encode, too_long
@@ -350,6 +352,9 @@ class Service:
         return ACK
 
     def _control(self, tx: Tx, control: wire.Control, key: Key) -> Verdict:
+        if control.name == "schedule":  # about a schedule, not a process
+            problem = scheduler.control(tx, self, control, key, self.clock())
+            return ACK if problem is None else Verdict.dead(problem)
         body = control.body
         process_id = control.process_id
         if control.target is not None:  # the original's terminate names an activity
@@ -399,6 +404,51 @@ class Service:
         self.committed.extend(self._staged)
         self._staged.clear()
         return fired
+
+    # schedules --------------------------------------------------------------------------------
+
+    def fire_due_schedules(self, limit: int = 100) -> int:
+        """Launch the due occurrences of up to ``limit`` due schedules (``bureaucrat.scheduler``)
+        in one transaction that also writes their next due times; the number launched. What
+        the new instances send is in ``committed``, as after ``handle_batch``."""
+        now = self.clock()
+        if not self.store.schedules_due(now):
+            return 0
+        self._staged.clear()
+        try:
+            with self.store.transaction() as tx:
+                launched = scheduler.fire_due(tx, self, now, limit)
+        except BaseException:
+            self._staged.clear()
+            raise
+        self.committed.extend(self._staged)
+        self._staged.clear()
+        return launched
+
+    def start_occurrence(
+        self, tx: Tx, process_id: str, source: str, fields: dict[str, Any]
+    ) -> bool:
+        """Create the instance of a schedule's occurrence in ``tx``, as a launch would; False
+        when it exists already."""
+        digest, definition = self.store.parse(source)
+        creation = _Creation(digest, definition.name, None, source, fields)
+        return self.advance(tx, process_id, ev.Start(process_id, fields), None, create=creation)
+
+    def terminate_occurrence(self, tx: Tx, process_id: str, reason: str) -> bool:
+        """Terminate a schedule's previous occurrence in ``tx`` (overlap ``terminate-previous``)."""
+        return self.advance(tx, process_id, ev.Terminate(reason), None)
+
+    @contextmanager
+    def savepoint(self, tx: Tx) -> Iterator[None]:
+        """A savepoint of ``tx`` that also drops what its block staged for the outbox when it
+        is undone (the messages of instances that were never created)."""
+        staged = len(self._staged)
+        try:
+            with tx.savepoint():
+                yield
+        except BaseException:
+            del self._staged[staged:]
+            raise
 
     # one instance, one event ------------------------------------------------------------------
 

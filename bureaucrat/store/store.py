@@ -39,6 +39,7 @@ from bureaucrat.store.records import (
     WorkitemRecord,
     outbox_record,
 )
+from bureaucrat.store.schedules import ScheduleRecord, due_now, read_all, read_one
 from bureaucrat.store.schema import ensure_schema
 from bureaucrat.store.tables import (
     definitions,
@@ -47,6 +48,7 @@ from bureaucrat.store.tables import (
     journal,
     outbox,
     processed_messages,
+    schedules,
     timers,
     workitems,
 )
@@ -230,8 +232,12 @@ class Store:
 
     def prune(self, before: float) -> int:
         """Forget what is older than ``before`` and no longer needed: sent messages, processed
-        message ids, delivery counts, and definitions that no instance runs; rows deleted."""
-        unused = ~sa.exists().where(instances.c.definition_hash == definitions.c.hash)
+        message ids, delivery counts, and definitions that no instance runs and no schedule
+        launches; rows deleted."""
+        unused = sa.and_(
+            ~sa.exists().where(instances.c.definition_hash == definitions.c.hash),
+            ~sa.exists().where(schedules.c.definition_hash == definitions.c.hash),
+        )
         deleted = 0
         with self.transaction() as tx:
             for statement in (
@@ -320,6 +326,22 @@ class Store:
         with self._read("reading workitems") as connection:
             rows = connection.execute(query).all()
         return [WorkitemRecord(**row._asdict()) for row in rows]
+
+    def schedules_due(self, now: float) -> bool:
+        """Whether a schedule is due at ``now`` (read without a write transaction, so that an
+        idle daemon's passes cost no lock)."""
+        with self._read("reading schedules") as connection:
+            return due_now(connection, now)
+
+    def list_schedules(self) -> list[ScheduleRecord]:
+        """Every schedule, by name, with its definition's name."""
+        with self._read("listing schedules") as connection:
+            return read_all(connection)
+
+    def schedule(self, name: str) -> ScheduleRecord | None:
+        """One schedule, with its definition's name; None if there is none."""
+        with self._read("reading a schedule") as connection:
+            return read_one(connection, name)
 
     def counts_by_status(self) -> dict[str, int]:
         query = sa.select(instances.c.status, sa.func.count()).group_by(instances.c.status)
