@@ -85,6 +85,8 @@ class Config:
     web_port: int = 8080
     web_token: str | None = None
     """The web console's operator token; None: the console is read-only."""
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
     ignored: tuple[str, ...] = field(default=(), compare=False)
 
     def worker_queue(self, participant: str) -> str:
@@ -123,6 +125,8 @@ _KEYS: Mapping[tuple[str, str], str] = {
     ("web", "host"): "web_host",
     ("web", "port"): "web_port",
     ("web", "token"): "web_token",
+    ("metrics", "port"): "metrics_port",
+    ("metrics", "host"): "metrics_host",
 }
 _WHERE: Mapping[str, str] = {name: f"[{section}] {key}" for (section, key), name in _KEYS.items()}
 _ORIGINAL_AMQP = ("host", "port", "user", "passwd", "vhost")
@@ -310,6 +314,15 @@ def _token(value: object) -> str | None:
     return None if text.isprintable() and not text.isspace() else "must be printable text"
 
 
+def _host(value: object) -> str | None:
+    """An address to listen on: an IP address or a host name (``localhost``, ``0.0.0.0``)."""
+    text = str(value)
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:")
+    if len(text) > 253 or not set(text) <= allowed:
+        return "is not a host name or an IP address to listen on"
+    return None
+
+
 def _amqp_url(value: object) -> str | None:
     import pika
 
@@ -359,8 +372,11 @@ _CHECKS: Mapping[str, Check] = {
     "definition_cache_size": _at_least(1_000_000),
     "on_fault": _one_of("fault", "suspend"),
     "log_level": _log_level,
+    "web_host": _host,
     "web_port": _between(1, 65535),
     "web_token": _token,
+    "metrics_port": _between(0, 65535),
+    "metrics_host": _host,
 }
 _SECRET = frozenset({"amqp_url", "database_url", "web_token"})
 """Fields whose value may hold a password: errors name them without showing the value."""

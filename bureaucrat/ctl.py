@@ -1,7 +1,8 @@
 """``bureaucratctl``: the operator's tool.
 
-Reading commands (``list``, ``show``) read the database; commands that change a process
-(``launch``, ``terminate``, ``retry``, ``event``) send messages to the engine through RabbitMQ,
+Reading commands (``list``, ``show``, ``schedule list``, ``schedule show``) read the database;
+commands that change a process or a schedule (``launch``, ``terminate``, ``retry``, ``event``,
+``schedule add``...) send messages to the engine through RabbitMQ,
 so they take effect in the same order and with the same guarantees as everything else.
 
 Ids, names, fault messages and reasons come from the database and from whoever sent a message:
@@ -142,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument(
         "--no-database", action="store_true", help="do not check the database (for workers)"
     )
+
+    from bureaucrat.ctl_schedules import add_schedule_parser
+
+    add_schedule_parser(sub)
 
     db = sub.add_parser("db", help="database administration")
     db_sub = db.add_subparsers(dest="db_command", metavar="SUBCOMMAND", required=True)
@@ -558,6 +563,12 @@ def cmd_db(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def cmd_schedule(args: argparse.Namespace, config: Config) -> int:
+    from bureaucrat.ctl_schedules import cmd_schedule
+
+    return cmd_schedule(args, config)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "launch": cmd_launch,
     "list": cmd_list,
@@ -573,6 +584,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "validate": cmd_validate,
     "health": cmd_health,
     "db": cmd_db,
+    "schedule": cmd_schedule,
 }
 
 

@@ -24,6 +24,7 @@ from bureaucrat.amqp.consumer import serve_forever
 from bureaucrat.config import Config
 from bureaucrat.errors import BrokerError, ConfigError, StoreError, TopologyError
 from bureaucrat.messages import Outgoing
+from bureaucrat.metrics import DaemonMetrics
 from bureaucrat.service import RELAY_AFTER, Outcome, Service
 from bureaucrat.store import Store
 
@@ -80,6 +81,8 @@ class Daemon:
         self.next_prune = 0.0
         self.next_relay = 0.0
         self.next_timers = 0.0
+        self.metrics: DaemonMetrics | None = None
+        """Its Prometheus metrics, when ``[metrics] port`` is set (from ``run``)."""
 
     def request_stop(self, signum: int, frame: FrameType | None = None) -> None:
         LOG.info("signal %s: stopping after the batch in hand", signal.Signals(signum).name)
@@ -91,9 +94,15 @@ class Daemon:
 
     def run(self) -> int:
         store: Store | None = None
+        sessions = 0
+        if self.config.metrics_port:
+            self.metrics = self._start_metrics()
 
         def session() -> None:
-            nonlocal store
+            nonlocal store, sessions
+            sessions += 1
+            if sessions > 1 and self.metrics is not None:
+                self.metrics.reconnects.inc()
             if store is None:
                 store = Store(
                     self.config.database_url,
@@ -110,8 +119,27 @@ class Daemon:
         finally:
             if store is not None:
                 store.close()
+            if self.metrics is not None:
+                self.metrics.stop()
         LOG.info("stopped")
         return 0
+
+    def _start_metrics(self) -> DaemonMetrics:
+        """Serve the metrics (``[metrics]``); the scrape reads the database with a store of
+        its own, opened at the first scrape."""
+        config = self.config
+        metrics = DaemonMetrics(
+            lambda: Store(config.database_url, sqlite_synchronous=config.sqlite_synchronous)
+        )
+        try:
+            port = metrics.start(config.metrics_port, config.metrics_host)
+        except OSError as error:  # the port is taken: an operator must choose another
+            raise ConfigError(
+                f"[metrics] port = {config.metrics_port}: cannot listen on "
+                f"{config.metrics_host}: {error.strerror}"
+            ) from None
+        LOG.info("metrics at http://%s:%d/metrics", config.metrics_host, port)
+        return metrics
 
     def _serve(self, store: Store) -> None:
         config = self.config
@@ -119,10 +147,11 @@ class Daemon:
             config.amqp_url, heartbeat=config.heartbeat, topology=Topology.from_config(config)
         )
         try:
-            service = Service(store, config, BrokerPublisher(broker, config))
+            service = Service(store, config, BrokerPublisher(broker, config), meter=self.metrics)
             self.deliveries.clear()
             sent = service.relay_outbox(everything=True)  # left by a crash or a lost connection
             fired = self._fire_timers(service)
+            self._fire_schedules(service)
             LOG.info(
                 "serving %s, %s, %s (published %d pending messages, fired %d due timers)",
                 config.launch_queue,
@@ -141,6 +170,7 @@ class Daemon:
                 if time.monotonic() >= self.next_timers:  # not after every batch: a look costs
                     self.next_timers = time.monotonic() + config.timer_interval  # a transaction
                     self._fire_timers(service)
+                    self._fire_schedules(service)
                 self._relay(service)
                 self._prune(store)
             broker.cancel()
@@ -168,6 +198,9 @@ class Daemon:
                     self._dead_letter(broker, delivery, verdict.reason)
             service.publish_committed()
             broker.ack(batch[-1], multiple=True)  # every earlier delivery is in this batch
+            if self.metrics is not None:
+                outcomes = [verdict.disposition.value for verdict in verdicts]
+                self.metrics.batch([delivery.queue for delivery in batch], outcomes)
 
     def _fire_timers(self, service: Service) -> int:
         fired = 0
@@ -178,6 +211,18 @@ class Daemon:
             if not now_fired:
                 return fired
         return fired
+
+    def _fire_schedules(self, service: Service) -> int:
+        """Launch what schedules have due (whichever daemon claims a schedule fires it), and
+        publish what the new instances send."""
+        launched = 0
+        while not self.stopping:
+            now_launched = service.fire_due_schedules()
+            service.publish_committed()
+            launched += now_launched
+            if not now_launched:
+                return launched
+        return launched
 
     def _relay(self, service: Service) -> None:
         """Publish, every few seconds, outbox rows a lost connection left unsent."""
@@ -209,6 +254,8 @@ class Daemon:
             "delivery_mode": 2,
         }
         broker.publish("", self.config.dead_letter_queue, delivery.body, fields, mandatory=True)
+        if self.metrics is not None:
+            self.metrics.dead_letters.inc()
 
 
 def setup_logging(config: Config, foreground: bool) -> list[Any]:

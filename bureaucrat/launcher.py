@@ -5,6 +5,7 @@
     with Launcher() as launcher:                       # local RabbitMQ, or amqp_url=/config=
         pid = launcher.launch("order.xml", {"order": 42})
         launcher.send_event("payment_received", {"order": 42}, process_id=pid)
+        launcher.schedule_add("nightly", "sync.xml", cron="0 2 * * *", tz="Europe/Paris")
 
 The original's call keeps working: ``Launcher({"host": ..., "user": ..., "passwd": ...,
 "vhost": ..., "launcher_routing_key": ..., "launcher_exchange": ...}).launch(path, fields)``,
@@ -22,7 +23,9 @@ id is chosen here (or given) and sent as the message id, so launching twice with
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import replace
@@ -44,6 +47,7 @@ from bureaucrat.messages import (
     check_value,
     dumps,
 )
+from bureaucrat.schedules import ScheduleError, spec_of
 
 LOG = logging.getLogger(__name__)
 
@@ -174,6 +178,70 @@ class Launcher:
     def restart(self, process_id: str) -> None:
         """Run the process again from the beginning, with the fields it was launched with."""
         self.send_control("restart", process_id)
+
+    # schedules (README, "Schedules") -------------------------------------------------------
+
+    def schedule_add(
+        self,
+        name: str,
+        definition_or_path: str | Path | IO[str] | IO[bytes],
+        *,
+        cron: str | None = None,
+        tz: str | None = None,
+        every: str | int | None = None,
+        at: str | dt.datetime | None = None,
+        fields: dict[str, Any] | None = None,
+        overlap: str = "skip",
+        catch_up: str = "one",
+    ) -> None:
+        """Add (or replace) schedule ``name``: launch the definition with ``fields`` on a cron
+        expression in time zone ``tz`` (default UTC), ``every`` interval (``"5m"``, ``"1h30m"``,
+        or seconds) or once ``at`` a time (ISO 8601 text or an aware ``datetime``).
+
+        ``overlap``: ``skip``, ``allow`` or ``terminate-previous``; ``catch_up``: ``none``,
+        ``one`` or ``all``. Checked here first: ``DefinitionError``, ``ScheduleError``."""
+        source = read_definition(definition_or_path)
+        parse_definition(source)
+        if isinstance(at, dt.datetime):
+            if at.tzinfo is None:
+                raise ScheduleError("at: a datetime needs a time zone (tzinfo)")
+            at = at.isoformat()
+        body: dict[str, Any] = {
+            "action": "add",
+            "schedule": name,
+            "definition": source,
+            "fields": {} if fields is None else fields,
+            "overlap": overlap,
+            "catch_up": catch_up,
+        }
+        for key, value in (("cron", cron), ("tz", tz), ("every", every), ("at", at)):
+            if value is not None:
+                body[key] = value
+        timing = spec_of(body).timing
+        if timing.at is not None and timing.at < time.time():
+            raise ScheduleError(f"at: {at} is in the past")
+        self._schedule_control(body)
+
+    def schedule_pause(self, name: str) -> None:
+        """Launch nothing more on schedule ``name`` until it is resumed."""
+        self._schedule_control({"action": "pause", "schedule": name})
+
+    def schedule_resume(self, name: str) -> None:
+        """Resume schedule ``name``; what it missed meanwhile is up to its catch-up policy."""
+        self._schedule_control({"action": "resume", "schedule": name})
+
+    def schedule_delete(self, name: str) -> None:
+        """Delete schedule ``name`` (the processes it launched are left alone)."""
+        self._schedule_control({"action": "delete", "schedule": name})
+
+    def schedule_trigger(self, name: str) -> None:
+        """Launch one occurrence of schedule ``name`` now, outside its timing."""
+        self._schedule_control({"action": "trigger", "schedule": name})
+
+    def _schedule_control(self, body: dict[str, Any]) -> None:
+        message = {"name": "schedule", **body}
+        check_control(message)
+        self._send(self.config.message_queue, message, uuid.uuid4().hex)
 
     def _send(
         self, routing_key: str, body: dict[str, Any], message_id: str, *, exchange: str = ""

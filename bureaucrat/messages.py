@@ -8,7 +8,8 @@ Decoding never trusts its input: whatever the bytes, it returns one of the shape
   internal launches of subprocesses add ``"parent": {"process_id": ..., "activity": ...}``.
 - response (``bureaucrat_msgs``): the workitem sent to a participant with ``payload`` updated.
 - control (``bureaucrat_msgs``): ``{"name": "terminate" | "retry" | "pause" | "resume" | "set" |
-  "rerun" | "restart" | "child_finished", "process_id": ..., ...}``. The original's terminate,
+  "rerun" | "restart" | "child_finished", "process_id": ..., ...}``, and ``{"name": "schedule",
+  "action": ..., "schedule": NAME, ...}`` (``bureaucrat.schedules``). The original's terminate,
   ``{"name": "terminate", "target": ..., "origin": ...}``, names an activity id (``<pid>`` or
   ``<pid>_0_2``) instead of a process id.
 - event (``bureaucrat_events``): ``{"event": name, ...data}``, optionally ``"process_id"``.
@@ -96,6 +97,7 @@ class Event:
 
 CONTROL_NAMES = frozenset(
     {"terminate", "retry", "child_finished", "pause", "resume", "set", "rerun", "restart"}
+    | {"schedule"}
 )
 
 # JSON values -----------------------------------------------------------------------------------
@@ -316,6 +318,10 @@ def decode_message(body: bytes) -> Response | Control:
 
 def _control(name: str, message: dict[str, Any]) -> Control:
     what = f"{name} message"
+    if name == "schedule":  # about a schedule, not a process: checked where schedules live
+        from bureaucrat.schedules import decode_control
+
+        return decode_control(message)
     if (
         name == "terminate"
         and message.get("process_id") is None

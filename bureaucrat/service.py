@@ -25,11 +25,13 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, assert_never
 
 from bureaucrat import messages as wire
+from bureaucrat import scheduler
 from bureaucrat.bounds import bad_text, check_id
 from bureaucrat.config import Config
 from bureaucrat.encoding import encode, too_long
@@ -61,14 +63,24 @@ class Outcome(enum.Enum):
     DEAD = "dead"  # not acceptable: publish to the dead-letter queue, then ack
 
 
+class Disposition(enum.StrEnum):
+    """What became of a message, as the metrics count it."""
+
+    HANDLED = "handled"
+    DUPLICATE = "duplicate"  # processed already: dropped
+    SET_ASIDE = "set_aside"  # a defect met on it set its instance aside (``broken``)
+    DEAD_LETTERED = "dead_lettered"
+
+
 @dataclass(frozen=True)
 class Verdict:
     outcome: Outcome
     reason: str = ""
+    disposition: Disposition = Disposition.HANDLED
 
     @classmethod
     def dead(cls, reason: str) -> Verdict:
-        return cls(Outcome.DEAD, reason)
+        return cls(Outcome.DEAD, reason, Disposition.DEAD_LETTERED)
 
 
 ACK = Verdict(Outcome.ACK)
@@ -96,6 +108,17 @@ class Publisher(Protocol):
         ...
 
 
+class Meter(Protocol):
+    """Where the service reports each step it takes (``bureaucrat.metrics.DaemonMetrics``)."""
+
+    def step(self, event: str, seconds: float) -> None: ...
+
+
+class _NoMeter:
+    def step(self, event: str, seconds: float) -> None:
+        pass
+
+
 Decoded = wire.Launch | wire.Response | wire.Control | wire.Event
 
 
@@ -118,6 +141,7 @@ class Service:
         config: Config,
         publisher: Publisher | None = None,
         clock: Callable[[], float] = time.time,
+        meter: Meter | None = None,
     ) -> None:
         self.store = store
         self.config = config
@@ -129,6 +153,11 @@ class Service:
         )
         self.publisher = publisher
         self.clock = clock
+        self.meter: Meter = meter or _NoMeter()
+        self.duplicates = 0
+        """Messages dropped as processed already, and instances set aside, so far: what
+        becomes of each message (``Verdict.disposition``) is told from these."""
+        self.set_aside = 0
         self.committed: list[tuple[str | None, Outgoing]] = []
         """Messages written to the outbox by committed transactions and not yet published,
         with the instance that sent each."""
@@ -240,8 +269,10 @@ class Service:
         staged = len(self._staged)
         savepoint = mode is _Mode.SAVEPOINTS
         try:
+            before = (self.duplicates, self.set_aside)
             with tx.savepoint() if savepoint else translated("handling a message"):
-                return self._apply(tx, item)
+                verdict = self._apply(tx, item)
+            return self._disposed(verdict, before)
         except StoreDataError as error:  # the same data would be refused again
             verdict = Verdict.dead(f"the database refused this message: {error}")
         except (StoreError, BrokerError):
@@ -254,6 +285,14 @@ class Service:
         del self._staged[staged:]
         if not savepoint:
             raise _RefusedError(verdict)
+        return verdict
+
+    def _disposed(self, verdict: Verdict, before: tuple[int, int]) -> Verdict:
+        """``verdict``, saying if the message set an instance aside or was a duplicate."""
+        if self.set_aside > before[1]:
+            return replace(verdict, disposition=Disposition.SET_ASIDE)
+        if self.duplicates > before[0]:
+            return replace(verdict, disposition=Disposition.DUPLICATE)
         return verdict
 
     def _apply(self, tx: Tx, item: _Work) -> Verdict:
@@ -313,6 +352,9 @@ class Service:
         return ACK
 
     def _control(self, tx: Tx, control: wire.Control, key: Key) -> Verdict:
+        if control.name == "schedule":  # about a schedule, not a process
+            problem = scheduler.control(tx, self, control, key, self.clock())
+            return ACK if problem is None else Verdict.dead(problem)
         body = control.body
         process_id = control.process_id
         if control.target is not None:  # the original's terminate names an activity
@@ -363,6 +405,51 @@ class Service:
         self._staged.clear()
         return fired
 
+    # schedules --------------------------------------------------------------------------------
+
+    def fire_due_schedules(self, limit: int = 100) -> int:
+        """Launch the due occurrences of up to ``limit`` due schedules (``bureaucrat.scheduler``)
+        in one transaction that also writes their next due times; the number launched. What
+        the new instances send is in ``committed``, as after ``handle_batch``."""
+        now = self.clock()
+        if not self.store.schedules_due(now):
+            return 0
+        self._staged.clear()
+        try:
+            with self.store.transaction() as tx:
+                launched = scheduler.fire_due(tx, self, now, limit)
+        except BaseException:
+            self._staged.clear()
+            raise
+        self.committed.extend(self._staged)
+        self._staged.clear()
+        return launched
+
+    def start_occurrence(
+        self, tx: Tx, process_id: str, source: str, fields: dict[str, Any]
+    ) -> bool:
+        """Create the instance of a schedule's occurrence in ``tx``, as a launch would; False
+        when it exists already."""
+        digest, definition = self.store.parse(source)
+        creation = _Creation(digest, definition.name, None, source, fields)
+        return self.advance(tx, process_id, ev.Start(process_id, fields), None, create=creation)
+
+    def terminate_occurrence(self, tx: Tx, process_id: str, reason: str) -> bool:
+        """Terminate a schedule's previous occurrence in ``tx`` (overlap ``terminate-previous``)."""
+        return self.advance(tx, process_id, ev.Terminate(reason), None)
+
+    @contextmanager
+    def savepoint(self, tx: Tx) -> Iterator[None]:
+        """A savepoint of ``tx`` that also drops what its block staged for the outbox when it
+        is undone (the messages of instances that were never created)."""
+        staged = len(self._staged)
+        try:
+            with tx.savepoint():
+                yield
+        except BaseException:
+            del self._staged[staged:]
+            raise
+
     # one instance, one event ------------------------------------------------------------------
 
     def advance(
@@ -382,11 +469,13 @@ class Service:
         first = key is None or tx.first_time(key.id, now)
         if not first and key is not None and key.trusted:
             LOG.info("message %s was processed already: dropped", key.id)
+            self.duplicates += 1
             return False
         record = tx.lock_instance(process_id)
         if create is not None:
             if record is not None:
                 LOG.info("process %s exists already: launch ignored", process_id)
+                self.duplicates += 1
                 return False
             if not _parent_waits(tx, create.parent, process_id, create.digest):
                 LOG.info("subprocess %s not started: its caller does not wait for it", process_id)
@@ -409,13 +498,17 @@ class Service:
             event = made
         digest = create.digest if create is not None else record.definition_hash  # type: ignore[union-attr]
         try:
-            result = step(self.store.definition(digest), state, event, now, self.limits)
+            definition = self.store.definition(digest)
+            started = time.perf_counter()
+            result = step(definition, state, event, now, self.limits)
+            self.meter.step(type(event).__name__, time.perf_counter() - started)
             outbox = encode(self.config, process_id, result.commands)
         except StoreDataError:
             raise
         except Exception as error:  # a defect: set this instance aside, not the daemon
             if create is None:
                 _set_aside(tx, process_id, event, error, now, timer)
+                self.set_aside += 1
                 return True
             raise
         if create is not None:

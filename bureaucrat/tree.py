@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import TextIO
 
+from bureaucrat.ctl import printable
 from bureaucrat.engine.describe import ActivityState, ActivityView, Role
 
 _COLOURS = {
@@ -38,8 +39,6 @@ def render(view: ActivityView, colour: bool = False) -> Iterator[str]:
 
 
 def _lines(view: ActivityView, depth: int, colour: bool) -> Iterator[str]:
-    from bureaucrat.ctl import printable
-
     what = _what(view)
     state = printable(state_text(view))
     if colour:

@@ -28,6 +28,7 @@ import importlib
 import logging
 import signal
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -44,6 +45,7 @@ from bureaucrat.messages import (
     decode_workitem,
     dumps,
 )
+from bureaucrat.metrics import WorkerMetrics
 
 LOG = logging.getLogger("bureaucrat.worker")
 
@@ -87,12 +89,20 @@ def error_text(error: BaseException) -> str:
 class Worker:
     """Serves one participant's queue until asked to stop."""
 
-    def __init__(self, participant: str, function: Handler, config: Config) -> None:
+    def __init__(
+        self,
+        participant: str,
+        function: Handler,
+        config: Config,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
         self.participant = participant
         self.function = function
         self.config = config
         self.queue = config.worker_queue(participant)
         self.stopping = False
+        self.metrics = metrics
+        self._sessions = 0
 
     def stop(self, *_: Any) -> None:
         self.stopping = True
@@ -101,6 +111,9 @@ class Worker:
         serve_forever(self._serve_once, lambda: self.stopping, (BrokerError,))
 
     def _serve_once(self) -> None:
+        self._sessions += 1
+        if self._sessions > 1 and self.metrics is not None:
+            self.metrics.reconnects.labels(self.participant).inc()
         queues = QueueArguments.from_config(self.config)  # quorum when the engine's are
         broker = Broker(self.config.amqp_url, heartbeat=self.config.heartbeat, queues=queues)
         try:
@@ -120,7 +133,11 @@ class Worker:
         except Exception as error:  # MessageError; anything else would be a defect of ours
             self._refuse(broker, delivery, f"not a workitem: {error_text(error)}")
             return
+        started = time.perf_counter()
         response = answer(workitem, self.function)
+        if self.metrics is not None:
+            status = response["payload"].get("status")
+            self.metrics.answered(status, time.perf_counter() - started)
         ids = (delivery.message_id, workitem.get("workitem_id"))  # (pika gives bytes if not UTF-8)
         known_as = next((i for i in ids if isinstance(i, str) and i), None)
         fields = {
@@ -162,6 +179,8 @@ class Worker:
             fields["headers"] = ours
             broker.publish("", self.config.dead_letter_queue, delivery.body, fields)
         broker.ack(delivery)
+        if self.metrics is not None:
+            self.metrics.dead_letters.labels(self.participant).inc()
 
 
 def _describe(error: BaseException) -> str:
@@ -174,17 +193,34 @@ def serve(
     *,
     amqp_url: str | None = None,
     config: Config | None = None,
+    metrics_port: int | None = None,
 ) -> None:
-    """Serve ``participant`` with ``function`` until SIGTERM or SIGINT."""
+    """Serve ``participant`` with ``function`` until SIGTERM or SIGINT; with ``metrics_port``,
+    Prometheus metrics at ``http://<[metrics] host>:<metrics_port>/metrics``."""
     config = config or load_config(None)
     if amqp_url:
         from dataclasses import replace
 
         config = replace(config, amqp_url=amqp_url)
-    worker = Worker(participant, function, config)
+    metrics = None
+    if metrics_port is not None:
+        metrics = WorkerMetrics(participant)
+        try:
+            port = metrics.start(metrics_port, config.metrics_host)
+        except OSError as error:
+            raise ConfigError(
+                f"--metrics-port {metrics_port}: cannot listen on {config.metrics_host}: "
+                f"{error.strerror}"
+            ) from None
+        LOG.info("metrics at http://%s:%d/metrics", config.metrics_host, port)
+    worker = Worker(participant, function, config, metrics)
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, worker.stop)
-    worker.serve()
+    try:
+        worker.serve()
+    finally:
+        if metrics is not None:
+            metrics.stop()
 
 
 def load_function(spec: str) -> Handler:
@@ -201,6 +237,12 @@ def load_function(spec: str) -> Handler:
     return function  # type: ignore[no-any-return]
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1 to 65535)")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="bureaucrat-worker",
@@ -215,6 +257,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="CONFIG",
         help="bureaucrat config file (default: as the daemon finds it)",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (HOST: [metrics] host of "
+        "the config, 127.0.0.1 by default)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("pika").setLevel(logging.WARNING)
@@ -225,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bureaucrat-worker: {error}", file=sys.stderr)
         return 2
     try:
-        serve(args.participant, function, config=config)
+        serve(args.participant, function, config=config, metrics_port=args.metrics_port)
     except ConfigError as error:  # a queue declared otherwise: waiting cannot help
         LOG.critical("stopping: %s", error)
         return 2

@@ -106,9 +106,13 @@ class Installation:
         return self.daemon.wait(timeout)
 
     def start_worker(
-        self, participant: str, function: str, env: dict[str, str] | None = None
+        self,
+        participant: str,
+        function: str,
+        env: dict[str, str] | None = None,
+        options: tuple[str, ...] = (),
     ) -> None:
-        args = [sys.executable, "-m", "bureaucrat.worker", participant, function]
+        args = [sys.executable, "-m", "bureaucrat.worker", participant, function, *options]
         self.workers.append(
             self._spawn(f"worker-{participant}", [*args, "-c", str(self.config_path)], env)
         )

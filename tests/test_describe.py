@@ -14,6 +14,7 @@ import pytest
 
 from bureaucrat import ctl
 from bureaucrat.definition import parse_definition
+from bureaucrat.definition.model import Block, Switch
 from bureaucrat.engine import commands as cmd
 from bureaucrat.engine import events as ev
 from bureaucrat.engine import step
@@ -386,6 +387,47 @@ def _pair(line: str) -> tuple[str, str]:
     return activity, kind
 
 
+GOLDEN = sorted((Path(__file__).parent / "golden").glob("*.xml"))
+ROOT_STATE = {
+    "completed": S.DONE,
+    "faulted": S.FAULTED,
+    "terminated": S.CANCELLED,
+    "waiting": S.ACTIVE,
+}
+
+
+@pytest.mark.parametrize("case", GOLDEN, ids=[case.stem for case in GOLDEN])
+def test_every_golden_run_ends_in_a_tree_that_agrees_with_its_state(case: Path) -> None:
+    """Each golden definition, run as its trace was made: the tree of its last state has the
+    root as the instance ends, waits exactly where the state waits, and ``active`` only on
+    blocks in progress."""
+    from tests.test_golden import Participants, operation, terminated
+
+    extra = case.with_suffix(".json")
+    options = json.loads(extra.read_text()) if extra.exists() else {}
+    result = run_process(
+        case,
+        options.get("fields"),
+        participants=Participants(),
+        events=[(name, data) for name, data in options.get("events", [])],
+        operations=[(when, operation(spec)) for when, spec in options.get("operations", [])],
+    )
+    if "terminate" in options:
+        result = terminated(case, result, options["terminate"])
+    journal = [_record(line) for line in result.trace if line.split(" ")[1]]
+    definition = parse_definition(case.read_bytes())
+    for tree in (describe(definition, result.state, journal), describe(definition, result.state)):
+        assert tree.state is ROOT_STATE[result.status]
+        views = list(tree.walk())
+        waiting = {v.path for v in views if v.state is S.WAITING}
+        nodes = result.state["nodes"]
+        assert waiting == {
+            p for p in nodes if not isinstance(definition.activities[p], Block | Switch)
+        }
+        assert all(v.path in nodes for v in views if v.state is S.ACTIVE)
+        json.dumps(tree.to_json())
+
+
 # statuses from operations -----------------------------------------------------------------------
 
 
@@ -505,6 +547,11 @@ def test_show_tree_prints_the_tree_escaped_and_in_json(
 
     assert ctl.main(["-c", str(config), "show", PID]) == 0
     assert "\ntree\n" not in capsys.readouterr().out  # only when asked for
+
+    with Store(url) as store, store.transaction() as tx:  # a row without a state
+        tx.create_instance("empty", digest, "shop", None, None, 0.0)
+    assert ctl.main(["-c", str(config), "show", "empty", "--tree"]) == 0
+    assert "tree     unavailable: the instance has no readable state" in capsys.readouterr().out
 
 
 def test_the_tree_is_coloured_on_a_terminal_unless_no_color() -> None:

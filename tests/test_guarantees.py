@@ -512,3 +512,46 @@ def test_end_to_end_a_retry_published_twice_with_its_id_dispatches_once(
         assert journal.count("dispatched") == 2
         assert "ignored" not in journal
         assert len(installation.store.pending_workitems("r")) == 1
+
+
+# an operator's operations -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "extra"),
+    [
+        ("set", {"values": {"n": 5}}),
+        ("rerun", {"activity": "o_0_0", "values": {"n": 5}}),
+        ("restart", {}),
+        ("pause", {}),
+    ],
+)
+@pytest.mark.parametrize(("message_id", "redelivered"), [("op-1", False), (None, True)])
+def test_an_operation_delivered_twice_is_applied_once(
+    store: Store, name: str, extra: dict[str, Any], message_id: str | None, redelivered: bool
+) -> None:
+    service = Service(store, CONFIG, Recorder())
+    service.handle(launch(TICKS, {}, "o"))
+    service.handle(tick("t-1"))
+    operation = control(name, "o", message_id, **extra)
+    service.handle(operation)
+    before = trail(store, "o")
+    assert before[-1][0] != "ignored"
+    service.handle(again(operation, redelivered=redelivered))
+    assert trail(store, "o") == before
+
+
+def test_what_a_paused_instance_held_is_applied_once_though_delivered_twice(
+    store: Store,
+) -> None:
+    service = Service(store, CONFIG, Recorder())
+    service.handle(launch(TICKS, {}, "h"))
+    service.handle(control("pause", "h", "pause-1"))
+    first = tick("t-1")
+    service.handle(first)
+    service.handle(again(first))
+    service.handle(tick("t-2"))
+    assert kinds(store, "h", "held") == 2
+    service.handle(control("resume", "h", "resume-1"))
+    assert counter(store, "h") == 2
+    assert store.instance("h").status == "running"  # type: ignore[union-attr]

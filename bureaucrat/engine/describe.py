@@ -211,6 +211,12 @@ class _Describer:
             return False
         return child.role is Role.HANDLER or path not in self.handled
 
+    def _fault_went_through(self, path: str) -> bool:
+        """Whether the fault that ended the instance went up through ``path`` (a block or a
+        handler above the activity that raised it: nothing there caught it)."""
+        fault = self.fault_path
+        return fault is not None and (path == "" or fault.startswith(path + "_"))
+
     def _evidence(self, path: str) -> bool:
         """Whether the journal shows the activity at ``path`` (or one below it) running."""
         return path in self.ran
@@ -239,8 +245,10 @@ class _Describer:
             state = self._settle(spec, implied, children)
         if path == self.incident_path:
             state, fields = ActivityState.FAULTED, {"detail": self.incident_text}
-        elif path == self.fault_path:  # the blocks it went up through follow (``_settle``)
+        elif path == self.fault_path:
             state, fields = ActivityState.FAULTED, {"detail": self.fault_text}
+        elif self._fault_went_through(path):
+            state, fields = ActivityState.FAULTED, {}
         element = "default" if isinstance(spec, Case) and spec.is_default else spec.tag
         return ActivityView(
             id=activity_id(self.pid, path),
@@ -427,6 +435,8 @@ class _Describer:
             for child, fate in zip(activities, fates, strict=True)
         )
         state = _handler_state(node, implied, children)
+        if self._fault_went_through(handler.path):
+            state = ActivityState.FAULTED
         return ActivityView(
             id=activity_id(self.pid, handler.path),
             path=handler.path,

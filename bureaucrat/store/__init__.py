@@ -17,6 +17,7 @@ from bureaucrat.store.records import (
     TimerRecord,
     WorkitemRecord,
 )
+from bureaucrat.store.schedules import ScheduleRecord
 from bureaucrat.store.schema import UPGRADE_COMMAND, upgrade
 from bureaucrat.store.store import Store
 from bureaucrat.store.transaction import Tx
@@ -28,6 +29,7 @@ __all__ = [
     "JournalEntry",
     "OutboxRecord",
     "Outgoing",
+    "ScheduleRecord",
     "Store",
     "TimerRecord",
     "Tx",

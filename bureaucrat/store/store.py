@@ -40,6 +40,7 @@ from bureaucrat.store.records import (
     WorkitemRecord,
     outbox_record,
 )
+from bureaucrat.store.schedules import ScheduleRecord, due_now, read_all, read_one
 from bureaucrat.store.schema import ensure_schema
 from bureaucrat.store.tables import (
     definitions,
@@ -48,6 +49,7 @@ from bureaucrat.store.tables import (
     journal,
     outbox,
     processed_messages,
+    schedules,
     subscriptions,
     timers,
     workitems,
@@ -196,7 +198,28 @@ class Store:
         found = [float(t) for t in times if t is not None]
         return min(found) if found else None
 
+    def oldest_due_timer(self, now: float) -> float | None:
+        """When the earliest timer that is due and not being fired (unclaimed, or its claim
+        run out) came due; None when none is: how far behind the timers are, for metrics."""
+        query = sa.select(sa.func.min(timers.c.due)).where(
+            timers.c.due <= now,
+            sa.or_(timers.c.claimed_until.is_(None), timers.c.claimed_until < now),
+        )
+        with self._read("reading timers") as connection:
+            due = connection.execute(query).scalar()
+        return None if due is None else float(due)
+
     # outbox -----------------------------------------------------------------------------------
+
+    def outbox_backlog(self) -> int:
+        """Outbox messages waiting to be published (those RabbitMQ refused are not waiting)."""
+        query = (
+            sa.select(sa.func.count())
+            .select_from(outbox)
+            .where(outbox.c.sent_at.is_(None), outbox.c.error.is_(None))
+        )
+        with self._read("reading the outbox") as connection:
+            return int(connection.execute(query).scalar() or 0)
 
     def unsent(self, limit: int = 500) -> list[OutboxRecord]:
         """The oldest outbox messages not yet sent, in the order they were written."""
@@ -211,8 +234,12 @@ class Store:
 
     def prune(self, before: float) -> int:
         """Forget what is older than ``before`` and no longer needed: sent messages, processed
-        message ids, delivery counts, and definitions that no instance runs; rows deleted."""
-        unused = ~sa.exists().where(instances.c.definition_hash == definitions.c.hash)
+        message ids, delivery counts, and definitions that no instance runs and no schedule
+        launches; rows deleted."""
+        unused = sa.and_(
+            ~sa.exists().where(instances.c.definition_hash == definitions.c.hash),
+            ~sa.exists().where(schedules.c.definition_hash == definitions.c.hash),
+        )
         deleted = 0
         with self.transaction() as tx:
             for statement in (
@@ -379,6 +406,22 @@ class Store:
         with self._read("reading a definition") as connection:
             source = connection.execute(query).scalar_one_or_none()
         return None if source is None else str(source)
+
+    def schedules_due(self, now: float) -> bool:
+        """Whether a schedule is due at ``now`` (read without a write transaction, so that an
+        idle daemon's passes cost no lock)."""
+        with self._read("reading schedules") as connection:
+            return due_now(connection, now)
+
+    def list_schedules(self) -> list[ScheduleRecord]:
+        """Every schedule, by name, with its definition's name."""
+        with self._read("listing schedules") as connection:
+            return read_all(connection)
+
+    def schedule(self, name: str) -> ScheduleRecord | None:
+        """One schedule, with its definition's name; None if there is none."""
+        with self._read("reading a schedule") as connection:
+            return read_one(connection, name)
 
     def counts_by_status(self) -> dict[str, int]:
         query = sa.select(instances.c.status, sa.func.count()).group_by(instances.c.status)

@@ -6,7 +6,8 @@ so a row that cannot be decoded is noticed instead of crashing a driver.
 
 Every hot path reaches its rows through an index: instances by primary key; workitems, timers
 and journal rows by instance; timers by due time; subscriptions by event name; unsent outbox rows
-through ``(sent_at, id)``; the next unclaimed timer through ``(claimed_until, due)``.
+through ``(sent_at, id)``; the next unclaimed timer through ``(claimed_until, due)``; due
+schedules through ``(paused, next_due)``.
 """
 
 from __future__ import annotations
@@ -127,6 +128,31 @@ journal = sa.Table(
     sa.Column("kind", sa.String(32), nullable=False),
     sa.Column("details", sa.Text(), nullable=False),
     sa.Index("ix_journal_instance_id_id", "instance_id", "id"),
+)
+
+schedules = sa.Table(
+    "schedules",
+    metadata,
+    sa.Column("name", NAME, primary_key=True),
+    sa.Column("definition_hash", sa.String(64), nullable=False, index=True),
+    sa.Column("fields", sa.Text(), nullable=False),
+    sa.Column("kind", sa.String(8), nullable=False),  # cron, every, at
+    sa.Column("cron", sa.Text(), nullable=True),
+    sa.Column("timezone", NAME, nullable=True),
+    sa.Column("interval", sa.Integer(), nullable=True),  # seconds
+    sa.Column("at", TIME, nullable=True),
+    sa.Column("overlap", sa.String(24), nullable=False),  # skip, allow, terminate-previous
+    sa.Column("catch_up", sa.String(8), nullable=False),  # none, one, all
+    sa.Column("paused", sa.Boolean(), nullable=False),
+    sa.Column("next_due", TIME, nullable=True),  # None: no occurrence left (an ``at`` past)
+    sa.Column("last_due", TIME, nullable=True),
+    sa.Column("last_instance_id", ID, nullable=True),
+    sa.Column("launched", sa.Integer(), nullable=False),
+    sa.Column("skipped", sa.Integer(), nullable=False),  # by the overlap or catch-up policy
+    sa.Column("error", sa.Text(), nullable=True),  # why it was paused, when it could not fire
+    sa.Column("created_at", TIME, nullable=False),
+    sa.Column("updated_at", TIME, nullable=False),
+    sa.Index("ix_schedules_paused_next_due", "paused", "next_due"),
 )
 
 TABLES = tuple(metadata.tables)
