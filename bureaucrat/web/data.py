@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -328,31 +328,19 @@ def definition_details(store: Store, digest: str, filters: Filters) -> Definitio
 # schedules --------------------------------------------------------------------------------------
 
 
-def schedules(store: Store) -> list[dict[str, Any]] | None:
-    """The schedules as plain dicts (times as epoch seconds, the definition's XML left out), or
-    None when this store keeps none."""
-    lister = getattr(store, "list_schedules", None)
-    if lister is None:
-        return None
+def schedules(store: Store) -> list[dict[str, Any]]:
+    """The schedules as plain dicts (times as epoch seconds, the definition's XML left out),
+    each with its ``state`` and ``timing`` in words, as ``bureaucratctl schedule list`` says."""
+    from bureaucrat.ctl_schedules import state_of, timing_text
+
     found = []
-    for item in lister():
-        row = asdict(item) if is_dataclass(item) and not isinstance(item, type) else dict(item)
+    for record in store.list_schedules():
+        row = asdict(record)
         row.pop("source", None)
-        row["timing"] = timing(row)
-        row["state"] = "paused" if row.get("paused") else "error" if row.get("error") else "active"
+        row["state"] = state_of(record)
+        row["timing"] = timing_text(record)
         found.append({key: _plain(value) for key, value in row.items()})
     return found
-
-
-def timing(row: Mapping[str, Any]) -> str:
-    """When a schedule fires, in words: its cron (and time zone), its interval or its date."""
-    if row.get("cron"):
-        return f"cron {row['cron']}" + (f" ({row['timezone']})" if row.get("timezone") else "")
-    if row.get("interval"):
-        return f"every {row['interval']} s"
-    if row.get("at") is not None:
-        return f"once at {when(row['at'])} UTC"
-    return str(row.get("kind") or "-")
 
 
 def schedule_json(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -95,8 +95,6 @@ INSTANCE_OPERATIONS: Mapping[str, Operation] = {
     )
 }
 
-SCHEDULE_OPERATIONS = ("pause", "resume", "trigger")
-
 
 def from_form(name: str, form: Mapping[str, str]) -> Arguments:
     """The arguments of operation ``name`` from a page's form: ``reason``, ``activity``, and
@@ -148,11 +146,17 @@ def run(launcher: Launcher, name: str, process_id: str, arguments: Arguments) ->
     INSTANCE_OPERATIONS[name].call(launcher, process_id, arguments)
 
 
+_SCHEDULE_CALLS: Mapping[str, Callable[[Launcher, str], None]] = {
+    "pause": Launcher.schedule_pause,
+    "resume": Launcher.schedule_resume,
+    "trigger": Launcher.schedule_trigger,
+}
+SCHEDULE_OPERATIONS = tuple(_SCHEDULE_CALLS)
+
+
 def run_on_schedule(launcher: Launcher, name: str, schedule: str) -> None:
-    """Pause, resume or trigger a schedule (``OperationError`` when this version has none)."""
-    if name not in SCHEDULE_OPERATIONS:
+    """Pause, resume or trigger a schedule."""
+    call = _SCHEDULE_CALLS.get(name)
+    if call is None:
         raise OperationError(f"no schedule operation {name!r}")
-    method = getattr(launcher, f"schedule_{name}", None)
-    if method is None:
-        raise OperationError("this version of bureaucrat has no schedules")
-    method(schedule)
+    call(launcher, schedule)
