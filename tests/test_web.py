@@ -218,6 +218,20 @@ def test_the_api_gives_an_instance_with_its_tree_context_workitems_and_journal(
         assert [i["id"] for i in one["instances"]] == ["order-1"]
 
 
+def test_a_paused_instance_shows_what_it_holds(filled: Filled) -> None:
+    filled.launch(WAITING, "order-1")
+    pause = {"name": "pause", "process_id": "order-1", "reason": "web console: checking"}
+    filled.service.handle(
+        Message(filled.config.message_queue, json.dumps(pause).encode(), "pause-1")
+    )
+    filled.answer_all()
+    with filled.client() as client:
+        shown = client.get("/api/instances/order-1").json()
+        assert (shown["status"], shown["held"]) == ("paused", 1)
+        assert shown["journal"][-2]["details"]["reason"] == "web console: checking"
+        assert "1 message, applied on resume" in client.get("/instances/order-1").text
+
+
 def test_pages_show_instances_definitions_and_no_schedules_yet(filled: Filled) -> None:
     filled.launch(WAITING, "order/with?odd#id")
     with filled.client(token=None) as client:

@@ -189,6 +189,8 @@ class InstanceDetails:
     parent: InstanceRecord | None
     journal: list[JournalEntry]
     child_by_activity: dict[str, InstanceRecord] = field(default_factory=dict)
+    held: int = 0
+    """Messages a paused or suspended instance keeps for its resume."""
 
     @property
     def context_json(self) -> str:
@@ -247,6 +249,7 @@ def instance_details(
         parent=parent,
         journal=journal[-journal_limit:] if journal_limit else [],
         child_by_activity=child_by_activity,
+        held=len(held) if isinstance(held := (state or {}).get("held"), list) else 0,
     )
 
 
@@ -276,6 +279,7 @@ def instance_json(details: InstanceDetails) -> dict[str, Any]:
         "error": record.error,
         "context": details.context,
         "fault": details.fault,
+        "held": details.held,
         "tree": None if details.tree is None else details.tree.to_json(),
         "workitems": [
             {
