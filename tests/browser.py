@@ -66,7 +66,12 @@ class ConsoleServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", log_config=None
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            log_config=None,
+            ws="none",  # the console has no websockets
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="console", daemon=True)

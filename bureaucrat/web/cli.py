@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         log_level=config.log_level.lower(),
         proxy_headers=True,
         server_header=False,
+        ws="none",  # the console has no websockets: none are accepted
     )
     return 0
 
