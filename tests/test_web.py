@@ -365,6 +365,19 @@ def test_the_diagram_flows_down_and_puts_branches_and_cases_side_by_side() -> No
     assert 'data-activity="p_1_2"' in shown
 
 
+def test_the_diagram_shows_a_running_loop_s_round(filled: Filled) -> None:
+    loop = """<process name="billing">
+      <context><property name="accounts" type="json">["a", "b", "c"]</property></context>
+      <foreach select="accounts"><action participant="bill"/></foreach>
+    </process>"""
+    filled.launch(loop, "billing-1")
+    filled.answer_all()
+    with filled.client() as client:
+        page = client.get("/instances/billing-1").text
+        assert ">round 2 of 3</text>" in page
+        assert re.search(r'data-path="0_0"[^>]*data-state="waiting"', page)
+
+
 # who may operate --------------------------------------------------------------------------------
 
 
