@@ -4,6 +4,8 @@
 (function () {
   "use strict";
   var POLL_MS = 1000;
+  var IDLE_POLL_MS = 5000; // a finished instance changes only when an operator reruns it
+  var FINISHED = ["completed", "faulted", "terminated", "broken"];
   var selected = null;
 
   function select(id) {
@@ -85,8 +87,20 @@
       if (selected) select(selected);
     }
 
+    var status = root.getAttribute("data-status");
+
+    var eager = Date.now() + 10000; // just after a load (an operation, say) changes come fast
+
+    function later() {
+      var idle = FINISHED.indexOf(status) >= 0 && Date.now() > eager;
+      setTimeout(tick, idle ? IDLE_POLL_MS : POLL_MS);
+    }
+
     function tick() {
-      if (busy || document.hidden) return;
+      if (busy || document.hidden) {
+        later();
+        return;
+      }
       busy = true;
       fetch(versionUrl, { headers: { Accept: "application/json" }, cache: "no-store" })
         .then(function (response) {
@@ -95,6 +109,7 @@
         })
         .then(function (now) {
           setLive("", "live");
+          status = now.status;
           applyStatus(now.status);
           if (String(now.version) === version) return null;
           return fetch(fragmentsUrl, { cache: "no-store" }).then(function (response) {
@@ -111,10 +126,11 @@
         })
         .then(function () {
           busy = false;
+          later();
         });
     }
 
-    setInterval(tick, POLL_MS);
+    later();
   }
 
   document.addEventListener("DOMContentLoaded", function () {
