@@ -303,6 +303,20 @@ def test_schedules_are_listed_and_operated(sqlite_installation: Installation) ->
         install.wait_for(lambda: not store.list_schedules()[0].paused, what="resume")
 
 
+def test_pages_fetch_nothing_from_elsewhere_and_allow_no_inline_script(filled: Filled) -> None:
+    filled.launch(WAITING, "order-1")
+    with filled.client() as client:
+        for url in ("/instances", "/instances/order-1", "/definitions", "/schedules", "/login"):
+            answer = client.get(url)
+            assert not re.search(r"""(src|href)=["']?(https?:)?//""", answer.text), url
+            assert "<script>" not in answer.text  # only /static/console.js
+            policy = answer.headers["content-security-policy"]
+            assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
+        for asset in ("/static/console.js", "/static/console.css"):
+            served = client.get(asset)
+            assert served.status_code == 200 and "http" not in served.text
+
+
 # escaping ---------------------------------------------------------------------------------------
 
 
