@@ -317,6 +317,21 @@ def test_pages_fetch_nothing_from_elsewhere_and_allow_no_inline_script(filled: F
             assert served.status_code == 200 and "http" not in served.text
 
 
+def test_a_suspended_instance_shows_its_incident(filled: Filled) -> None:
+    incident = """<process name="incident" on-fault="suspend">
+      <assign property="price">context["base"] * 2</assign>
+    </process>"""
+    filled.launch(incident, "order-1")
+    with filled.client() as client:
+        shown = client.get("/api/instances/order-1").json()
+        assert shown["status"] == "suspended"
+        assert shown["incident"]["code"] == "ExpressionError"
+        assert shown["incident"]["activity"] == "order-1_0"
+        page = client.get("/instances/order-1").text
+        assert "Incident" in page and "ExpressionError" in page
+        assert re.search(r'data-path="0"[^>]*data-state="faulted"', page)
+
+
 # escaping ---------------------------------------------------------------------------------------
 
 

@@ -189,6 +189,8 @@ class InstanceDetails:
     parent: InstanceRecord | None
     journal: list[JournalEntry]
     child_by_activity: dict[str, InstanceRecord] = field(default_factory=dict)
+    incident: dict[str, Any] | None = None
+    """The fault a suspended instance stopped at, waiting for an operator."""
     held: int = 0
     """Messages a paused or suspended instance keeps for its resume."""
 
@@ -249,6 +251,7 @@ def instance_details(
         parent=parent,
         journal=journal[-journal_limit:] if journal_limit else [],
         child_by_activity=child_by_activity,
+        incident=_public_fault((state or {}).get("incident")),
         held=len(held) if isinstance(held := (state or {}).get("held"), list) else 0,
     )
 
@@ -279,6 +282,7 @@ def instance_json(details: InstanceDetails) -> dict[str, Any]:
         "error": record.error,
         "context": details.context,
         "fault": details.fault,
+        "incident": details.incident,
         "held": details.held,
         "tree": None if details.tree is None else details.tree.to_json(),
         "workitems": [
