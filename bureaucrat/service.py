@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, assert_never
 
 from bureaucrat import messages as wire
@@ -76,7 +76,7 @@ class Disposition(enum.StrEnum):
 class Verdict:
     outcome: Outcome
     reason: str = ""
-    disposition: Disposition = Disposition.HANDLED
+    disposition: Disposition = field(default=Disposition.HANDLED, compare=False)
 
     @classmethod
     def dead(cls, reason: str) -> Verdict:
