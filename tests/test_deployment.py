@@ -23,11 +23,19 @@ def compose() -> dict[str, Any]:
 
 def test_compose_runs_everything_with_health_checks() -> None:
     services = compose()["services"]
-    assert set(services) == {"rabbitmq", "postgres", "engine", "celery-worker", "taskqueue-worker"}
+    assert set(services) == {
+        "rabbitmq",
+        "postgres",
+        "engine",
+        "celery-worker",
+        "taskqueue-worker",
+        "console",
+    }
     for name, service in services.items():
         assert service["healthcheck"]["test"][0] == "CMD", name
     assert "15672:15672" in services["rabbitmq"]["ports"]  # the management UI
-    for name in ("engine", "celery-worker", "taskqueue-worker"):
+    assert "8080:8080" in services["console"]["ports"]
+    for name in ("engine", "celery-worker", "taskqueue-worker", "console"):
         service = services[name]
         assert service["build"] == "."
         assert service["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
@@ -40,6 +48,15 @@ def test_compose_health_checks_are_real_commands() -> None:
         assert test[1] == "bureaucratctl", name
         args = ctl.build_parser().parse_args(test[2:])
         assert args.command == "health"
+
+
+def test_compose_console_command_is_the_consoles() -> None:
+    from bureaucrat.web import cli
+
+    command = compose()["services"]["console"]["command"]
+    assert command[0] == "bureaucrat-web"
+    args = cli.build_parser().parse_args(command[1:])
+    assert args.host == "0.0.0.0"
 
 
 def test_compose_engine_command_is_the_daemons() -> None:
