@@ -29,8 +29,12 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy
 
+# The tests share nothing but RabbitMQ and PostgreSQL (queues, schemas and files of their own),
+# so they run on JOBS processes; the exclusive ones (a RabbitMQ restart) run alone afterwards.
+JOBS ?= 2
 unit: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(JOBS) -m "not exclusive"
+	$(BIN)/pytest -m exclusive
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/engine_steps.py

@@ -89,6 +89,7 @@ def _progress(
     )
 
 
+@pytest.mark.exclusive  # it stops the shared RabbitMQ: `make test` runs it after the others
 def test_rabbitmq_restart_mid_run_loses_nothing(installation: Installation) -> None:
     rabbitmqctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
     missing = []
