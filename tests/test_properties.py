@@ -118,14 +118,36 @@ def test_random_definitions_always_end_with_json_state(source: str, names: list[
         assert result.fault is None
 
 
+timeless_leaves = st.one_of(
+    st.sampled_from(["echo", "inc_x", "inc_y", "fail"]).map(
+        lambda p: f'<action participant="{p}"/>'
+    ),
+    st.integers(0, 3).map(lambda n: f'<assign property="a">context.get("a", 0) + {n}</assign>'),
+    st.sampled_from(["E1", "E2"]).map(lambda c: f'<fault code="{c}" message="drawn"/>'),
+)
+timeless_processes = st.lists(
+    st.recursive(timeless_leaves, blocks, max_leaves=12), min_size=1, max_size=4
+).map(
+    lambda body: (
+        "<process><context>"
+        '<property name="items" type="json">[1, 2]</property>'
+        f'<property name="child" type="str">{CHILD}</property>'
+        f"</context>{''.join(body)}</process>"
+    )
+)
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(processes, st.sampled_from(["dispatched", "answered", "timer", "launched", "child"]))
+@given(timeless_processes, st.sampled_from(["dispatched", "answered", "launched", "handled"]))
 def test_a_pause_and_a_resume_change_nothing_but_the_journal(source: str, moment: str) -> None:
     """Paused at a drawn moment and resumed when nothing else can happen, a process ends as it
-    would have without: the answers, timers and subprocess results that arrived meanwhile were
-    held, and applied in the order they came. (Not events: one that arrives while an await
-    waits is taken, or ignored if it is a second one, whether the instance is paused or not;
-    when events arrive is the sender's business.)"""
+    would have without: the answers that arrived meanwhile were held, and applied in the order
+    they came.
+
+    Without timers, events or subprocesses, which go on in their own time while the process
+    is paused: a timeout that comes due meanwhile is applied on resume before the work that
+    follows (as it should), an event that arrives while an await waits is taken, paused or
+    not, and a subprocess runs on (its result is held). Each is tested on its own."""
     plain = run_process(source, participants=PARTICIPANTS)
     paused = run_process(
         source,
@@ -139,7 +161,9 @@ def test_a_pause_and_a_resume_change_nothing_but_the_journal(source: str, moment
         plain.context,
         plain.fault,
     ), paused.trace
-    assert _unsteered(paused.trace) == _unsteered(plain.trace), paused.trace
+    # the process's own journal: its subprocesses go on while it is paused, and may finish
+    # where, unpaused, it would have terminated them first
+    assert _unsteered(paused.trace)["process"] == _unsteered(plain.trace)["process"]
 
 
 def _unsteered(trace: list[str]) -> dict[str, list[str]]:
