@@ -10,11 +10,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bureaucrat.config import Config
 from bureaucrat.errors import BureaucratError, DefinitionError
-from bureaucrat.store import ScheduleRecord
+
+if TYPE_CHECKING:  # the store (SQLAlchemy) is imported by the commands that read it, as in ctl
+    from bureaucrat.store import ScheduleRecord
 
 TIMING_HELP = """\
 timing (exactly one):
