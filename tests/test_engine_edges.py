@@ -240,3 +240,58 @@ def test_every_applied_event_counts_one_step_and_ignored_ones_none() -> None:
     retried = step(definition, state, ev.Retry("p_0_0"), 2.0).state
     assert retried["steps"] == 4
     assert step(definition, retried, ev.Retry("p_9"), 3.0).state["steps"] == 4
+
+
+# what the engine checks before it believes an event (survivors of the mutation trial) ---------
+
+
+def test_an_answer_whose_target_is_not_its_workitems_activity_is_ignored() -> None:
+    definition = parse_definition(
+        '<process><action participant="a"/><action participant="b"/></process>'
+    )
+    state = step(definition, None, ev.Start("p"), 0).state
+    [workitem] = state["workitems"]
+    forged = {"workitem_id": workitem, "target": "p_1", "payload": {"status": "done"}}
+    result = step(definition, state, ev.ParticipantResponse(forged), 0)
+    assert result.state is state
+    [record] = [c for c in result.commands if isinstance(c, cmd.Record)]
+    assert record.kind == "ignored" and "target" in record.details["reason"]
+    honest = {"workitem_id": workitem, "target": "p_0", "payload": {"status": "done"}}
+    assert step(definition, state, ev.ParticipantResponse(honest), 0).state["nodes"]["1"]
+
+
+def test_a_timer_whose_activity_is_no_longer_in_progress_is_ignored() -> None:
+    definition = parse_definition('<process><delay duration="5"/></process>')
+    state = step(definition, None, ev.Start("p"), 0).state
+    [timer] = state["timers"]
+    stale = {**state, "nodes": {k: v for k, v in state["nodes"].items() if k != "0"}}
+    result = step(definition, stale, ev.TimerFired(timer), 5)
+    assert result.state is stale
+
+
+def test_an_event_two_awaits_wait_for_is_not_offered_to_one_the_first_cancelled() -> None:
+    # the first await to take "go" ends a round of its while, whose condition then fails: the
+    # root's handler cancels the other branch, whose await must not be offered the event
+    result = run_process(
+        """<process><context><property name="n" type="int">0</property>
+        <faults><default><assign property="caught">1</assign></default></faults></context>
+        <all>
+          <while><condition>1 / (1 - context['n'])</condition>
+            <assign property="n">1</assign><await event="go"/></while>
+          <sequence><sequence><await event="go"/></sequence></sequence>
+        </all></process>""",
+        events=[("go", {})],
+    )
+    assert result.status == "completed" and result.context == {"n": 1, "caught": 1}
+    taken = [line for line in result.trace if " event " in line]
+    assert taken == ['0 event process_0_0_1 event="go" taken=true'], result.trace
+
+
+@pytest.mark.parametrize("fields", [[1, 2], "text", None, 7])
+def test_launch_fields_that_are_not_an_object_are_no_fields(fields: Any) -> None:
+    definition = parse_definition(
+        '<process><context><property name="n" type="int">1</property></context>'
+        '<await event="go"/></process>'
+    )
+    state = step(definition, None, ev.Start("p", fields), 0).state
+    assert state["scopes"][""] == {"n": 1}
