@@ -507,7 +507,7 @@ GOLDEN = sorted((Path(__file__).parent / "golden").glob("*.xml"))
 def test_the_size_kept_in_the_state_is_never_below_its_real_size(
     case: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.test_golden import Participants
+    from tests.test_golden import Participants, operation
 
     checked = []
 
@@ -523,7 +523,8 @@ def test_the_size_kept_in_the_state_is_never_below_its_real_size(
     options = json.loads(extra.read_text()) if extra.exists() else {}
     fields = {**options.get("fields", {}), "pad": "p" * 3_000, "ünïcode": "ü" * 500}
     events = [(name, data) for name, data in options.get("events", [])]
-    run_process(case, fields, participants=Participants(), events=events)
+    operations = [(when, operation(spec)) for when, spec in options.get("operations", [])]
+    run_process(case, fields, participants=Participants(), events=events, operations=operations)
     assert checked
 
 

@@ -47,7 +47,7 @@ def hold(runtime: Runtime, event: ev.Event) -> None:
     if entry is None or not _awaited(runtime, event):
         ignore(runtime, "", "nothing in the instance waits for this", status=_status(runtime))
         return
-    size = json_size(entry, runtime.limits.max_state_size)[0] + 2
+    size = _held_size(runtime, [entry])
     if not _room(runtime, size):
         ignore(runtime, "", "not held: the state would pass max_state_size", held=entry["type"])
         return
@@ -140,9 +140,15 @@ def _thaw(entry: Any) -> ev.Event | None:
 def _drop_held(runtime: Runtime) -> int:
     """Forget what was held (an incident too); how many messages that was."""
     held = runtime.state.pop("held", None) or []
-    if held:
-        runtime.sizes.held -= json_size(held, runtime.limits.max_state_size)[0] + len(held)
+    runtime.sizes.held -= _held_size(runtime, held)
     return len(held)
+
+
+def _held_size(runtime: Runtime, entries: list[Any]) -> int:
+    """What held messages add to the state's size estimate: each one's JSON and a separator,
+    and the list's key (counted with each, so that the estimate stays above the size)."""
+    bound = runtime.limits.max_state_size
+    return sum(json_size(entry, bound)[0] + 10 for entry in entries)
 
 
 def _room(runtime: Runtime, growth: int) -> bool:
@@ -201,7 +207,7 @@ def _left_over(runtime: Runtime, rest: list[Any]) -> None:
         runtime.record("dropped", "", held=len(rest), reason=f"the instance {_status(runtime)}")
         return
     runtime.state["held"] = rest
-    runtime.sizes.held += json_size(rest, runtime.limits.max_state_size)[0] + len(rest)
+    runtime.sizes.held += _held_size(runtime, rest)
 
 
 # terminate --------------------------------------------------------------------------------------
