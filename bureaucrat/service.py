@@ -689,7 +689,7 @@ def _route(tx: Tx, response: wire.Response) -> str | None:
     if response.workitem_id is not None:
         return tx.instance_of_workitem(response.workitem_id)
     target = response.target or ""
-    waiting = [c for c in _process_id_candidates(target) if tx.waits_at(c, target)]
+    waiting = [c for c in wire.target_process_ids(target) if tx.waits_at(c, target)]
     if len(waiting) > 1:  # P_0's activity 0 and P's activity 0_0 are both P_0_0
         LOG.warning("answer for %s: %s all wait there", target, ", ".join(waiting))
     return waiting[0] if len(waiting) == 1 else None
@@ -788,18 +788,3 @@ def _child_result(parent_id: str, child_id: str) -> Callable[[Tx], ev.Event | No
         return ev.ChildFinished(child_id, child.status, root_context(child.state), public)
 
     return from_record
-
-
-def _process_id_candidates(target: str) -> list[str]:
-    """The process ids an activity id could belong to, longest first.
-
-    ``<pid>_0_2``: the process id is the target minus a tail of ``_<n>`` or ``_f<n>`` segments;
-    process ids may hold ``_`` themselves, so each split is tried, longest first."""
-    candidates = [target]
-    rest = target
-    while "_" in rest:
-        rest, segment = rest.rsplit("_", 1)
-        if not (segment.isdigit() or (segment[:1] == "f" and segment[1:].isdigit())):
-            break
-        candidates.append(rest)
-    return candidates
