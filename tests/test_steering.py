@@ -286,3 +286,86 @@ def test_too_many_starts_inside_a_finite_loop_blame_the_endless_one_inside() -> 
         <assign property="x">1</assign></while></foreach></process>"""
     )
     assert result.state["fault"]["activity"] == "process_0_0"
+
+
+WAITING_ON_EVERYTHING = """<process><context>
+<property name="child" type="str">&lt;process/&gt;</property></context>
+<all><action participant="a"/><delay duration="60"/><await event="go"/>
+<call process="$child"/></all></process>"""
+
+
+def _paused_waiting_on_everything() -> tuple[Any, dict[str, Any]]:
+    definition = parse_definition(WAITING_ON_EVERYTHING)
+    state = step(definition, None, ev.Start("p"), 0).state
+    return definition, step(definition, state, ev.Pause(), 0).state
+
+
+def _messages(state: dict[str, Any]) -> dict[str, tuple[ev.Event, ev.Event]]:
+    """For each kind of message, one that the paused instance waits for and one it does not."""
+    [workitem] = state["workitems"]
+    [timer] = state["timers"]
+    [child] = state["children"]
+    action = "p_0_0"
+    return {
+        "answer": (
+            ev.ParticipantResponse({"workitem_id": workitem}),
+            ev.ParticipantResponse({"workitem_id": workitem + "9"}),
+        ),
+        "answer by target": (
+            ev.ParticipantResponse({"target": action}),
+            ev.ParticipantResponse({"target": "p_0_2"}),  # the await: no workitem
+        ),
+        "answer by a stranger's target": (
+            ev.ParticipantResponse({"workitem_id": workitem, "target": "q_0_0"}),
+            ev.ParticipantResponse({"target": "q_0_0"}),
+        ),
+        "answer that is no mapping": (
+            ev.ParticipantResponse({"target": action}),
+            ev.ParticipantResponse([workitem]),  # type: ignore[arg-type]
+        ),
+        "timer": (ev.TimerFired(timer), ev.TimerFired(timer + "9")),
+        "event": (ev.EventReceived("go", {}), ev.EventReceived("went", {})),
+        "child": (
+            ev.ChildFinished(child, "completed"),
+            ev.ChildFinished(child + "9", "completed"),
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "answer",
+        "answer by target",
+        "answer by a stranger's target",
+        "answer that is no mapping",
+        "timer",
+        "event",
+        "child",
+    ],
+)
+def test_a_paused_instance_holds_what_it_waits_for_and_ignores_the_rest(kind: str) -> None:
+    definition, paused = _paused_waiting_on_everything()
+    awaited, stray = _messages(paused)[kind]
+    held = step(definition, paused, awaited, 0)
+    assert [h["type"] for h in held.state["held"]] == [_freeze_type(awaited)]
+    assert [r.kind for r in records(held)] == ["held"]
+    ignored = step(definition, paused, stray, 0)
+    assert ignored.state is paused
+    assert [r.kind for r in records(ignored)] == ["ignored"]
+
+
+@pytest.mark.parametrize("activity", [None, "p_0_0"])
+def test_a_paused_instance_holds_an_operators_retry(activity: str | None) -> None:
+    definition, paused = _paused_waiting_on_everything()
+    held = step(definition, paused, ev.Retry(activity), 0)
+    assert [h["type"] for h in held.state["held"]] == ["retry"]
+
+
+def _freeze_type(event: ev.Event) -> str:
+    return {
+        ev.ParticipantResponse: "response",
+        ev.TimerFired: "timer",
+        ev.EventReceived: "event",
+        ev.ChildFinished: "child",
+    }[type(event)]

@@ -43,8 +43,8 @@ def ignore(runtime: Runtime, path: str, reason: str, **details: Any) -> None:
 
 def hold(runtime: Runtime, event: ev.Event) -> None:
     """Keep ``event`` for ``Resume`` (the instance is paused or suspended)."""
-    entry = _freeze(event)
-    if entry is None or not _awaited(runtime, event):
+    entry = _freeze(event) if _awaited(runtime, event) else None
+    if entry is None:
         ignore(runtime, "", "nothing in the instance waits for this", status=_status(runtime))
         return
     size = _held_size(runtime, [entry])
