@@ -20,7 +20,10 @@ $(STAMP): $(RUNTIME)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-test: lint types unit
+# Lint and types run beside the tests, which spend most of their time waiting on RabbitMQ,
+# PostgreSQL and the daemons they start; any of the three failing fails `make test`.
+test: $(STAMP)
+	$(MAKE) --no-print-directory -j3 lint types unit
 
 lint: $(STAMP)
 	$(BIN)/ruff check bureaucrat tests benchmarks examples
