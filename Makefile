@@ -45,12 +45,13 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py
 
 # Mutation testing, not part of `make test`: mutmut (configured in pyproject.toml) mutates the
-# engine, the expressions and the message path and runs the fast tests against each mutant;
-# `mutmut results` lists the survivors, `mutmut show NAME` shows one. Work lives in mutants/.
+# engine, the expressions and the message path and runs the fast tests against each mutant,
+# then prints the score per file and writes every survivor's diff to mutants/survivors.txt
+# (`mutmut show NAME` shows one). Work lives in mutants/.
 # MUTANTS narrows the run: make mutate MUTANTS='bureaucrat.engine.step.*'
 mutate: $(STAMP)
 	$(BIN)/mutmut run $(MUTANTS)
-	$(BIN)/mutmut results
+	$(BIN)/python tests/mutation_report.py --survivors mutants/survivors.txt
 
 # The README's picture of the web console (docs/console-instance.png), taken by its browser test
 # against a real daemon (RabbitMQ and Chromium needed, as for `make test`).

@@ -258,7 +258,7 @@ def test_a_loop_around_a_handler_of_the_state_size_still_ends() -> None:
               </sequence>
             </while></process>""",
         max_steps=10,
-        limits=SMALL,
+        limits=Limits(max_state_size=SMALL.max_state_size, max_starts=2_000),
     )
     assert fault_of(result)["code"] in (LIMIT_EXCEEDED, "StepLimitError")
     assert result.context["caught"] == 1

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from bureaucrat.definition import parse_definition
+from bureaucrat.engine import Limits, step
 from bureaucrat.engine import commands as cmd
 from bureaucrat.engine import events as ev
-from bureaucrat.engine import step
 from bureaucrat.engine.state import State
 from bureaucrat.errors import DefinitionError
 from bureaucrat.testing import run_process
@@ -108,6 +108,9 @@ def test_a_response_nested_deeper_than_the_stack_is_applied() -> None:
 # endless loops -----------------------------------------------------------------------------------
 
 ENDLESS = '<while><condition>True</condition><assign property="n">1</assign></while>'
+FEW_STARTS = Limits(max_starts=2_000)
+"""The cap on starts lowered, so that an endless loop meets it fast (the default's own test is in
+test_semantics)."""
 
 
 def test_a_handler_that_catches_step_limit_error_runs() -> None:
@@ -123,6 +126,7 @@ def test_a_handler_that_catches_step_limit_error_runs() -> None:
               <action participant="after"/>
             </process>""",
         participants={"cure": echo, "after": echo},
+        limits=FEW_STARTS,
     )
     assert result.status == "completed"
     assert result.context["stopped"] == "StepLimitError"
@@ -135,7 +139,9 @@ def test_a_loop_around_a_handler_that_catches_step_limit_error_still_ends() -> N
         {ENDLESS}
       </sequence>"""
     result = run_process(
-        f"<process><while><condition>True</condition>{handled}</while></process>", max_steps=10
+        f"<process><while><condition>True</condition>{handled}</while></process>",
+        max_steps=10,
+        limits=FEW_STARTS,
     )
     assert result.status == "faulted"
     assert result.fault is not None and result.fault["code"] == "StepLimitError"

@@ -172,6 +172,7 @@ def test_while_with_false_condition_runs_nothing() -> None:
     assert result.status == "completed" and result.calls == []
 
 
+@pytest.mark.slow  # a hundred thousand starts: the default cap, left out of `make mutate`
 def test_endless_instant_loop_faults_instead_of_hanging() -> None:
     result = run_process(
         """<process><while><condition>True</condition>

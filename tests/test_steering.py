@@ -273,7 +273,8 @@ def test_too_many_starts_are_blamed_on_the_endless_loop_not_on_a_finite_one_insi
     result = run_process(
         """<process><context><property name="items" type="json">[1, 2, 3]</property>
         </context><while><condition>True</condition>
-        <foreach select="items"><assign property="x">1</assign></foreach></while></process>"""
+        <foreach select="items"><assign property="x">1</assign></foreach></while></process>""",
+        limits=Limits(max_starts=2_000),
     )
     assert result.fault is not None and result.fault["code"] == "StepLimitError"
     assert result.state["fault"]["activity"] == "process_0"
@@ -283,7 +284,8 @@ def test_too_many_starts_inside_a_finite_loop_blame_the_endless_one_inside() -> 
     result = run_process(
         """<process><context><property name="items" type="json">[1, 2, 3]</property>
         </context><foreach select="items"><while><condition>True</condition>
-        <assign property="x">1</assign></while></foreach></process>"""
+        <assign property="x">1</assign></while></foreach></process>""",
+        limits=Limits(max_starts=2_000),
     )
     assert result.state["fault"]["activity"] == "process_0_0"
 

@@ -19,6 +19,16 @@ from bureaucrat.definition.limits import DEFAULT_BUDGET, json_size
 LIMIT_EXCEEDED = "LimitExceeded"
 """The fault code of every limit in this module."""
 
+MAX_STARTS_PER_STEP = 100_000
+"""Activities one step may start, whatever its budget (``Limits.max_starts``); past it the step
+faults StepLimitError.
+
+Each start also costs ``START_UNITS`` of the budget (``runtime``), so with the default budget an
+endless loop of cheap activities meets this cap first (after about a second), and a loop of
+costly ones runs out of budget first. The cap stays as a backstop when the budget is configured
+much larger: it bounds the nodes, commands and journal records that one step can produce.
+"""
+
 MAX_ERROR_TEXT = 2_000
 """Characters of a participant's or subprocess's error text kept in faults and the state."""
 
@@ -36,6 +46,8 @@ class Limits:
     ``max_state_size``: bytes of the instance's state as JSON.
     ``max_step_output``: bytes of the messages one step sends (workitems, subprocess launches,
     notifications), contexts included.
+    ``max_starts``: activities one step may start (``MAX_STARTS_PER_STEP``; not configured,
+    only lowered by the tests that run into it).
     ``on_fault``: what a fault that nothing catches does where the definition does not say
     (``<process on-fault=...>``): ``fault`` ends the instance, ``suspend`` makes an incident.
     """
@@ -43,6 +55,7 @@ class Limits:
     step_budget: int = DEFAULT_BUDGET
     max_state_size: int = 1_000_000
     max_step_output: int = 10_000_000
+    max_starts: int = MAX_STARTS_PER_STEP
     on_fault: str = "fault"
 
 

@@ -27,14 +27,6 @@ from bureaucrat.engine.sizes import Sizes, final_context, scope_size
 from bureaucrat.engine.state import State, Status, activity_id
 from bureaucrat.errors import ExpressionError
 
-MAX_STARTS_PER_STEP = 100_000
-"""Activities one step may start, whatever its budget; past it the step faults StepLimitError.
-
-Each start also costs ``START_UNITS`` of the budget, so with the default budget an endless loop
-of cheap activities meets this cap first (after about a second), and a loop of costly ones runs
-out of budget first. The cap stays as a backstop when the budget is configured much larger:
-it bounds the nodes, commands and journal records that one step can produce.
-"""
 START_UNITS = 100
 """Budget units an activity start costs: the engine's work to start it and to complete it
 (about 5 microseconds)."""
@@ -70,8 +62,8 @@ class Runtime:
         """Activities started in this step by each block, by its path and node number."""
         self.ignored = False
         """Set when the event changes nothing: the step then returns the state it was given."""
-        self._start_limit = MAX_STARTS_PER_STEP
         self.limits = bounds
+        self._start_limit = bounds.max_starts
         self.budget = Budget(bounds.step_budget)
         self._budget_renewed = False
         self.sizes = Sizes(self.state, bounds)
@@ -184,15 +176,15 @@ class Runtime:
         without handlers, so that a loop around a handler that catches it still ends.
         """
         message = (
-            f"more than {MAX_STARTS_PER_STEP} activities started without waiting once; "
+            f"more than {self.limits.max_starts} activities started without waiting once; "
             "is a loop missing a way out?"
         )
-        if self._start_limit > MAX_STARTS_PER_STEP:
+        if self._start_limit > self.limits.max_starts:
             self.record("fault", origin, code="StepLimitError", message=message)
             fault = {"code": "StepLimitError", "message": message, "activity": self.aid(origin)}
             self.uncaught(origin, fault)
             return
-        self._start_limit += MAX_STARTS_PER_STEP
+        self._start_limit += self.limits.max_starts
         self.fault(origin, "StepLimitError", message)
 
     # limits -----------------------------------------------------------------------------------
