@@ -73,6 +73,7 @@ def journal(result: ProcessResult, kind: str) -> list[str]:
 # the hostile definitions -------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # spends the default limit on purpose (a second of CPU): left out of make mutate
 def test_a_state_that_doubles_every_round_faults_on_the_state_size() -> None:
     result = run_process(DOUBLING)
     fault = fault_of(result)
@@ -92,6 +93,7 @@ def test_a_state_that_doubles_faults_on_the_budget_when_the_state_may_grow() -> 
     assert "[bureaucrat] step_budget" in fault["message"]
 
 
+@pytest.mark.slow  # spends the default limit on purpose (a second of CPU): left out of make mutate
 @pytest.mark.parametrize("definition", [BURNING, SUMMING], ids=["and", "sum"])
 def test_a_loop_of_costly_conditions_faults_on_the_budget(definition: str) -> None:
     fault = fault_of(run_process(definition))
@@ -122,6 +124,7 @@ def test_a_wide_all_of_large_workitems_faults_on_the_output_at_the_action() -> N
 # legitimate heavy steps --------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # spends the default limit on purpose (a second of CPU): left out of make mutate
 def test_a_foreach_over_ten_thousand_elements_passes() -> None:
     result = run_process(
         """<process><foreach select="items">
@@ -190,6 +193,8 @@ def handled(body: str, cure: str = "") -> str:
 
 LOOPS = DOUBLING[DOUBLING.index("<while>") : -len("</process>")]
 BURNS = BURNING[len("<process>") : -len("</process>")]
+FEWER_UNITS = Limits(step_budget=2_000_000)
+"""A tenth of the default budget: the handlers' tests run out of it ten times sooner."""
 
 
 def test_a_handler_that_catches_limit_exceeded_runs() -> None:
@@ -199,6 +204,7 @@ def test_a_handler_that_catches_limit_exceeded_runs() -> None:
               <action participant="after"/>
             </process>""",
         participants={"cure": echo, "after": echo},
+        limits=Limits(max_state_size=50_000),
     )
     assert result.status == "completed"
     assert result.context["caught"] == "max_state_size excee"
@@ -206,7 +212,9 @@ def test_a_handler_that_catches_limit_exceeded_runs() -> None:
 
 
 def test_a_handler_that_catches_the_budget_gets_a_budget_to_run_in() -> None:
-    result = run_process(f"<process>{handled(BURNS)}</process>", participants={"cure": echo})
+    result = run_process(
+        f"<process>{handled(BURNS)}</process>", participants={"cure": echo}, limits=FEWER_UNITS
+    )
     assert result.status == "completed"
     assert result.context["caught"] == "step_budget exceeded"
 
@@ -219,6 +227,7 @@ def test_a_loop_around_a_handler_that_catches_limit_exceeded_still_ends() -> Non
     result = run_process(
         f"<process><while><condition>True</condition>{catching}</while></process>",
         max_steps=10,
+        limits=FEWER_UNITS,
     )
     fault = fault_of(result)
     assert fault["code"] == LIMIT_EXCEEDED and "step_budget" in fault["message"]

@@ -369,6 +369,7 @@ def test_percent_formatting_is_bounded(source: str, reason: str) -> None:
 BURNING = " and ".join(['sorted(list("ab"*50000))'] * 280)
 
 
+@pytest.mark.slow  # spends the default budget on purpose: left out of make mutate
 def test_an_expression_that_would_take_seconds_runs_out_of_budget() -> None:
     budget = Budget(DEFAULT_BUDGET)
     with pytest.raises(ExpressionError) as raised:
@@ -428,6 +429,7 @@ def test_what_touches_more_costs_more(source: str) -> None:
     assert spent[1] > spent[0] + 100
 
 
+@pytest.mark.slow  # builds a value of 65,536 references first: left out of make mutate
 def test_a_result_built_of_shared_references_pays_its_expansion() -> None:
     names = {"context": {"x": [["abcdefgh"] * 2] * 2}}
     for _ in range(16):
