@@ -8,6 +8,7 @@ steps pass. No timings here: ``benchmarks/hostile_steps.py`` prints those.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,11 @@ import pytest
 
 from bureaucrat import testing
 from bureaucrat.definition import parse_definition
-from bureaucrat.definition.limits import Budget
-from bureaucrat.engine import DEFAULT_LIMITS, LIMIT_EXCEEDED, Limits, step
+from bureaucrat.definition.limits import Budget, json_size
+from bureaucrat.engine import DEFAULT_LIMITS, LIMIT_EXCEEDED, Limits, sizes, step
 from bureaucrat.engine import commands as cmd
 from bureaucrat.engine import events as ev
+from bureaucrat.engine.runtime import Runtime
 from bureaucrat.engine.sizes import Sizes
 from bureaucrat.engine.state import State
 from bureaucrat.testing import ProcessResult, run_process
@@ -339,6 +341,98 @@ def test_launch_fields_past_the_state_size_fault_the_instance_at_once() -> None:
     assert instance.current["scopes"][""] == {}
     assert instance.dispatched() == []
     assert stored_size(instance.current) < 20_000
+
+
+# the journal of a state past its size: `bureaucratctl show` prints these records
+OVER = re.compile(
+    r"max_state_size exceeded: (.+) would make the instance's state at least [\d,]+ bytes, "
+    r"over the limit of 20,000\. The limit is the configuration key \[bureaucrat\] max_state_size"
+)
+
+
+def journalled(commands: tuple[cmd.Command, ...]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [(c.kind, c.activity, dict(c.details)) for c in commands if isinstance(c, cmd.Record)]
+
+
+def test_launch_fields_past_the_state_size_journal_the_fault_at_the_instance() -> None:
+    instance = Instance(
+        '<process name="n"><action participant="p"/></process>', {"big": "z" * 30_000}, SMALL
+    )
+    fault = instance.current["fault"]
+    assert OVER.fullmatch(fault["message"])[1] == "the launch's fields"  # type: ignore[index]
+    assert fault == {"code": LIMIT_EXCEEDED, "message": fault["message"], "activity": "pid"}
+    assert journalled(instance.commands) == [
+        ("launched", "pid", {"name": "n", "fields": ["big"]}),
+        ("fault", "pid", {"code": LIMIT_EXCEEDED, "message": fault["message"]}),
+        ("faulted", "pid", {"fault": {"code": LIMIT_EXCEEDED, "message": fault["message"]}}),
+    ]
+
+
+def test_a_running_state_past_a_lowered_limit_is_emptied_and_faults_at_the_step_end() -> None:
+    instance = Instance(
+        '<process><action participant="p"/><delay duration="5"/></process>', {"big": "z" * 30_000}
+    )
+    (workitem,) = instance.dispatched()
+    instance.limits = SMALL  # the operator lowered max_state_size meanwhile
+    instance.answer(workitem)  # it writes nothing; the delay starts; the state is too big
+    fault = instance.current["fault"]
+    assert OVER.fullmatch(fault["message"])[1] == "this step"  # type: ignore[index]
+    assert fault == {"code": LIMIT_EXCEEDED, "message": fault["message"], "activity": "pid"}
+    assert (instance.current["status"], instance.current["scopes"]) == ("faulted", {"": {}})
+    assert journalled(instance.commands) == [
+        ("answered", "pid_0", {"status": "done", "workitem": workitem.message["workitem_id"]}),
+        ("fault", "pid", {"code": LIMIT_EXCEEDED, "message": fault["message"]}),
+        ("cancelled", "pid_1", {}),
+        ("faulted", "pid", {"fault": {"code": LIMIT_EXCEEDED, "message": fault["message"]}}),
+    ]
+    assert Sizes(instance.current, SMALL).estimate() >= stored_size(instance.current)
+
+
+@pytest.mark.parametrize("operation", [ev.Terminate("enough"), ev.Pause("lunch")])
+def test_a_stopped_state_past_a_lowered_limit_is_emptied_without_a_fault(
+    operation: ev.Event,
+) -> None:
+    instance = Instance('<process><action participant="p"/></process>', {"big": "z" * 30_000})
+    instance.limits = SMALL
+    instance.apply(operation)
+    assert instance.current["fault"] is None
+    assert instance.current["scopes"] == {"": {}}
+    (kind, activity, details) = journalled(instance.commands)[-1]
+    assert (kind, activity, list(details)) == ("emptied", "pid", ["reason"])
+    assert OVER.fullmatch(details["reason"])[1] == "this step"  # type: ignore[index]
+    if instance.current["status"] == "terminated":  # a paused one keeps what its action sent
+        assert stored_size(instance.current) < 20_000
+    assert Sizes(instance.current, SMALL).estimate() >= stored_size(instance.current)
+
+
+def test_a_write_is_refused_exactly_when_the_measured_state_would_pass_the_limit() -> None:
+    """The estimate decides only when it is far from the limit; near it the state is measured
+    (``json_size``: strings exactly, never below the stored size) and the write is refused only
+    if the measured state with the write would pass the limit."""
+    definition = parse_definition('<process><action participant="p"/></process>')
+    launched = step(definition, None, ev.Start("pid", {"a": "ü" * 3_000, "n": 12}), 0.0)
+    before: State = json.loads(json.dumps(launched.state))
+    value = "x" * 5_000 + "é\n"
+    after = json.loads(json.dumps(before))
+    after["scopes"][""]["k"] = value
+    need = json_size(after, 10**9)[0]
+    assert stored_size(after) <= need <= stored_size(after) + 64  # over only by ints and nulls
+    for limit, fits in [(need, True), (need + 1, True), (need - 1, False)]:
+        state = json.loads(json.dumps(before))
+        runtime = Runtime(definition, state, 1.0, Limits(max_state_size=limit))
+        assert sizes.store(runtime, [("", "k", value)], "0", "setting k") is fits
+        if fits:
+            assert runtime.scopes[""]["k"] == value and runtime.state["fault"] is None
+            assert runtime.sizes.estimate() >= stored_size(runtime.state)
+        else:
+            assert "k" not in runtime.scopes[""]
+            fault = runtime.state["fault"]
+            assert (fault["code"], fault["activity"]) == (LIMIT_EXCEEDED, "pid_0")
+            assert fault["message"] == (
+                f"max_state_size exceeded: setting k would make the instance's state at least "
+                f"{need:,} bytes, over the limit of {limit:,}. The limit is the configuration "
+                "key [bureaucrat] max_state_size"
+            )
 
 
 def test_the_output_limit_faults_at_the_action_that_would_pass_it() -> None:
