@@ -21,7 +21,7 @@ from bureaucrat.engine import DEFAULT_LIMITS, LIMIT_EXCEEDED, Limits, sizes, ste
 from bureaucrat.engine import commands as cmd
 from bureaucrat.engine import events as ev
 from bureaucrat.engine.runtime import Runtime
-from bureaucrat.engine.sizes import Sizes
+from bureaucrat.engine.sizes import ENVELOPE, Sizes
 from bureaucrat.engine.state import State
 from bureaucrat.testing import ProcessResult, run_process
 
@@ -354,6 +354,15 @@ def journalled(commands: tuple[cmd.Command, ...]) -> list[tuple[str, str, dict[s
     return [(c.kind, c.activity, dict(c.details)) for c in commands if isinstance(c, cmd.Record)]
 
 
+def finished(commands: tuple[cmd.Command, ...]) -> list[tuple[str, Any, Any]]:
+    """(status, context, fault) of the end's messages: to the world, then to the caller."""
+    return [
+        (c.status, c.context, c.fault)
+        for c in commands
+        if isinstance(c, cmd.ProcessFinished | cmd.NotifyParent)
+    ]
+
+
 def test_launch_fields_past_the_state_size_journal_the_fault_at_the_instance() -> None:
     instance = Instance(
         '<process name="n"><action participant="p"/></process>', {"big": "z" * 30_000}, SMALL
@@ -433,6 +442,62 @@ def test_a_write_is_refused_exactly_when_the_measured_state_would_pass_the_limit
                 f"{need:,} bytes, over the limit of {limit:,}. The limit is the configuration "
                 "key [bureaucrat] max_state_size"
             )
+
+
+def test_the_final_context_is_sent_while_it_fits_in_the_output_and_else_faults() -> None:
+    """What a finished instance sends (to its caller too, if it has one) carries the context:
+    an envelope and the context's JSON per copy, against ``max_step_output``."""
+    xml = '<process><assign property="n">12</assign></process>'
+    fields = {"big": "z" * 15_000, "u": "ü"}
+    context = {**fields, "n": 12}
+    need = ENVELOPE + json_size(context, 10**9)[0]  # its integer counted at 3 bytes, not 2
+    parent = ev.ParentLink("caller", "caller_0")
+    for copies, link in [(1, None), (2, parent)]:
+        limits = Limits(max_step_output=copies * need)
+        sent = step(parse_definition(xml), None, ev.Start("pid", fields, link), 0.0, limits)
+        assert sent.state["status"] == "completed"
+        assert finished(sent.commands) == [("completed", context, None)] * copies
+
+        limits = Limits(max_step_output=copies * need - 1)
+        cut = step(parse_definition(xml), None, ev.Start("pid", fields, link), 0.0, limits)
+        message = (
+            "max_step_output exceeded: the final context would bring the messages of this step "
+            f"to at least {copies * need:,} bytes, over the limit of {copies * need - 1:,}. The "
+            "limit is the configuration key [bureaucrat] max_step_output"
+        )
+        public = {"code": LIMIT_EXCEEDED, "message": message}
+        assert cut.state["fault"] == {**public, "activity": "pid"}
+        assert journalled(cut.commands)[1:] == [
+            ("fault", "pid", public),
+            ("faulted", "pid", {"fault": public}),
+        ]
+        assert finished(cut.commands) == [("faulted", {}, public)] * copies
+
+
+def test_a_terminated_instance_whose_context_would_pass_the_output_is_sent_without_it() -> None:
+    fields = {"big": "z" * 15_000, "u": "ü"}
+    need = ENVELOPE + json_size(fields, 10**9)[0]
+    for limit, context in [(need, fields), (need - 1, {})]:
+        instance = Instance('<process><action participant="p"/></process>', fields)
+        instance.limits = Limits(max_step_output=limit)
+        instance.apply(ev.Terminate("enough"))
+        assert (instance.current["status"], instance.current["fault"]) == ("terminated", None)
+        assert finished(instance.commands) == [("terminated", context, None)]
+        kinds = [kind for kind, _, _ in journalled(instance.commands)]
+        assert kinds == [
+            "terminating",
+            "cancelled",
+            *(["emptied"] if not context else []),
+            "terminated",
+        ]
+    (emptied,) = [
+        details for kind, _, details in journalled(instance.commands) if kind == "emptied"
+    ]
+    assert emptied == {
+        "reason": "max_step_output exceeded: the final context would bring the messages of this "
+        f"step to at least {need:,} bytes, over the limit of {need - 1:,}. The limit is the "
+        "configuration key [bureaucrat] max_step_output"
+    }
 
 
 def test_the_output_limit_faults_at_the_action_that_would_pass_it() -> None:
