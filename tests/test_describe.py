@@ -376,6 +376,10 @@ def test_a_completed_instance_has_what_ran_done_and_the_cases_not_taken_skipped(
         "2": "done",
         "2_0": "done",  # nothing in it leaves a record: the journal cannot tell
     }
+    # An ignored message says nothing of what ran.
+    ignored = [*journal, ("p_0_0_0", "ignored"), ("p_1_0", "ignored")]
+    assert states(describe(definition, result.state, ignored))["0_0"] == "skipped"
+    assert states(describe(definition, result.state, ignored))["1_0"] == "skipped"
     # Without the journal, which case ran is not known: none is claimed to have.
     blind = states(describe(definition, result.state))
     assert (blind["0_0"], blind["0_1"], blind["1_0"]) == ("skipped", "skipped", "done")
@@ -592,6 +596,67 @@ def test_a_block_that_caught_a_fault_is_done_when_a_sibling_faults_the_instance_
     assert at(run.tree(), "0_1_1").detail == "Outer"  # a fault without a message: its code
 
 
+def test_an_all_that_caught_a_fault_has_the_children_that_finished_at_once_done() -> None:
+    run = Run(
+        """<process><all>
+             <context><faults><default><assign property="cured">1</assign></default></faults>
+             </context>
+             <sequence><action participant="w"/><fault code="A"/></sequence>
+             <assign property="x">1</assign>
+           </all></process>"""
+    )
+    run.answer("w")
+    assert run.state is not None and run.state["status"] == "completed"
+    journal = [(c.activity, c.kind, c.details) for c in run.commands if isinstance(c, cmd.Record)]
+    assert states(describe(run.definition, run.state, journal)) == {
+        "": "done",
+        "0": "done",
+        "0_0": "faulted",
+        "0_0_0": "done",
+        "0_0_1": "faulted",
+        "0_1": "done",  # it ran when the all started, before the fault
+        "0_f0": "done",  # the handled record names the handler that ran
+        "0_f0_0": "done",
+    }
+
+
+def test_a_block_that_caught_a_fault_in_one_round_is_faulted_by_one_it_lets_through() -> None:
+    run = Run(
+        """<process><context><property name="i" type="int">0</property></context>
+           <while><condition>True</condition><sequence>
+             <context><faults><case code="A"><assign property="caught">1</assign></case></faults>
+             </context>
+             <assign property="i">context["i"] + 1</assign>
+             <action participant="w"/>
+             <switch>
+               <case><condition>context["i"] == 1</condition><fault code="A"/></case>
+               <default><fault code="B" message="again"/></default>
+             </switch>
+           </sequence></while></process>"""
+    )
+    run.answer("w")
+    run.answer("w")
+    assert run.state is not None and run.state["status"] == "faulted"
+    faulted = ("", "0", "0_0", "0_0_2", "0_0_2_1", "0_0_2_1_0")  # 0_0 caught A in round 1
+    for tree in (run.tree(), run.tree(journal=False)):
+        assert {at(tree, p).state for p in faulted} == {S.FAULTED}
+        assert at(tree, "0_0_2_1_0").detail == "B: again"
+
+
+def test_labels_name_what_tells_each_activity_apart() -> None:
+    run = Run(
+        """<process><sequence><await event="go"/><assign property="total">1</assign>
+           </sequence></process>"""
+    )
+    tree = run.tree()
+    assert [(v.element, v.label) for v in tree.walk()] == [
+        ("process", ""),  # a process without a name
+        ("sequence", ""),
+        ("await", "go"),  # without conditions
+        ("assign", "total"),
+    ]
+
+
 def test_a_terminated_instance_that_was_suspended_keeps_its_incident_faulted() -> None:
     run = Run(
         '<process on-fault="suspend"><assign property="a">1</assign><fault code="X"/></process>'
@@ -728,14 +793,25 @@ def test_a_suspended_instance_has_its_incident_faulted_and_the_rest_as_it_stands
         {"scopes": None, "awaits": [], "fault": "x"},
         {"status": "faulted", "fault": {"activity": 3}},
         {"status": "suspended", "incident": {"activity": "q_0"}},
+        {"status": "faulted", "fault": "x"},
+        {"status": "suspended", "incident": ["x"]},
     ],
 )
 def test_a_damaged_state_is_described_without_raising(damage: dict[str, Any]) -> None:
     run = Run("<process><sequence><action participant='a'/></sequence></process>")
     assert run.state is not None
-    tree = describe(run.definition, {**run.state, **damage}, [("p_0", "x"), ("q", "fault")])
+    journal: Any = [("p_0", "x"), ("q", "fault"), ("p_0", "handled", "not details")]
+    tree = describe(run.definition, {**run.state, **damage}, journal)
     assert len(list(tree.walk())) == 3
     json.dumps(tree.to_json())
+
+
+def test_a_state_without_readable_nodes_claims_nothing() -> None:
+    run = Run("<process><sequence><action participant='a'/></sequence></process>")
+    assert run.state is not None
+    for status in ("running", "paused", "suspended"):
+        tree = describe(run.definition, {**run.state, "status": status, "nodes": "x"})
+        assert states(tree) == {"": "not_started", "0": "not_started", "0_0": "not_started"}
 
 
 def test_the_json_form_keeps_every_field() -> None:
