@@ -687,6 +687,28 @@ def test_the_size_kept_in_the_state_is_never_below_its_real_size(
     assert checked
 
 
+@pytest.mark.parametrize("kept", [None, "x", {}, {"scopes": "1", "held": 0, "nodes": 0}])
+def test_a_state_whose_kept_size_is_unreadable_is_measured_anew(kept: Any) -> None:
+    """States from before sizes were kept, or edited by hand, are measured when read."""
+    instance = Instance(
+        """<process><sequence><context><property name="q">"w"</property></context>
+             <all><action participant="p"/><delay duration="5"/></all>
+           </sequence></process>""",
+        {"a": "ü" * 300, "n": 5},
+    )
+    state = {**instance.current, "size": kept}
+    if kept is None:
+        del state["size"]
+    fresh = Sizes(state, DEFAULT_LIMITS).estimate()
+    assert stored_size(state) <= fresh <= Sizes(instance.current, DEFAULT_LIMITS).estimate()
+    instance.state = state
+    (workitem,) = instance.dispatched()
+    instance.answer(workitem, big="b" * 2_000)
+    assert instance.current["scopes"][""]["big"] == "b" * 2_000
+    assert set(instance.current["size"]) == {"scopes", "held", "nodes"}
+    assert Sizes(instance.current, DEFAULT_LIMITS).estimate() >= stored_size(instance.current)
+
+
 def test_a_wide_all_of_small_workitems_passes() -> None:
     instance = Instance("<process><all>" + '<action participant="p"/>' * 3_000 + "</all></process>")
     assert instance.current["status"] == "running"
