@@ -692,17 +692,18 @@ def test_a_state_whose_kept_size_is_unreadable_is_measured_anew(kept: Any) -> No
     """States from before sizes were kept, or edited by hand, are measured when read."""
     instance = Instance(
         """<process><sequence><context><property name="q">"w"</property></context>
-             <all><action participant="p"/><delay duration="5"/></all>
+             <all><action participant="p"/><action participant="f"/><delay duration="5"/></all>
            </sequence></process>""",
-        {"a": "ü" * 300, "n": 5},
+        {"a": "ü" * 3_000, "n": 5},
     )
+    workitem, failing = sorted(instance.dispatched(), key=lambda w: w.participant != "p")
+    instance.answer(failing, status="error", error="e" * 5_000)  # its node keeps the error
     state = {**instance.current, "size": kept}
     if kept is None:
         del state["size"]
     fresh = Sizes(state, DEFAULT_LIMITS).estimate()
     assert stored_size(state) <= fresh <= Sizes(instance.current, DEFAULT_LIMITS).estimate()
     instance.state = state
-    (workitem,) = instance.dispatched()
     instance.answer(workitem, big="b" * 2_000)
     assert instance.current["scopes"][""]["big"] == "b" * 2_000
     assert set(instance.current["size"]) == {"scopes", "held", "nodes"}
