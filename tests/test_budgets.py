@@ -515,6 +515,25 @@ def test_the_output_limit_faults_at_the_action_that_would_pass_it() -> None:
     assert fault["activity"] == f"pid_0_{len(sent)}"
 
 
+def test_a_workitem_is_sent_exactly_while_it_fits_in_the_output() -> None:
+    """A workitem counts its context's measured JSON, its ids (three times the activity id) and
+    an envelope against ``max_step_output``; what is sent stays within the limit."""
+    fields = {"text": "t" * 5_000, "ü": "ü" * 100, "n": 7}
+    need = json_size(fields, 10**9)[0] + 3 * len("pid_0") + ENVELOPE
+    xml = '<process><action participant="p"/></process>'
+    fits = Instance(xml, fields, Limits(max_step_output=need))
+    (workitem,) = fits.dispatched()
+    assert len(json.dumps(workitem.message, ensure_ascii=False).encode()) <= need
+    cut = Instance(xml, fields, Limits(max_step_output=need - 1))
+    assert cut.dispatched() == []
+    message = (
+        "max_step_output exceeded: the workitem would bring the messages of this step to at "
+        f"least {need:,} bytes, over the limit of {need - 1:,}. The limit is the configuration "
+        "key [bureaucrat] max_step_output"
+    )
+    assert cut.current["fault"] == {"code": LIMIT_EXCEEDED, "message": message, "activity": "pid_0"}
+
+
 def test_the_state_stays_within_its_size_when_the_estimate_is_checked_exactly() -> None:
     # Many small answers: the running estimate grows with every copy sent, the exact measure
     # brings it back, and nothing legitimate is refused.
