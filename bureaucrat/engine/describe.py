@@ -198,7 +198,7 @@ class _Describer:
         if kind == "handled" and handler is not None:
             self.ran.update(_prefixes(handler))
         if not (kind in ("cancelled", "incident") and self.last.get(path) == "fault"):
-            self.last[path] = kind  # an action that faults is then cancelled (or held): it faulted
+            self.last[path] = kind  # what faults is then cancelled, or an incident: it faulted
         if kind == "handled":
             self.handled.add(path)
         if kind != "ignored":
