@@ -8,6 +8,7 @@ steps pass. No timings here: ``benchmarks/hostile_steps.py`` prints those.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,12 @@ import pytest
 
 from bureaucrat import testing
 from bureaucrat.definition import parse_definition
-from bureaucrat.definition.limits import Budget
-from bureaucrat.engine import DEFAULT_LIMITS, LIMIT_EXCEEDED, Limits, step
+from bureaucrat.definition.limits import Budget, json_size
+from bureaucrat.engine import DEFAULT_LIMITS, LIMIT_EXCEEDED, Limits, sizes, step
 from bureaucrat.engine import commands as cmd
 from bureaucrat.engine import events as ev
-from bureaucrat.engine.sizes import Sizes
+from bureaucrat.engine.runtime import Runtime
+from bureaucrat.engine.sizes import ENVELOPE, Sizes
 from bureaucrat.engine.state import State
 from bureaucrat.testing import ProcessResult, run_process
 
@@ -350,6 +352,163 @@ def test_launch_fields_past_the_state_size_fault_the_instance_at_once() -> None:
     assert stored_size(instance.current) < 20_000
 
 
+# the journal of a state past its size: `bureaucratctl show` prints these records
+OVER = re.compile(
+    r"max_state_size exceeded: (.+) would make the instance's state at least [\d,]+ bytes, "
+    r"over the limit of 20,000\. The limit is the configuration key \[bureaucrat\] max_state_size"
+)
+
+
+def journalled(commands: tuple[cmd.Command, ...]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [(c.kind, c.activity, dict(c.details)) for c in commands if isinstance(c, cmd.Record)]
+
+
+def finished(commands: tuple[cmd.Command, ...]) -> list[tuple[str, Any, Any]]:
+    """(status, context, fault) of the end's messages: to the world, then to the caller."""
+    return [
+        (c.status, c.context, c.fault)
+        for c in commands
+        if isinstance(c, cmd.ProcessFinished | cmd.NotifyParent)
+    ]
+
+
+def test_launch_fields_past_the_state_size_journal_the_fault_at_the_instance() -> None:
+    instance = Instance(
+        '<process name="n"><action participant="p"/></process>', {"big": "z" * 30_000}, SMALL
+    )
+    fault = instance.current["fault"]
+    assert OVER.fullmatch(fault["message"])[1] == "the launch's fields"  # type: ignore[index]
+    assert fault == {"code": LIMIT_EXCEEDED, "message": fault["message"], "activity": "pid"}
+    assert journalled(instance.commands) == [
+        ("launched", "pid", {"name": "n", "fields": ["big"]}),
+        ("fault", "pid", {"code": LIMIT_EXCEEDED, "message": fault["message"]}),
+        ("faulted", "pid", {"fault": {"code": LIMIT_EXCEEDED, "message": fault["message"]}}),
+    ]
+
+
+def test_a_running_state_past_a_lowered_limit_is_emptied_and_faults_at_the_step_end() -> None:
+    instance = Instance(
+        '<process><action participant="p"/><delay duration="5"/></process>', {"big": "z" * 30_000}
+    )
+    (workitem,) = instance.dispatched()
+    instance.limits = SMALL  # the operator lowered max_state_size meanwhile
+    instance.answer(workitem)  # it writes nothing; the delay starts; the state is too big
+    fault = instance.current["fault"]
+    assert OVER.fullmatch(fault["message"])[1] == "this step"  # type: ignore[index]
+    assert fault == {"code": LIMIT_EXCEEDED, "message": fault["message"], "activity": "pid"}
+    assert (instance.current["status"], instance.current["scopes"]) == ("faulted", {"": {}})
+    assert journalled(instance.commands) == [
+        ("answered", "pid_0", {"status": "done", "workitem": workitem.message["workitem_id"]}),
+        ("fault", "pid", {"code": LIMIT_EXCEEDED, "message": fault["message"]}),
+        ("cancelled", "pid_1", {}),
+        ("faulted", "pid", {"fault": {"code": LIMIT_EXCEEDED, "message": fault["message"]}}),
+    ]
+    assert Sizes(instance.current, SMALL).estimate() >= stored_size(instance.current)
+
+
+@pytest.mark.parametrize("operation", [ev.Terminate("enough"), ev.Pause("lunch")])
+def test_a_stopped_state_past_a_lowered_limit_is_emptied_without_a_fault(
+    operation: ev.Event,
+) -> None:
+    instance = Instance('<process><action participant="p"/></process>', {"big": "z" * 30_000})
+    instance.limits = SMALL
+    instance.apply(operation)
+    assert instance.current["fault"] is None
+    assert instance.current["scopes"] == {"": {}}
+    (kind, activity, details) = journalled(instance.commands)[-1]
+    assert (kind, activity, list(details)) == ("emptied", "pid", ["reason"])
+    assert OVER.fullmatch(details["reason"])[1] == "this step"  # type: ignore[index]
+    if instance.current["status"] == "terminated":  # a paused one keeps what its action sent
+        assert stored_size(instance.current) < 20_000
+    assert Sizes(instance.current, SMALL).estimate() >= stored_size(instance.current)
+
+
+def test_a_write_is_refused_exactly_when_the_measured_state_would_pass_the_limit() -> None:
+    """The estimate decides only when it is far from the limit; near it the state is measured
+    (``json_size``: strings exactly, never below the stored size) and the write is refused only
+    if the measured state with the write would pass the limit."""
+    definition = parse_definition('<process><action participant="p"/></process>')
+    launched = step(definition, None, ev.Start("pid", {"a": "ü" * 3_000, "n": 12}), 0.0)
+    before: State = json.loads(json.dumps(launched.state))
+    value = "x" * 5_000 + "é\n"
+    after = json.loads(json.dumps(before))
+    after["scopes"][""]["k"] = value
+    need = json_size(after, 10**9)[0]
+    assert stored_size(after) <= need <= stored_size(after) + 64  # over only by ints and nulls
+    for limit, fits in [(need, True), (need + 1, True), (need - 1, False)]:
+        state = json.loads(json.dumps(before))
+        runtime = Runtime(definition, state, 1.0, Limits(max_state_size=limit))
+        assert sizes.store(runtime, [("", "k", value)], "0", "setting k") is fits
+        if fits:
+            assert runtime.scopes[""]["k"] == value and runtime.state["fault"] is None
+            assert runtime.sizes.estimate() >= stored_size(runtime.state)
+        else:
+            assert "k" not in runtime.scopes[""]
+            fault = runtime.state["fault"]
+            assert (fault["code"], fault["activity"]) == (LIMIT_EXCEEDED, "pid_0")
+            assert fault["message"] == (
+                f"max_state_size exceeded: setting k would make the instance's state at least "
+                f"{need:,} bytes, over the limit of {limit:,}. The limit is the configuration "
+                "key [bureaucrat] max_state_size"
+            )
+
+
+def test_the_final_context_is_sent_while_it_fits_in_the_output_and_else_faults() -> None:
+    """What a finished instance sends (to its caller too, if it has one) carries the context:
+    an envelope and the context's JSON per copy, against ``max_step_output``."""
+    xml = '<process><assign property="n">12</assign></process>'
+    fields = {"big": "z" * 15_000, "u": "ü"}
+    context = {**fields, "n": 12}
+    need = ENVELOPE + json_size(context, 10**9)[0]  # its integer counted at 3 bytes, not 2
+    parent = ev.ParentLink("caller", "caller_0")
+    for copies, link in [(1, None), (2, parent)]:
+        limits = Limits(max_step_output=copies * need)
+        sent = step(parse_definition(xml), None, ev.Start("pid", fields, link), 0.0, limits)
+        assert sent.state["status"] == "completed"
+        assert finished(sent.commands) == [("completed", context, None)] * copies
+
+        limits = Limits(max_step_output=copies * need - 1)
+        cut = step(parse_definition(xml), None, ev.Start("pid", fields, link), 0.0, limits)
+        message = (
+            "max_step_output exceeded: the final context would bring the messages of this step "
+            f"to at least {copies * need:,} bytes, over the limit of {copies * need - 1:,}. The "
+            "limit is the configuration key [bureaucrat] max_step_output"
+        )
+        public = {"code": LIMIT_EXCEEDED, "message": message}
+        assert cut.state["fault"] == {**public, "activity": "pid"}
+        assert journalled(cut.commands)[1:] == [
+            ("fault", "pid", public),
+            ("faulted", "pid", {"fault": public}),
+        ]
+        assert finished(cut.commands) == [("faulted", {}, public)] * copies
+
+
+def test_a_terminated_instance_whose_context_would_pass_the_output_is_sent_without_it() -> None:
+    fields = {"big": "z" * 15_000, "u": "ü"}
+    need = ENVELOPE + json_size(fields, 10**9)[0]
+    for limit, context in [(need, fields), (need - 1, {})]:
+        instance = Instance('<process><action participant="p"/></process>', fields)
+        instance.limits = Limits(max_step_output=limit)
+        instance.apply(ev.Terminate("enough"))
+        assert (instance.current["status"], instance.current["fault"]) == ("terminated", None)
+        assert finished(instance.commands) == [("terminated", context, None)]
+        kinds = [kind for kind, _, _ in journalled(instance.commands)]
+        assert kinds == [
+            "terminating",
+            "cancelled",
+            *(["emptied"] if not context else []),
+            "terminated",
+        ]
+    (emptied,) = [
+        details for kind, _, details in journalled(instance.commands) if kind == "emptied"
+    ]
+    assert emptied == {
+        "reason": "max_step_output exceeded: the final context would bring the messages of this "
+        f"step to at least {need:,} bytes, over the limit of {need - 1:,}. The limit is the "
+        "configuration key [bureaucrat] max_step_output"
+    }
+
+
 def test_the_output_limit_faults_at_the_action_that_would_pass_it() -> None:
     limits = Limits(max_step_output=20_000)
     instance = Instance(
@@ -363,6 +522,25 @@ def test_the_output_limit_faults_at_the_action_that_would_pass_it() -> None:
     fault = instance.current["fault"]
     assert fault["code"] == LIMIT_EXCEEDED and "max_step_output" in fault["message"]
     assert fault["activity"] == f"pid_0_{len(sent)}"
+
+
+def test_a_workitem_is_sent_exactly_while_it_fits_in_the_output() -> None:
+    """A workitem counts its context's measured JSON, its ids (three times the activity id) and
+    an envelope against ``max_step_output``; what is sent stays within the limit."""
+    fields = {"text": "t" * 5_000, "ü": "ü" * 100, "n": 7}
+    need = json_size(fields, 10**9)[0] + 3 * len("pid_0") + ENVELOPE
+    xml = '<process><action participant="p"/></process>'
+    fits = Instance(xml, fields, Limits(max_step_output=need))
+    (workitem,) = fits.dispatched()
+    assert len(json.dumps(workitem.message, ensure_ascii=False).encode()) <= need
+    cut = Instance(xml, fields, Limits(max_step_output=need - 1))
+    assert cut.dispatched() == []
+    message = (
+        "max_step_output exceeded: the workitem would bring the messages of this step to at "
+        f"least {need:,} bytes, over the limit of {need - 1:,}. The limit is the configuration "
+        "key [bureaucrat] max_step_output"
+    )
+    assert cut.current["fault"] == {"code": LIMIT_EXCEEDED, "message": message, "activity": "pid_0"}
 
 
 def test_the_state_stays_within_its_size_when_the_estimate_is_checked_exactly() -> None:
@@ -535,6 +713,29 @@ def test_the_size_kept_in_the_state_is_never_below_its_real_size(
     operations = [(when, operation(spec)) for when, spec in options.get("operations", [])]
     run_process(case, fields, participants=Participants(), events=events, operations=operations)
     assert checked
+
+
+@pytest.mark.parametrize("kept", [None, "x", {}, {"scopes": "1", "held": 0, "nodes": 0}])
+def test_a_state_whose_kept_size_is_unreadable_is_measured_anew(kept: Any) -> None:
+    """States from before sizes were kept, or edited by hand, are measured when read."""
+    instance = Instance(
+        """<process><sequence><context><property name="q">"w"</property></context>
+             <all><action participant="p"/><action participant="f"/><delay duration="5"/></all>
+           </sequence></process>""",
+        {"a": "ü" * 3_000, "n": 5},
+    )
+    workitem, failing = sorted(instance.dispatched(), key=lambda w: w.participant != "p")
+    instance.answer(failing, status="error", error="e" * 5_000)  # its node keeps the error
+    state = {**instance.current, "size": kept}
+    if kept is None:
+        del state["size"]
+    fresh = Sizes(state, DEFAULT_LIMITS).estimate()
+    assert stored_size(state) <= fresh <= Sizes(instance.current, DEFAULT_LIMITS).estimate()
+    instance.state = state
+    instance.answer(workitem, big="b" * 2_000)
+    assert instance.current["scopes"][""]["big"] == "b" * 2_000
+    assert set(instance.current["size"]) == {"scopes", "held", "nodes"}
+    assert Sizes(instance.current, DEFAULT_LIMITS).estimate() >= stored_size(instance.current)
 
 
 def test_a_wide_all_of_small_workitems_passes() -> None:

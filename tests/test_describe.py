@@ -376,6 +376,10 @@ def test_a_completed_instance_has_what_ran_done_and_the_cases_not_taken_skipped(
         "2": "done",
         "2_0": "done",  # nothing in it leaves a record: the journal cannot tell
     }
+    # An ignored message says nothing of what ran.
+    ignored = [*journal, ("p_0_0_0", "ignored"), ("p_1_0", "ignored")]
+    assert states(describe(definition, result.state, ignored))["0_0"] == "skipped"
+    assert states(describe(definition, result.state, ignored))["1_0"] == "skipped"
     # Without the journal, which case ran is not known: none is claimed to have.
     blind = states(describe(definition, result.state))
     assert (blind["0_0"], blind["0_1"], blind["1_0"]) == ("skipped", "skipped", "done")
@@ -428,6 +432,323 @@ def test_every_golden_run_ends_in_a_tree_that_agrees_with_its_state(case: Path) 
         json.dumps(tree.to_json())
 
 
+# switches, handlers and loops cut short or finished ---------------------------------------------
+
+SWITCH = """<process><action participant="a"/><switch>
+  <case><condition>context["n"] &gt; 10</condition><action participant="big"/></case>
+  <case><condition>context["n"] &gt; 0</condition><action participant="small"/></case>
+  <default><action participant="none"/></default>
+</switch></process>"""
+
+
+def test_a_switch_not_started_then_terminated_while_its_case_runs() -> None:
+    run = Run(SWITCH, {"n": 5})
+    for tree in (run.tree(), run.tree(journal=False)):
+        assert [c.state for c in at(tree, "1").children] == [S.NOT_STARTED] * 3
+    run.answer("a")
+    run.apply(ev.Terminate())
+    assert states(run.tree()) == {
+        "": "cancelled",
+        "0": "done",
+        "1": "cancelled",
+        "1_0": "skipped",
+        "1_0_0": "skipped",
+        "1_1": "cancelled",  # the case chosen, cut short
+        "1_1_0": "cancelled",
+        "1_2": "skipped",
+        "1_2_0": "skipped",
+    }
+    # Without the journal, which case was chosen is not known: each is cut short.
+    blind = states(run.tree(journal=False))
+    assert {blind[p] for p in ("1", "1_0", "1_1", "1_2", "1_2_0")} == {"cancelled"}
+
+
+def test_a_switch_whose_condition_fails_has_chosen_no_case() -> None:
+    definition = SWITCH.replace('context["n"] &gt; 0', 'context["missing"]')
+    suspended = Run(definition.replace("<process>", '<process on-fault="suspend">'), {"n": 5})
+    suspended.answer("a")
+    assert suspended.state is not None and suspended.state["status"] == "suspended"
+    cases = {"1_0": "not_started", "1_1": "not_started", "1_2": "not_started"}
+    assert states(suspended.tree()) == {
+        "": "active",
+        "0": "done",
+        "1": "faulted",
+        **cases,
+        "1_0_0": "not_started",
+        "1_1_0": "not_started",
+        "1_2_0": "not_started",
+    }
+    faulted = Run(definition, {"n": 5})
+    faulted.answer("a")
+    assert faulted.state is not None and faulted.state["status"] == "faulted"
+    tree = faulted.tree()
+    assert states(tree) == {**states(suspended.tree()), "": "faulted"}
+    assert str(at(tree, "1").detail).startswith("ExpressionError: ")
+    blind = states(faulted.tree(journal=False))
+    assert (blind["1"], blind["1_0"], blind["1_1_0"], blind["1_2"]) == (
+        "faulted",
+        "cancelled",
+        "cancelled",
+        "cancelled",
+    )
+
+
+def test_a_loop_whose_condition_fails_has_its_body_not_started() -> None:
+    run = Run(
+        """<process on-fault="suspend"><action participant="a"/>
+             <while><condition>context["missing"] &gt; 1</condition>
+               <action participant="b"/><action participant="c"/>
+             </while></process>"""
+    )
+    run.answer("a")
+    assert run.state is not None and run.state["status"] == "suspended"
+    expected = {
+        "": "active",
+        "0": "done",
+        "1": "faulted",
+        "1_0": "not_started",
+        "1_1": "not_started",
+    }
+    assert states(run.tree()) == states(run.tree(journal=False)) == expected
+
+
+def test_an_all_running_its_handler_runs_the_handler_in_sequence() -> None:
+    run = Run(
+        """<process><all>
+             <context><faults><default>
+               <action participant="x"/><action participant="y"/>
+             </default></faults></context>
+             <action participant="w"/><fault code="Stop"/>
+           </all></process>"""
+    )
+    assert states(run.tree()) == {
+        "": "active",
+        "0": "active",
+        "0_0": "cancelled",
+        "0_1": "faulted",
+        "0_f0": "active",
+        "0_f0_0": "waiting",
+        "0_f0_1": "not_started",
+    }
+    run.answer("x")
+    assert [c.state for c in at(run.tree(), "0_f0").children] == [S.DONE, S.WAITING]
+
+
+def test_a_handler_shows_its_codes_and_line_and_what_termination_cut_short() -> None:
+    run = Run(
+        """<process><sequence>
+             <context><faults>
+               <case code="A, B"><action participant="x"/><action participant="y"/></case>
+               <default><assign property="z">1</assign></default>
+             </faults></context>
+             <fault code="A"/>
+           </sequence></process>"""
+    )
+    handler = at(run.tree(), "0_f0")
+    assert (handler.element, handler.label, handler.line, handler.role) == (
+        "case",
+        "A, B",
+        3,
+        Role.HANDLER,
+    )
+    default = at(run.tree(), "0_f1")
+    assert (default.element, default.label, default.line) == ("default", "default", 4)
+    run.answer("x")
+    run.apply(ev.Terminate())
+    assert states(run.tree()) == {
+        "": "cancelled",
+        "0": "cancelled",
+        "0_0": "faulted",
+        "0_f0": "cancelled",  # it ran, and was cut short
+        "0_f0_0": "done",
+        "0_f0_1": "cancelled",
+        "0_f1": "skipped",
+        "0_f1_0": "skipped",
+    }
+
+
+def test_a_block_that_caught_a_fault_is_done_when_a_sibling_faults_the_instance_later() -> None:
+    run = Run(
+        """<process><all>
+             <sequence>
+               <context><faults><default><action participant="cure"/></default></faults>
+               </context>
+               <sequence><fault code="Inner"/></sequence>
+             </sequence>
+             <sequence><action participant="w"/><fault code="Outer"/></sequence>
+           </all></process>"""
+    )
+    run.answer("cure")
+    run.answer("w")
+    assert run.state is not None and run.state["status"] == "faulted"
+    assert states(run.tree()) == {
+        "": "faulted",
+        "0": "faulted",
+        "0_0": "done",  # it caught Inner: Outer did not go up through it
+        "0_0_0": "faulted",  # Inner went up through it
+        "0_0_0_0": "faulted",
+        "0_0_f0": "done",
+        "0_0_f0_0": "done",
+        "0_1": "faulted",
+        "0_1_0": "done",
+        "0_1_1": "faulted",
+    }
+    assert at(run.tree(), "0_1_1").detail == "Outer"  # a fault without a message: its code
+
+
+def test_an_all_that_caught_a_fault_has_the_children_that_finished_at_once_done() -> None:
+    run = Run(
+        """<process><all>
+             <context><faults><default><assign property="cured">1</assign></default></faults>
+             </context>
+             <sequence><action participant="w"/><fault code="A"/></sequence>
+             <assign property="x">1</assign>
+           </all></process>"""
+    )
+    run.answer("w")
+    assert run.state is not None and run.state["status"] == "completed"
+    journal = [(c.activity, c.kind, c.details) for c in run.commands if isinstance(c, cmd.Record)]
+    assert states(describe(run.definition, run.state, journal)) == {
+        "": "done",
+        "0": "done",
+        "0_0": "faulted",
+        "0_0_0": "done",
+        "0_0_1": "faulted",
+        "0_1": "done",  # it ran when the all started, before the fault
+        "0_f0": "done",  # the handled record names the handler that ran
+        "0_f0_0": "done",
+    }
+
+
+def test_a_block_that_caught_a_fault_in_one_round_is_faulted_by_one_it_lets_through() -> None:
+    run = Run(
+        """<process><context><property name="i" type="int">0</property></context>
+           <while><condition>True</condition><sequence>
+             <context><faults><case code="A"><assign property="caught">1</assign></case></faults>
+             </context>
+             <assign property="i">context["i"] + 1</assign>
+             <action participant="w"/>
+             <switch>
+               <case><condition>context["i"] == 1</condition><fault code="A"/></case>
+               <default><fault code="B" message="again"/></default>
+             </switch>
+           </sequence></while></process>"""
+    )
+    run.answer("w")
+    run.answer("w")
+    assert run.state is not None and run.state["status"] == "faulted"
+    faulted = ("", "0", "0_0", "0_0_2", "0_0_2_1", "0_0_2_1_0")  # 0_0 caught A in round 1
+    for tree in (run.tree(), run.tree(journal=False)):
+        assert {at(tree, p).state for p in faulted} == {S.FAULTED}
+        assert at(tree, "0_0_2_1_0").detail == "B: again"
+
+
+def test_labels_name_what_tells_each_activity_apart() -> None:
+    run = Run(
+        """<process><sequence><await event="go"/><assign property="total">1</assign>
+           </sequence></process>"""
+    )
+    tree = run.tree()
+    assert [(v.element, v.label) for v in tree.walk()] == [
+        ("process", ""),  # a process without a name
+        ("sequence", ""),
+        ("await", "go"),  # without conditions
+        ("assign", "total"),
+    ]
+
+
+def test_a_terminated_instance_that_was_suspended_keeps_its_incident_faulted() -> None:
+    run = Run(
+        '<process on-fault="suspend"><assign property="a">1</assign><fault code="X"/></process>'
+    )
+    assert states(run.tree()) == {"": "active", "0": "done", "1": "faulted"}
+    assert at(run.tree(), "1").detail == "X"
+    run.apply(ev.Terminate())
+    assert states(run.tree()) == {"": "cancelled", "0": "done", "1": "faulted"}
+
+
+def test_a_finished_loop_body_is_skipped_only_when_it_would_have_left_a_record() -> None:
+    recorded = '<action participant="a"/>'
+    bodies = [
+        f"<sequence>{recorded}</sequence>",
+        f"""<switch><case><condition>True</condition>{recorded}</case>
+              <default><delay duration="1"/></default></switch>""",
+        f"""<switch><case><condition>True</condition>{recorded}</case>
+              <default><assign property="q">1</assign></default></switch>""",
+        f"<while><condition>False</condition>{recorded}</while>",
+        recorded,
+    ]
+    loops = "".join(
+        f'<foreach select="{s}">{b}</foreach>' for s, b in zip("eeeef", bodies, strict=True)
+    )
+    run = Run(f"<process>{loops}</process>", {"e": [], "f": [1]})
+    run.answer("a")
+    assert run.state is not None and run.state["status"] == "completed"
+    tree = run.tree()
+    assert [at(tree, f"{k}_0").state for k in range(5)] == [
+        S.SKIPPED,  # a sequence holding an action: it would have left a record
+        S.SKIPPED,  # a switch whose every case would have
+        S.DONE,  # a switch with a case that leaves none: the journal cannot tell
+        S.DONE,  # a loop may run no round: the journal cannot tell
+        S.DONE,  # the last loop ran its round
+    ]
+
+
+def test_loop_conditions_and_cases_are_labelled_by_their_conditions_joined_with_or() -> None:
+    run = Run(
+        """<process><while><condition>context["a"]</condition><condition>context["b"]</condition>
+             <switch><case><condition>1 &gt; 2</condition><condition>True</condition>
+               <action participant="x"/></case></switch>
+           </while></process>""",
+        {"a": True, "b": False},
+    )
+    tree = run.tree()
+    assert at(tree, "0").label == 'context["a"] or context["b"]'
+    assert at(tree, "0_0_0").label == "1 > 2 or True"
+    assert tree.find("9") is None
+
+
+def test_a_state_with_unreadable_waits_and_counters_is_described_as_far_as_it_reads() -> None:
+    run = Run(
+        """<process><all>
+             <delay duration="5"/><await event="e"/><call process="$sub"/>
+             <action participant="a"/>
+             <while><condition>True</condition><action participant="b"/></while>
+             <foreach select="items"><action participant="c"/></foreach>
+           </all></process>""",
+        {"sub": "<process/>", "items": [1, 2]},
+    )
+    assert run.state is not None
+    nodes = {
+        **run.state["nodes"],
+        "0_0": {"n": 2},  # no timer
+        "0_2": {"n": 4},  # no subprocess
+        "0_3": {"n": 5, "failed": True},  # no error
+        "0_4": {**run.state["nodes"]["0_4"], "r": True},
+    }
+    scopes = {**run.state["scopes"], "0_5": {"inst:iteration": "2", "inst:selection": "ab"}}
+    damaged = {**run.state, "nodes": nodes, "scopes": scopes, "awaits": {}}
+    tree = describe(run.definition, damaged, run.journal)
+    views = [at(tree, f"0_{k}") for k in range(6)]
+    assert [(v.state, v.waiting_on, v.detail) for v in views[:4]] == [
+        (S.ACTIVE, None, None),
+        (S.ACTIVE, None, None),
+        (S.ACTIVE, None, None),
+        (S.WAITING, WaitingOn.FAILED, None),
+    ]
+    assert [(v.round, v.of) for v in views[4:]] == [(None, None), (None, None)]
+    assert (at(run.tree(), "0_4").round, at(run.tree(), "0_5").round) == (1, 1)
+    assert at(run.tree(), "0_5").of == 2
+
+
+def test_a_retry_names_its_timer() -> None:
+    run = Run('<process><action participant="a" retries="1" retry-delay="10"/></process>')
+    run.answer("a", "error", error="busy")
+    (timer,) = [c for c in run.commands if isinstance(c, cmd.StartTimer)]
+    action = at(run.tree(), "0")
+    assert (action.waiting_on, action.detail) == (WaitingOn.RETRY, timer.timer_id)
+
+
 # statuses from operations -----------------------------------------------------------------------
 
 
@@ -472,14 +793,25 @@ def test_a_suspended_instance_has_its_incident_faulted_and_the_rest_as_it_stands
         {"scopes": None, "awaits": [], "fault": "x"},
         {"status": "faulted", "fault": {"activity": 3}},
         {"status": "suspended", "incident": {"activity": "q_0"}},
+        {"status": "faulted", "fault": "x"},
+        {"status": "suspended", "incident": ["x"]},
     ],
 )
 def test_a_damaged_state_is_described_without_raising(damage: dict[str, Any]) -> None:
     run = Run("<process><sequence><action participant='a'/></sequence></process>")
     assert run.state is not None
-    tree = describe(run.definition, {**run.state, **damage}, [("p_0", "x"), ("q", "fault")])
+    journal: Any = [("p_0", "x"), ("q", "fault"), ("p_0", "handled", "not details")]
+    tree = describe(run.definition, {**run.state, **damage}, journal)
     assert len(list(tree.walk())) == 3
     json.dumps(tree.to_json())
+
+
+def test_a_state_without_readable_nodes_claims_nothing() -> None:
+    run = Run("<process><sequence><action participant='a'/></sequence></process>")
+    assert run.state is not None
+    for status in ("running", "paused", "suspended"):
+        tree = describe(run.definition, {**run.state, "status": status, "nodes": "x"})
+        assert states(tree) == {"": "not_started", "0": "not_started", "0_0": "not_started"}
 
 
 def test_the_json_form_keeps_every_field() -> None:
@@ -496,6 +828,22 @@ def test_the_json_form_keeps_every_field() -> None:
     }
     assert loop["children"][0]["waiting_on"] == "timer"
     assert json.loads(json.dumps(data)) == data
+    # `show --tree --json` prints this form and the console draws it: every field, by name
+    assert run.state is not None
+    assert loop["children"][0] == {
+        "id": "p_0_0",
+        "path": "0_0",
+        "element": "delay",
+        "label": "5 s",
+        "role": "activity",
+        "line": 1,
+        "state": "waiting",
+        "waiting_on": "timer",
+        "detail": run.state["nodes"]["0_0"]["timer"],
+        "round": None,
+        "of": None,
+        "children": [],
+    }
 
 
 # bureaucratctl show --tree ----------------------------------------------------------------------

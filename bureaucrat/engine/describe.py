@@ -197,8 +197,8 @@ class _Describer:
         handler = self._path(details.get("handler")) if isinstance(details, Mapping) else None
         if kind == "handled" and handler is not None:
             self.ran.update(_prefixes(handler))
-        if not (kind == "cancelled" and self.last.get(path) == "fault"):
-            self.last[path] = kind  # an action that faults is then cancelled: it faulted
+        if not (kind in ("cancelled", "incident") and self.last.get(path) == "fault"):
+            self.last[path] = kind  # what faults is then cancelled, or an incident: it faulted
         if kind == "handled":
             self.handled.add(path)
         if kind != "ignored":

@@ -256,7 +256,8 @@ def final_context(
     room = runtime.limits.max_step_output - sizes.output - copies * ENVELOPE
     if copies * sizes.scoped <= room or copies * json_size(context, room)[0] <= room:
         return status, fault, context
-    message = budget.over_output(runtime.limits, sizes.output + room + 1, "the final context")
+    total = sizes.output + copies * ENVELOPE + max(room + 1, 0)  # at least: past the limit
+    message = budget.over_output(runtime.limits, total, "the final context")
     if status != Status.COMPLETED:
         runtime.record("emptied", "", reason=message)
         return status, fault, {}
