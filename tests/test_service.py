@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from bureaucrat.config import Config
 from bureaucrat.engine import step
 from bureaucrat.errors import BrokerError, PublishError, StoreDataError
-from bureaucrat.service import Service
+from bureaucrat.service import RELAY_AFTER, Service
 from bureaucrat.store import Outgoing, Store
 from bureaucrat.store import tables as t
 from tests.store_fixtures import postgres_url, store, store_url
@@ -301,3 +302,145 @@ def test_a_launch_claiming_a_caller_does_not_use_up_the_message_id_of_the_real_o
     # the message ids processed before are still known: a redelivered tick is dropped
     service.handle(tick_event("t-1"))
     assert count(store, "ticker") == 1
+
+
+# the outbox relay -------------------------------------------------------------------------------
+
+
+def acts(participant: str) -> str:
+    return f'<process><action participant="{participant}"/></process>'
+
+
+def crash_before_publishing(service: Service, *messages: Message) -> None:
+    """Handle ``messages`` and lose what they send before it is published, as in a crash."""
+    service.handle_batch(list(messages))
+    service.committed.clear()
+
+
+def outbox_rows(store: Store) -> dict[str | None, tuple[float | None, str | None]]:
+    """Instance -> (sent_at, error) of its outbox row."""
+    with store.engine.connect() as connection:
+        rows = connection.execute(sa.select(t.outbox).order_by(t.outbox.c.id)).all()
+    return {row.instance_id: (row.sent_at, row.error) for row in rows}
+
+
+def test_the_relay_leaves_young_rows_to_their_daemon_unless_told_to_take_everything(
+    store: Store,
+) -> None:
+    now = [1_000_000.0]
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher, clock=lambda: now[0])
+    crash_before_publishing(service, launch(acts("p"), {}, "older"))
+    now[0] += RELAY_AFTER - 1
+    assert service.relay_outbox() == 0 and publisher.sent == []
+    now[0] += 2
+    crash_before_publishing(service, launch(acts("p"), {}, "younger"))
+    assert service.relay_outbox() == 1
+    assert [json.loads(m.body)["process_id"] for m in publisher.sent] == ["older"]
+    assert service.relay_outbox(everything=True) == 1
+    assert [json.loads(m.body)["process_id"] for m in publisher.sent] == ["older", "younger"]
+    assert store.unsent() == []
+
+
+def test_the_relay_publishes_every_unsent_row_a_page_at_a_time(store: Store) -> None:
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher)
+    pids = [f"p{n}" for n in range(5)]
+    crash_before_publishing(service, *(launch(acts("p"), {}, pid) for pid in pids))
+    assert service.relay_outbox(limit=2, everything=True) == 5
+    assert [json.loads(m.body)["process_id"] for m in publisher.sent] == pids
+    assert store.unsent() == []
+    assert service.relay_outbox(limit=2, everything=True) == 0
+
+
+def test_without_a_publisher_the_relay_sends_nothing(store: Store) -> None:
+    service = Service(store, CONFIG, None)
+    crash_before_publishing(service, launch(acts("p"), {}, "waits"))
+    assert service.relay_outbox(everything=True) == 0
+    assert len(store.unsent()) == 1
+
+
+class Refusing(Recorder):
+    """RabbitMQ refuses what goes to ``routing_key`` (no such queue, say)."""
+
+    def __init__(self, routing_key: str) -> None:
+        super().__init__()
+        self.routing_key = routing_key
+
+    def publish(self, message: Outgoing) -> None:
+        if message.routing_key == self.routing_key:
+            raise PublishError("NOT_FOUND - no queue")
+        super().publish(message)
+
+
+def test_a_row_rabbitmq_refuses_on_the_relay_is_kept_with_the_reason_and_its_instance_set_aside(
+    store: Store,
+) -> None:
+    now = [1_000_000.0]
+    publisher = Refusing("worker_nobody")
+    service = Service(store, CONFIG, publisher, clock=lambda: now[0])
+    victim, bystander = launch(acts("nobody"), {}, "victim"), launch(acts("p"), {}, "bystander")
+    crash_before_publishing(service, victim, bystander)
+    [refused] = [m for m in store.unsent() if m.instance_id == "victim"]
+    now[0] += 60
+    assert service.relay_outbox() == 1
+    assert outbox_rows(store) == {
+        "victim": (None, "NOT_FOUND - no queue"),
+        "bystander": (now[0], None),
+    }
+    record = store.instance("victim")
+    assert record is not None and record.status == "broken"
+    assert record.error == f"message {refused.message.message_id} not sent: NOT_FOUND - no queue"
+    assert record.updated_at == now[0]
+    assert store.instance("bystander").status == "running"  # type: ignore[union-attr]
+    assert service.relay_outbox(everything=True) == 0  # kept for the operator, not sent again
+    assert [m.routing_key for m in publisher.sent] == ["worker_p"]
+
+
+# instances set aside within a batch ---------------------------------------------------------------
+
+
+def test_an_instance_set_aside_in_a_batch_takes_nothing_more_of_that_batch(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = Service(store, CONFIG, Recorder())
+    service.handle(launch(COUNTS_TICKS, {}, "fragile"))
+    calls: list[str] = []
+
+    def fails_once(definition: Any, state: Any, event: Any, at: float, *rest: Any) -> Any:
+        calls.append(state["id"])
+        if len(calls) == 1:
+            raise RuntimeError("a defect")
+        return step(definition, state, event, at, *rest)
+
+    monkeypatch.setattr("bureaucrat.service.step", fails_once)
+    verdicts = service.handle_batch([tick_event("t-1"), tick_event("t-2")])
+    assert [v.disposition.value for v in verdicts] == ["set_aside", "handled"]
+    assert calls == ["fragile"]
+    record = store.instance("fragile")
+    assert record is not None and record.status == "broken"
+    assert record.error == "internal error on EventReceived: RuntimeError: a defect"
+
+
+def test_an_instance_set_aside_by_one_of_its_timers_is_not_stepped_by_the_next(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1_000_000.0]
+    service = Service(store, CONFIG, Recorder(), clock=lambda: now[0])
+    two_delays = '<process><all><delay duration="1"/><delay duration="2"/></all></process>'
+    service.handle(launch(two_delays, {}, "fragile"))
+    calls: list[str] = []
+
+    def refused_once(definition: Any, state: Any, event: Any, at: float, *rest: Any) -> Any:
+        calls.append(state["id"])
+        if len(calls) == 1:
+            raise StoreDataError("a value the database cannot store")
+        return step(definition, state, event, at, *rest)
+
+    monkeypatch.setattr("bureaucrat.service.step", refused_once)
+    now[0] += 3
+    assert service.fire_due_timers() == 0
+    assert calls == ["fragile"]
+    record = store.instance("fragile")
+    assert record is not None and record.status == "broken"
+    assert store.timers_of("fragile") == []
