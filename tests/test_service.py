@@ -366,9 +366,11 @@ class Refusing(Recorder):
     def __init__(self, routing_key: str) -> None:
         super().__init__()
         self.routing_key = routing_key
+        self.refused: list[str] = []
 
     def publish(self, message: Outgoing) -> None:
         if message.routing_key == self.routing_key:
+            self.refused.append(message.message_id)
             raise PublishError("NOT_FOUND - no queue")
         super().publish(message)
 
@@ -395,6 +397,7 @@ def test_a_row_rabbitmq_refuses_on_the_relay_is_kept_with_the_reason_and_its_ins
     assert store.instance("bystander").status == "running"  # type: ignore[union-attr]
     assert service.relay_outbox(everything=True) == 0  # kept for the operator, not sent again
     assert [m.routing_key for m in publisher.sent] == ["worker_p"]
+    assert publisher.refused == [refused.message.message_id]
 
 
 # instances set aside within a batch ---------------------------------------------------------------
