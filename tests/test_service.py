@@ -447,3 +447,76 @@ def test_an_instance_set_aside_by_one_of_its_timers_is_not_stepped_by_the_next(
     record = store.instance("fragile")
     assert record is not None and record.status == "broken"
     assert store.timers_of("fragile") == []
+
+
+# routing answers and events ------------------------------------------------------------------
+
+
+def workitem_of(publisher: Recorder, process_id: str) -> dict[str, Any]:
+    """The workitem dispatched by ``process_id`` (taken from what was published)."""
+    found = next(m for m in publisher.sent if json.loads(m.body)["process_id"] == process_id)
+    publisher.sent.remove(found)
+    body: dict[str, Any] = json.loads(found.body)
+    return body
+
+
+def reply(body: dict[str, Any], *keep: str) -> Message:
+    """An answer to a workitem that names it only by the fields ``keep``."""
+    answer = {key: body[key] for key in keep} | {"payload": {"status": "done"}}
+    return Message(CONFIG.message_queue, json.dumps(answer).encode())
+
+
+@pytest.mark.parametrize("names", [("workitem_id",), ("target",), ("workitem_id", "target")])
+def test_an_answer_finds_its_instance_by_workitem_id_or_by_target(
+    store: Store, names: tuple[str, ...]
+) -> None:
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher)
+    service.handle(launch(acts("p"), {}, "asks"))
+    service.handle(launch(acts("p"), {}, "bystander"))
+    workitem = workitem_of(publisher, "asks")
+    assert service.handle(reply(workitem, *names)).outcome.value == "ack"
+    assert store.instance("asks").status == "completed"  # type: ignore[union-attr]
+    assert store.instance("bystander").status == "running"  # type: ignore[union-attr]
+
+
+def test_an_answer_for_an_unknown_workitem_or_activity_is_ignored(store: Store) -> None:
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher)
+    service.handle(launch(acts("p"), {}, "asks"))
+    before = journal_kinds(store, "asks")
+    for unknown in ({"workitem_id": "nope"}, {"target": "asks_7"}, {"target": "nobody_0"}):
+        answer = Message(CONFIG.message_queue, json.dumps(unknown | {"payload": {}}).encode())
+        assert service.handle(answer).outcome.value == "ack"  # not dead-lettered
+    assert journal_kinds(store, "asks") == before
+    assert store.instance("asks").status == "running"  # type: ignore[union-attr]
+
+
+def test_an_answer_by_target_that_two_instances_wait_at_is_ignored(store: Store) -> None:
+    """P_0's activity 0 and P's activity 0_0 are both P_0_0: the target names neither."""
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher)
+    service.handle(
+        launch('<process><sequence><action participant="p"/></sequence></process>', {}, "amb")
+    )
+    service.handle(launch(acts("p"), {}, "amb_0"))
+    first, second = workitem_of(publisher, "amb"), workitem_of(publisher, "amb_0")
+    assert first["target"] == second["target"] == "amb_0_0"
+    assert service.handle(reply(first, "target")).outcome.value == "ack"
+    statuses = {r.id: r.status for r in store.list_instances()}
+    assert statuses == {"amb": "running", "amb_0": "running"}
+    assert service.handle(reply(first, "workitem_id", "target")).outcome.value == "ack"
+    assert store.instance("amb").status == "completed"  # type: ignore[union-attr]
+
+
+WAITS_FOR_GO = '<process><await event="go"><condition>event["ok"]</condition></await></process>'
+
+
+def test_an_event_naming_a_process_reaches_only_that_one_with_its_data(store: Store) -> None:
+    service = Service(store, CONFIG, Recorder())
+    for pid in ("named", "other"):
+        service.handle(launch(WAITS_FOR_GO, {}, pid))
+    body = {"event": "go", "ok": True, "process_id": "named"}
+    service.handle(Message(CONFIG.event_queue, json.dumps(body).encode(), "go-1"))
+    statuses = {r.id: r.status for r in store.list_instances()}
+    assert statuses == {"named": "completed", "other": "running"}
