@@ -367,6 +367,20 @@ def test_outbox_messages_wait_until_marked_sent(store: Store) -> None:
     assert store.unsent() == []
 
 
+def test_marking_messages_sent_does_not_wait_for_postgresqls_disk_flush(store: Store) -> None:
+    """Marks lost in a database crash only mean messages published again (their ids are
+    stable); SQLite has no such setting and is left as it is."""
+    with store.transaction() as tx:
+        tx.without_waiting_for_disk()
+        if not store.is_sqlite:
+            setting = tx.connection.exec_driver_sql("SHOW synchronous_commit").scalar()
+            assert setting == "off"
+    if not store.is_sqlite:
+        with store.transaction() as tx:  # for this transaction only
+            setting = tx.connection.exec_driver_sql("SHOW synchronous_commit").scalar()
+            assert setting == "on"
+
+
 def test_a_message_id_already_in_the_outbox_is_not_sent_twice(store: Store) -> None:
     launch(store, TICKS, "p1")
     advance(store, "p1", ev.EventReceived("tick"), outbox=[message(1)])
