@@ -520,3 +520,83 @@ def test_an_event_naming_a_process_reaches_only_that_one_with_its_data(store: St
     service.handle(Message(CONFIG.event_queue, json.dumps(body).encode(), "go-1"))
     statuses = {r.id: r.status for r in store.list_instances()}
     assert statuses == {"named": "completed", "other": "running"}
+
+
+# subprocesses --------------------------------------------------------------------------------
+
+DONE_AT_ONCE = '<process><context><property name="r" type="int">4</property></context></process>'
+
+
+def test_a_finished_subprocess_resumes_its_caller_from_the_childs_own_record(
+    store: Store,
+) -> None:
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher)
+    service.handle(launch(CALLER, {"child": DONE_AT_ONCE}, "caller"))
+    child_launch = publisher.take(CONFIG.launch_queue)
+    child_id = child_launch.message_id or ""
+    service.handle(child_launch)
+    finished = publisher.take(CONFIG.message_queue)
+    assert json.loads(finished.body)["name"] == "child_finished"
+    assert service.handle(finished).outcome.value == "ack"
+    # journal records are documented: `bureaucratctl show` prints them
+    assert [(e.kind, e.activity, e.details) for e in store.journal("caller")] == [
+        ("launched", "caller", {"name": None, "fields": ["child"]}),
+        ("launched", "caller_0", {"child": child_id}),
+        ("child", "caller_0", {"child": child_id, "status": "completed"}),
+        ("completed", "caller", {}),
+    ]
+
+
+def test_a_subprocess_end_announced_before_it_ended_is_ignored(store: Store) -> None:
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher)
+    service.handle(launch(CALLER, {"child": CHILD}, "caller"))
+    child_launch = publisher.take(CONFIG.launch_queue)
+    service.handle(child_launch)
+    before = journal_kinds(store, "caller")
+    forged = {
+        "name": "child_finished",
+        "process_id": "caller",
+        "activity": "caller_0",
+        "child_id": child_launch.message_id,
+        "status": "completed",
+        "context": {},
+        "fault": None,
+    }
+    message = Message(CONFIG.message_queue, json.dumps(forged).encode(), "forged")
+    assert service.handle(message).outcome.value == "ack"
+    assert journal_kinds(store, "caller") == before
+    assert store.instance("caller").status == "running"  # type: ignore[union-attr]
+
+
+def test_a_subprocess_whose_definition_is_invalid_faults_its_call(store: Store) -> None:
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher)
+    service.handle(launch(CALLER, {"child": "<process><bogus/></process>"}, "caller"))
+    child_launch = publisher.take(CONFIG.launch_queue)
+    child_id = child_launch.message_id or ""
+    assert service.handle(child_launch).outcome.value == "ack"  # the caller gets the fault
+    assert store.instance(child_id) is None
+    fault = {
+        "code": "DefinitionError",
+        "message": "line 1: unknown element <bogus> inside <process>",
+    }
+    assert [(e.kind, e.activity, e.details) for e in store.journal("caller")] == [
+        ("launched", "caller", {"name": None, "fields": ["child"]}),
+        ("launched", "caller_0", {"child": child_id}),
+        ("child", "caller_0", {"child": child_id, "status": "faulted"}),
+        ("fault", "caller_0", fault),
+        ("cancelled", "caller_0", {}),
+        ("faulted", "caller", {"fault": fault}),
+    ]
+
+
+def test_an_invalid_definition_launched_by_hand_is_dead_lettered_with_the_reason(
+    store: Store,
+) -> None:
+    service = Service(store, CONFIG, Recorder())
+    verdict = service.handle(launch("<process><bogus/></process>", {}, "bad"))
+    assert (verdict.outcome.value, verdict.disposition.value) == ("dead", "dead_lettered")
+    assert verdict.reason == "invalid definition: line 1: unknown element <bogus> inside <process>"
+    assert store.list_instances() == []
