@@ -600,3 +600,16 @@ def test_an_invalid_definition_launched_by_hand_is_dead_lettered_with_the_reason
     assert (verdict.outcome.value, verdict.disposition.value) == ("dead", "dead_lettered")
     assert verdict.reason == "invalid definition: line 1: unknown element <bogus> inside <process>"
     assert store.list_instances() == []
+
+
+def test_a_subprocess_end_announced_to_another_process_is_not_applied_to_it(store: Store) -> None:
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher)
+    service.handle(launch(CALLER, {"child": DONE_AT_ONCE}, "a"))
+    service.handle(launch(CALLER, {"child": CHILD}, "b"))
+    service.handle(publisher.take(CONFIG.launch_queue))  # a's child, which completes at once
+    announced = json.loads(publisher.take(CONFIG.message_queue).body)
+    before = journal_kinds(store, "b")
+    misdirected = announced | {"process_id": "b", "activity": "b_0"}
+    service.handle(Message(CONFIG.message_queue, json.dumps(misdirected).encode(), "elsewhere"))
+    assert journal_kinds(store, "b") == before
