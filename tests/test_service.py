@@ -613,3 +613,21 @@ def test_a_subprocess_end_announced_to_another_process_is_not_applied_to_it(stor
     misdirected = announced | {"process_id": "b", "activity": "b_0"}
     service.handle(Message(CONFIG.message_queue, json.dumps(misdirected).encode(), "elsewhere"))
     assert journal_kinds(store, "b") == before
+
+
+def test_what_rabbitmq_took_is_marked_sent_and_not_relayed_again(store: Store) -> None:
+    now = [1_000_000.0]
+    publisher = Refusing("worker_nobody")
+    service = Service(store, CONFIG, publisher, clock=lambda: now[0])
+    batch = [launch(acts("p"), {}, "first"), launch(acts("p"), {}, "second")]
+    service.handle_batch([*batch, launch(acts("nobody"), {}, "refused")])
+    assert service.publish_committed() == 2
+    service.mark_published()  # no next transaction soon: marked in one of its own
+    assert outbox_rows(store) == {
+        "first": (now[0], None),
+        "second": (now[0], None),
+        "refused": (None, "NOT_FOUND - no queue"),
+    }
+    now[0] += 60
+    assert service.relay_outbox() == 0
+    assert [json.loads(m.body)["process_id"] for m in publisher.sent] == ["first", "second"]
