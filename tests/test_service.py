@@ -631,3 +631,17 @@ def test_what_rabbitmq_took_is_marked_sent_and_not_relayed_again(store: Store) -
     now[0] += 60
     assert service.relay_outbox() == 0
     assert [json.loads(m.body)["process_id"] for m in publisher.sent] == ["first", "second"]
+
+
+def test_what_was_published_is_marked_sent_when_the_daemon_is_idle(store: Store) -> None:
+    now = [1_000_000.0]
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher, clock=lambda: now[0])
+    service.handle(launch(acts("p"), {}, "asks"))
+    assert len(store.unsent()) == 1  # published: to be marked by the next transaction
+    now[0] += 1
+    service.mark_published()
+    assert outbox_rows(store) == {"asks": (now[0], None)}
+    service.handle(launch(acts("p"), {}, "next"))
+    service.handle(launch(acts("p"), {}, "last"))  # its transaction marks what "next" sent
+    assert [row.instance_id for row in store.unsent()] == ["last"]
