@@ -555,7 +555,7 @@ def test_a_subprocess_end_announced_before_it_ended_is_ignored(store: Store) -> 
     child_launch = publisher.take(CONFIG.launch_queue)
     service.handle(child_launch)
     before = journal_kinds(store, "caller")
-    forged = {
+    forged: dict[str, Any] = {
         "name": "child_finished",
         "process_id": "caller",
         "activity": "caller_0",
