@@ -438,3 +438,51 @@ def test_a_result_built_of_shared_references_pays_its_expansion() -> None:
     with pytest.raises(ExpressionError):
         compile_expression('[context["x"], context["x"]]', 1).evaluate(names, budget)
     assert budget.spent
+
+
+# a fresh evaluator -------------------------------------------------------------------------------
+
+FRESH_NAMES: dict[str, Any] = {"context": {"n": 5, "name": "Ab", "items": [1, 2, 2]}, "event": {}}
+NOT_ALLOWED = "FeatureNotAvailable: Sorry,"
+
+
+@pytest.mark.parametrize(
+    ("source", "expected", "failure", "cost"),
+    [
+        ('context["n"] * 2 + 1', 11, None, 28),
+        ('len(context["items"]) + max(1, 2)', 5, None, 34),
+        ('context["name"].upper()', "AB", None, 21),
+        ('context["items"].count(2)', 2, None, 27),
+        ('sorted(context["items"])[1:]', [2, 2], None, 52),
+        (
+            'context["n"].upper()',
+            None,
+            f"{NOT_ALLOWED} attribute access not allowed on '<class 'int'>' "
+            "(attempted to access `.upper`)",
+            20,
+        ),
+        (
+            'context["items"].keys()',
+            None,
+            f"{NOT_ALLOWED} '.keys' access not allowed on '<class 'list'>'",
+            20,
+        ),
+        ("2 ** 10 ** 6", None, "integer result over 10000 bits", 1254),
+        ('"x" * 10 ** 7', None, "the step's budget of work is spent", 100_021),
+    ],
+)
+def test_an_evaluator_built_afresh_applies_every_rule_and_charge(
+    source: str, expected: Any, failure: str | None, cost: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Evaluators are kept for reuse; one built when none is idle (the first evaluation, or one
+    per thread evaluating at once) has the same operators, functions, methods and costs."""
+    monkeypatch.setattr("bureaucrat.definition.expressions._IDLE", [])
+    budget = Budget(100_000)
+    expression = compile_expression(source, 1)
+    if failure is None:
+        assert expression.evaluate(FRESH_NAMES, budget) == expected
+    else:
+        with pytest.raises(ExpressionError) as raised:
+            expression.evaluate(FRESH_NAMES, budget)
+        assert str(raised.value) == f"expression {source!r} failed: {failure}"
+    assert 100_000 - budget.left == cost

@@ -4,17 +4,20 @@ publisher: orderings of messages that the broker may produce but an end-to-end t
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from bureaucrat.config import Config
 from bureaucrat.engine import step
-from bureaucrat.errors import BrokerError, PublishError
-from bureaucrat.service import Service
+from bureaucrat.errors import BrokerError, PublishError, StoreDataError
+from bureaucrat.service import RELAY_AFTER, Service
 from bureaucrat.store import Outgoing, Store
+from bureaucrat.store import tables as t
 from tests.store_fixtures import postgres_url, store, store_url
 
 __all__ = ["postgres_url", "store", "store_url"]  # fixtures, imported for pytest
@@ -130,7 +133,9 @@ def test_a_defect_while_firing_a_timer_sets_the_instance_aside_once(
     assert service.fire_due_timers() == 2  # both handled: one fired, one set aside
     record = store.instance("sleeper")
     assert record is not None and record.status == "broken"
-    assert record.error is not None and "a defect" in record.error
+    # the reason is what `bureaucratctl show` prints for a broken instance
+    assert record.error == "internal error on TimerFired: RuntimeError: a defect"
+    assert record.updated_at == now[0]
     assert store.instance("healthy").status == "completed"  # type: ignore[union-attr]
     assert store.next_timer_due() is None  # the broken instance's timer does not come back
     assert service.fire_due_timers() == 0
@@ -156,5 +161,487 @@ def test_a_defect_on_a_response_sets_only_that_instance_aside(
         answer = workitems[pid]
         assert service.handle(Message(CONFIG.message_queue, answer.body)).outcome.value == "ack"
     victim = store.instance("victim")
-    assert victim is not None and victim.status == "broken" and "KeyError" in (victim.error or "")
+    assert victim is not None and victim.status == "broken"
+    assert victim.error == "internal error on ParticipantResponse: KeyError: 'a defect'"
     assert store.instance("bystander").status == "completed"  # type: ignore[union-attr]
+
+
+# timers -----------------------------------------------------------------------------------------
+
+SLEEPS_THEN_ACTS = '<process><delay duration="{seconds}"/><action participant="p"/></process>'
+
+
+def test_firing_due_timers_takes_at_most_the_limit_earliest_first(store: Store) -> None:
+    now = [1_000_000.0]
+    service = Service(store, CONFIG, Recorder(), clock=lambda: now[0])
+    for seconds in (3, 1, 2):
+        source = f'<process><delay duration="{seconds}"/></process>'
+        service.handle(launch(source, {}, f"sleeps-{seconds}"))
+    now[0] += 5
+    assert service.fire_due_timers(limit=2) == 2
+    statuses = {r.id: r.status for r in store.list_instances()}
+    assert statuses == {"sleeps-1": "completed", "sleeps-2": "completed", "sleeps-3": "running"}
+    assert service.fire_due_timers(limit=2) == 1
+    assert service.fire_due_timers(limit=2) == 0
+
+
+def test_a_timer_whose_step_the_database_refuses_sets_only_its_instance_aside(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1_000_000.0]
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher, clock=lambda: now[0])
+    service.handle(launch(SLEEPS_THEN_ACTS.format(seconds=1), {}, "healthy"))  # due first
+    service.handle(launch(SLEEPS_THEN_ACTS.format(seconds=2), {}, "refused"))
+    [timer] = store.timers_of("refused")
+
+    def refused_step(definition: Any, state: Any, event: Any, at: float, *rest: Any) -> Any:
+        if state["id"] == "refused":
+            raise StoreDataError("a value the database cannot store")
+        return step(definition, state, event, at, *rest)
+
+    monkeypatch.setattr("bureaucrat.service.step", refused_step)
+    now[0] += 3
+    assert service.fire_due_timers() == 1
+    # what the healthy instance sent in the same transaction is still to be published
+    assert [pid for pid, _ in service.committed] == ["healthy"]
+    assert service.publish_committed() == 1
+    assert [json.loads(m.body)["process_id"] for m in publisher.sent] == ["healthy"]
+    record = store.instance("refused")
+    assert record is not None and record.status == "broken"
+    assert record.error == f"timer {timer.id}: a value the database cannot store"
+    assert record.updated_at == now[0]
+    assert store.timers_of("refused") == []  # set aside: its timer does not come back
+    assert service.fire_due_timers() == 0
+    assert store.instance("healthy").status == "running"  # type: ignore[union-attr]
+
+
+# operations -------------------------------------------------------------------------------------
+
+COUNTS_TICKS = """<process>
+  <context><property name="n" type="int">0</property></context>
+  <while>
+    <condition>True</condition>
+    <await event="tick"/>
+    <assign property="n">context["n"] + 1</assign>
+  </while>
+</process>"""
+
+
+def tick_event(message_id: str) -> Message:
+    return Message(CONFIG.event_queue, json.dumps({"event": "tick"}).encode(), message_id)
+
+
+def count(store: Store, process_id: str) -> Any:
+    record = store.instance(process_id)
+    assert record is not None and record.state is not None
+    return record.state["scopes"][""]["n"]
+
+
+def journal_kinds(store: Store, process_id: str) -> list[str]:
+    return [entry.kind for entry in store.journal(process_id)]
+
+
+@pytest.mark.parametrize("fields", [{"n": 7}, {}])
+def test_a_restart_runs_the_process_again_from_its_launch_fields(
+    store: Store, fields: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    service = Service(store, CONFIG, Recorder())
+    service.handle(launch(COUNTS_TICKS, fields, "again"))
+    service.handle(tick_event("t-1"))
+    assert count(store, "again") == fields.get("n", 0) + 1
+    with caplog.at_level(logging.ERROR, logger="bureaucrat"):
+        assert service.handle(control("restart", "again")).outcome.value == "ack"
+    assert count(store, "again") == fields.get("n", 0)
+    assert journal_kinds(store, "again").count("restarted") == 1
+    assert store.instance("again").status == "running"  # type: ignore[union-attr]
+    assert caplog.records == []
+
+
+def test_a_restart_whose_launch_fields_cannot_be_read_starts_from_the_definition_alone(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    service = Service(store, CONFIG, Recorder())
+    service.handle(launch(COUNTS_TICKS, {"n": 7}, "unreadable"))
+    with store.engine.begin() as connection:
+        where = t.instances.c.id == "unreadable"
+        connection.execute(t.instances.update().where(where).values(fields="{not json"))
+    with caplog.at_level(logging.ERROR, logger="bureaucrat"):
+        service.handle(control("restart", "unreadable"))
+    assert count(store, "unreadable") == 0
+    assert journal_kinds(store, "unreadable").count("restarted") == 1
+    assert store.instance("unreadable").status == "running"  # type: ignore[union-attr]
+    assert [r.levelno for r in caplog.records] == [logging.ERROR]
+    assert "unreadable" in caplog.records[0].getMessage()
+
+
+def test_a_restart_of_an_unknown_process_is_ignored(store: Store) -> None:
+    service = Service(store, CONFIG, Recorder())
+    assert service.handle(control("restart", "nobody")).outcome.value == "ack"
+    assert store.list_instances() == []
+
+
+def test_a_launch_claiming_a_caller_does_not_use_up_the_message_id_of_the_real_one(
+    store: Store,
+) -> None:
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher)
+    service.handle(launch(COUNTS_TICKS, {}, "ticker"))
+    service.handle(tick_event("t-1"))
+    service.handle(launch(CALLER, {"child": CHILD}, "caller"))
+    real = publisher.take(CONFIG.launch_queue)
+    body, child_id = json.loads(real.body), real.message_id or ""
+    impostor = Message(
+        real.queue, json.dumps({**body, "definition": COUNTS_TICKS}).encode(), real.message_id
+    )
+    assert service.handle(impostor).outcome.value == "ack"  # ignored, not dead-lettered
+    assert store.instance(child_id) is None
+    service.handle(real)
+    child = store.instance(child_id)
+    assert child is not None and child.parent_id == "caller" and child.status == "running"
+    # the message ids processed before are still known: a redelivered tick is dropped
+    service.handle(tick_event("t-1"))
+    assert count(store, "ticker") == 1
+
+
+# the outbox relay -------------------------------------------------------------------------------
+
+
+def acts(participant: str) -> str:
+    return f'<process><action participant="{participant}"/></process>'
+
+
+def crash_before_publishing(service: Service, *messages: Message) -> None:
+    """Handle ``messages`` and lose what they send before it is published, as in a crash."""
+    service.handle_batch(list(messages))
+    service.committed.clear()
+
+
+def outbox_rows(store: Store) -> dict[str | None, tuple[float | None, str | None]]:
+    """Instance -> (sent_at, error) of its outbox row."""
+    with store.engine.connect() as connection:
+        rows = connection.execute(sa.select(t.outbox).order_by(t.outbox.c.id)).all()
+    return {row.instance_id: (row.sent_at, row.error) for row in rows}
+
+
+def test_the_relay_leaves_young_rows_to_their_daemon_unless_told_to_take_everything(
+    store: Store,
+) -> None:
+    now = [1_000_000.0]
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher, clock=lambda: now[0])
+    crash_before_publishing(service, launch(acts("p"), {}, "older"))
+    now[0] += RELAY_AFTER - 1
+    assert service.relay_outbox() == 0 and publisher.sent == []
+    now[0] += 2
+    crash_before_publishing(service, launch(acts("p"), {}, "younger"))
+    assert service.relay_outbox() == 1
+    assert [json.loads(m.body)["process_id"] for m in publisher.sent] == ["older"]
+    assert service.relay_outbox(everything=True) == 1
+    assert [json.loads(m.body)["process_id"] for m in publisher.sent] == ["older", "younger"]
+    assert store.unsent() == []
+
+
+def test_the_relay_publishes_every_unsent_row_a_page_at_a_time(store: Store) -> None:
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher)
+    pids = [f"p{n}" for n in range(5)]
+    crash_before_publishing(service, *(launch(acts("p"), {}, pid) for pid in pids))
+    assert service.relay_outbox(limit=2, everything=True) == 5
+    assert [json.loads(m.body)["process_id"] for m in publisher.sent] == pids
+    assert store.unsent() == []
+    assert service.relay_outbox(limit=2, everything=True) == 0
+
+
+def test_without_a_publisher_the_relay_sends_nothing(store: Store) -> None:
+    service = Service(store, CONFIG, None)
+    crash_before_publishing(service, launch(acts("p"), {}, "waits"))
+    assert service.relay_outbox(everything=True) == 0
+    assert len(store.unsent()) == 1
+
+
+class Refusing(Recorder):
+    """RabbitMQ refuses what goes to ``routing_key`` (no such queue, say)."""
+
+    def __init__(self, routing_key: str) -> None:
+        super().__init__()
+        self.routing_key = routing_key
+        self.refused: list[str] = []
+
+    def publish(self, message: Outgoing) -> None:
+        if message.routing_key == self.routing_key:
+            self.refused.append(message.message_id)
+            raise PublishError("NOT_FOUND - no queue")
+        super().publish(message)
+
+
+def test_a_row_rabbitmq_refuses_on_the_relay_is_kept_with_the_reason_and_its_instance_set_aside(
+    store: Store,
+) -> None:
+    now = [1_000_000.0]
+    publisher = Refusing("worker_nobody")
+    service = Service(store, CONFIG, publisher, clock=lambda: now[0])
+    victim, bystander = launch(acts("nobody"), {}, "victim"), launch(acts("p"), {}, "bystander")
+    crash_before_publishing(service, victim, bystander)
+    [refused] = [m for m in store.unsent() if m.instance_id == "victim"]
+    now[0] += 60
+    assert service.relay_outbox() == 1
+    assert outbox_rows(store) == {
+        "victim": (None, "NOT_FOUND - no queue"),
+        "bystander": (now[0], None),
+    }
+    record = store.instance("victim")
+    assert record is not None and record.status == "broken"
+    assert record.error == f"message {refused.message.message_id} not sent: NOT_FOUND - no queue"
+    assert record.updated_at == now[0]
+    assert store.instance("bystander").status == "running"  # type: ignore[union-attr]
+    assert service.relay_outbox(everything=True) == 0  # kept for the operator, not sent again
+    assert [m.routing_key for m in publisher.sent] == ["worker_p"]
+    assert publisher.refused == [refused.message.message_id]
+
+
+# instances set aside within a batch ---------------------------------------------------------------
+
+
+def test_an_instance_set_aside_in_a_batch_takes_nothing_more_of_that_batch(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = Service(store, CONFIG, Recorder())
+    service.handle(launch(COUNTS_TICKS, {}, "fragile"))
+    calls: list[str] = []
+
+    def fails_once(definition: Any, state: Any, event: Any, at: float, *rest: Any) -> Any:
+        calls.append(state["id"])
+        if len(calls) == 1:
+            raise RuntimeError("a defect")
+        return step(definition, state, event, at, *rest)
+
+    monkeypatch.setattr("bureaucrat.service.step", fails_once)
+    verdicts = service.handle_batch([tick_event("t-1"), tick_event("t-2")])
+    assert [v.disposition.value for v in verdicts] == ["set_aside", "handled"]
+    assert calls == ["fragile"]
+    record = store.instance("fragile")
+    assert record is not None and record.status == "broken"
+    assert record.error == "internal error on EventReceived: RuntimeError: a defect"
+
+
+def test_an_instance_set_aside_by_one_of_its_timers_is_not_stepped_by_the_next(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1_000_000.0]
+    service = Service(store, CONFIG, Recorder(), clock=lambda: now[0])
+    two_delays = '<process><all><delay duration="1"/><delay duration="2"/></all></process>'
+    service.handle(launch(two_delays, {}, "fragile"))
+    calls: list[str] = []
+
+    def refused_once(definition: Any, state: Any, event: Any, at: float, *rest: Any) -> Any:
+        calls.append(state["id"])
+        if len(calls) == 1:
+            raise StoreDataError("a value the database cannot store")
+        return step(definition, state, event, at, *rest)
+
+    monkeypatch.setattr("bureaucrat.service.step", refused_once)
+    now[0] += 3
+    assert service.fire_due_timers() == 0
+    assert calls == ["fragile"]
+    record = store.instance("fragile")
+    assert record is not None and record.status == "broken"
+    assert store.timers_of("fragile") == []
+
+
+# routing answers and events ------------------------------------------------------------------
+
+
+def workitem_of(publisher: Recorder, process_id: str) -> dict[str, Any]:
+    """The workitem dispatched by ``process_id`` (taken from what was published)."""
+    found = next(m for m in publisher.sent if json.loads(m.body)["process_id"] == process_id)
+    publisher.sent.remove(found)
+    body: dict[str, Any] = json.loads(found.body)
+    return body
+
+
+def reply(body: dict[str, Any], *keep: str) -> Message:
+    """An answer to a workitem that names it only by the fields ``keep``."""
+    answer = {key: body[key] for key in keep} | {"payload": {"status": "done"}}
+    return Message(CONFIG.message_queue, json.dumps(answer).encode())
+
+
+@pytest.mark.parametrize("names", [("workitem_id",), ("target",), ("workitem_id", "target")])
+def test_an_answer_finds_its_instance_by_workitem_id_or_by_target(
+    store: Store, names: tuple[str, ...]
+) -> None:
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher)
+    service.handle(launch(acts("p"), {}, "asks"))
+    service.handle(launch(acts("p"), {}, "bystander"))
+    workitem = workitem_of(publisher, "asks")
+    assert service.handle(reply(workitem, *names)).outcome.value == "ack"
+    assert store.instance("asks").status == "completed"  # type: ignore[union-attr]
+    assert store.instance("bystander").status == "running"  # type: ignore[union-attr]
+
+
+def test_an_answer_for_an_unknown_workitem_or_activity_is_ignored(store: Store) -> None:
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher)
+    service.handle(launch(acts("p"), {}, "asks"))
+    before = journal_kinds(store, "asks")
+    for unknown in ({"workitem_id": "nope"}, {"target": "asks_7"}, {"target": "nobody_0"}):
+        answer = Message(CONFIG.message_queue, json.dumps(unknown | {"payload": {}}).encode())
+        assert service.handle(answer).outcome.value == "ack"  # not dead-lettered
+    assert journal_kinds(store, "asks") == before
+    assert store.instance("asks").status == "running"  # type: ignore[union-attr]
+
+
+def test_an_answer_by_target_that_two_instances_wait_at_is_ignored(store: Store) -> None:
+    """P_0's activity 0 and P's activity 0_0 are both P_0_0: the target names neither."""
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher)
+    service.handle(
+        launch('<process><sequence><action participant="p"/></sequence></process>', {}, "amb")
+    )
+    service.handle(launch(acts("p"), {}, "amb_0"))
+    first, second = workitem_of(publisher, "amb"), workitem_of(publisher, "amb_0")
+    assert first["target"] == second["target"] == "amb_0_0"
+    assert service.handle(reply(first, "target")).outcome.value == "ack"
+    statuses = {r.id: r.status for r in store.list_instances()}
+    assert statuses == {"amb": "running", "amb_0": "running"}
+    assert service.handle(reply(first, "workitem_id", "target")).outcome.value == "ack"
+    assert store.instance("amb").status == "completed"  # type: ignore[union-attr]
+
+
+WAITS_FOR_GO = '<process><await event="go"><condition>event["ok"]</condition></await></process>'
+
+
+def test_an_event_naming_a_process_reaches_only_that_one_with_its_data(store: Store) -> None:
+    service = Service(store, CONFIG, Recorder())
+    for pid in ("named", "other"):
+        service.handle(launch(WAITS_FOR_GO, {}, pid))
+    body = {"event": "go", "ok": True, "process_id": "named"}
+    service.handle(Message(CONFIG.event_queue, json.dumps(body).encode(), "go-1"))
+    statuses = {r.id: r.status for r in store.list_instances()}
+    assert statuses == {"named": "completed", "other": "running"}
+
+
+# subprocesses --------------------------------------------------------------------------------
+
+DONE_AT_ONCE = '<process><context><property name="r" type="int">4</property></context></process>'
+
+
+def test_a_finished_subprocess_resumes_its_caller_from_the_childs_own_record(
+    store: Store,
+) -> None:
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher)
+    service.handle(launch(CALLER, {"child": DONE_AT_ONCE}, "caller"))
+    child_launch = publisher.take(CONFIG.launch_queue)
+    child_id = child_launch.message_id or ""
+    service.handle(child_launch)
+    finished = publisher.take(CONFIG.message_queue)
+    assert json.loads(finished.body)["name"] == "child_finished"
+    assert service.handle(finished).outcome.value == "ack"
+    # journal records are documented: `bureaucratctl show` prints them
+    assert [(e.kind, e.activity, e.details) for e in store.journal("caller")] == [
+        ("launched", "caller", {"name": None, "fields": ["child"]}),
+        ("launched", "caller_0", {"child": child_id}),
+        ("child", "caller_0", {"child": child_id, "status": "completed"}),
+        ("completed", "caller", {}),
+    ]
+
+
+def test_a_subprocess_end_announced_before_it_ended_is_ignored(store: Store) -> None:
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher)
+    service.handle(launch(CALLER, {"child": CHILD}, "caller"))
+    child_launch = publisher.take(CONFIG.launch_queue)
+    service.handle(child_launch)
+    before = journal_kinds(store, "caller")
+    forged: dict[str, Any] = {
+        "name": "child_finished",
+        "process_id": "caller",
+        "activity": "caller_0",
+        "child_id": child_launch.message_id,
+        "status": "completed",
+        "context": {},
+        "fault": None,
+    }
+    message = Message(CONFIG.message_queue, json.dumps(forged).encode(), "forged")
+    assert service.handle(message).outcome.value == "ack"
+    assert journal_kinds(store, "caller") == before
+    assert store.instance("caller").status == "running"  # type: ignore[union-attr]
+
+
+def test_a_subprocess_whose_definition_is_invalid_faults_its_call(store: Store) -> None:
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher)
+    service.handle(launch(CALLER, {"child": "<process><bogus/></process>"}, "caller"))
+    child_launch = publisher.take(CONFIG.launch_queue)
+    child_id = child_launch.message_id or ""
+    assert service.handle(child_launch).outcome.value == "ack"  # the caller gets the fault
+    assert store.instance(child_id) is None
+    fault = {
+        "code": "DefinitionError",
+        "message": "line 1: unknown element <bogus> inside <process>",
+    }
+    assert [(e.kind, e.activity, e.details) for e in store.journal("caller")] == [
+        ("launched", "caller", {"name": None, "fields": ["child"]}),
+        ("launched", "caller_0", {"child": child_id}),
+        ("child", "caller_0", {"child": child_id, "status": "faulted"}),
+        ("fault", "caller_0", fault),
+        ("cancelled", "caller_0", {}),
+        ("faulted", "caller", {"fault": fault}),
+    ]
+
+
+def test_an_invalid_definition_launched_by_hand_is_dead_lettered_with_the_reason(
+    store: Store,
+) -> None:
+    service = Service(store, CONFIG, Recorder())
+    verdict = service.handle(launch("<process><bogus/></process>", {}, "bad"))
+    assert (verdict.outcome.value, verdict.disposition.value) == ("dead", "dead_lettered")
+    assert verdict.reason == "invalid definition: line 1: unknown element <bogus> inside <process>"
+    assert store.list_instances() == []
+
+
+def test_a_subprocess_end_announced_to_another_process_is_not_applied_to_it(store: Store) -> None:
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher)
+    service.handle(launch(CALLER, {"child": DONE_AT_ONCE}, "a"))
+    service.handle(launch(CALLER, {"child": CHILD}, "b"))
+    service.handle(publisher.take(CONFIG.launch_queue))  # a's child, which completes at once
+    announced = json.loads(publisher.take(CONFIG.message_queue).body)
+    before = journal_kinds(store, "b")
+    misdirected = announced | {"process_id": "b", "activity": "b_0"}
+    service.handle(Message(CONFIG.message_queue, json.dumps(misdirected).encode(), "elsewhere"))
+    assert journal_kinds(store, "b") == before
+
+
+def test_what_rabbitmq_took_is_marked_sent_and_not_relayed_again(store: Store) -> None:
+    now = [1_000_000.0]
+    publisher = Refusing("worker_nobody")
+    service = Service(store, CONFIG, publisher, clock=lambda: now[0])
+    batch = [launch(acts("p"), {}, "first"), launch(acts("p"), {}, "second")]
+    service.handle_batch([*batch, launch(acts("nobody"), {}, "refused")])
+    assert service.publish_committed() == 2
+    service.mark_published()  # no next transaction soon: marked in one of its own
+    assert outbox_rows(store) == {
+        "first": (now[0], None),
+        "second": (now[0], None),
+        "refused": (None, "NOT_FOUND - no queue"),
+    }
+    now[0] += 60
+    assert service.relay_outbox() == 0
+    assert [json.loads(m.body)["process_id"] for m in publisher.sent] == ["first", "second"]
+
+
+def test_what_was_published_is_marked_sent_when_the_daemon_is_idle(store: Store) -> None:
+    now = [1_000_000.0]
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher, clock=lambda: now[0])
+    service.handle(launch(acts("p"), {}, "asks"))
+    assert len(store.unsent()) == 1  # published: to be marked by the next transaction
+    now[0] += 1
+    service.mark_published()
+    assert outbox_rows(store) == {"asks": (now[0], None)}
+    service.handle(launch(acts("p"), {}, "next"))
+    service.handle(launch(acts("p"), {}, "last"))  # its transaction marks what "next" sent
+    assert [row.instance_id for row in store.unsent()] == ["last"]

@@ -186,6 +186,53 @@ def test_a_missing_instance_is_none(store: Store) -> None:
         assert tx.instance_exists("p1")
 
 
+def test_reading_an_instance_without_a_lock_in_a_transaction(store: Store) -> None:
+    """What a control message, a restart or a subprocess's end reads of an instance."""
+    started = launch(store, TICKS, "p1")
+    launch(store, ACTION, "p2")
+    launch(store, TICKS, "set-aside")
+    launch(store, TICKS, "garbled")
+    write_state(store, "garbled", "{not json")
+    with store.transaction() as tx:
+        tx.mark_broken("set-aside", "testing", T0 + 1)
+    with store.transaction() as tx:
+        assert tx.instance("nobody") is None
+        record = tx.instance("p1")
+        assert record is not None and (record.id, record.name) == ("p1", "ticks")
+        assert (record.status, record.state, record.version) == ("running", started.state, 1)
+        broken = tx.instance("set-aside")
+        assert broken is not None and (broken.id, broken.status) == ("set-aside", "broken")
+        assert (broken.state, broken.error, broken.updated_at) == (None, "testing", T0 + 1)
+        garbled = tx.instance("garbled")
+        assert garbled is not None and (garbled.id, garbled.status) == ("garbled", "running")
+        assert garbled.state is None
+
+
+def test_message_ids_preloaded_for_a_batch_are_answered_from_memory(store: Store) -> None:
+    with store.transaction() as tx:
+        tx.mark_processed("old", T0)
+    with statements(store) as seen, store.transaction() as tx:
+        tx.deferred = True
+        tx.preload_processed(["new", "old"])
+        preloading = len(seen)
+        assert not tx.first_time("old", T0 + 1)
+        assert tx.first_time("new", T0 + 1)
+        assert not tx.first_time("new", T0 + 1)  # a second copy in the same batch
+        assert len(seen) == preloading  # no statement until the batch is written
+        tx.flush()
+    with store.transaction() as tx:
+        assert tx.processed("old") and tx.processed("new")
+
+
+def test_a_forgotten_message_id_is_new_again_and_only_that_one(store: Store) -> None:
+    with store.transaction() as tx:
+        assert tx.first_time("m1", T0) and tx.first_time("m2", T0)
+        tx.forget_processed("m1")
+    with store.transaction() as tx:
+        assert not tx.processed("m1") and tx.processed("m2")
+        assert tx.first_time("m1", T0 + 1) and not tx.first_time("m2", T0 + 1)
+
+
 def test_a_subprocess_keeps_its_parent(store: Store) -> None:
     digest = store.add_definition(ACTION)
     with store.transaction() as tx:
@@ -318,6 +365,20 @@ def test_outbox_messages_wait_until_marked_sent(store: Store) -> None:
     store.mark_sent([unsent[1].id], T0 + 9)
     store.mark_sent([], T0 + 9)
     assert store.unsent() == []
+
+
+def test_marking_messages_sent_does_not_wait_for_postgresqls_disk_flush(store: Store) -> None:
+    """Marks lost in a database crash only mean messages published again (their ids are
+    stable); SQLite has no such setting and is left as it is."""
+    with store.transaction() as tx:
+        tx.without_waiting_for_disk()
+        if not store.is_sqlite:
+            setting = tx.connection.exec_driver_sql("SHOW synchronous_commit").scalar()
+            assert setting == "off"
+    if not store.is_sqlite:
+        with store.transaction() as tx:  # for this transaction only
+            setting = tx.connection.exec_driver_sql("SHOW synchronous_commit").scalar()
+            assert setting == "on"
 
 
 def test_a_message_id_already_in_the_outbox_is_not_sent_twice(store: Store) -> None:
