@@ -334,6 +334,13 @@ def test_set_may_fill_the_state_up_to_its_limit_exactly() -> None:
     assert over.state is state
 
 
+def test_a_state_at_its_limit_may_have_a_value_replaced_by_one_as_large() -> None:
+    definition, state = started(AWAITING)
+    full = Limits(max_state_size=json_size(state, DEFAULT_LIMITS.max_state_size)[0])
+    replaced = step(definition, state, ev.SetContext({"n": 7}), 0, full)
+    assert journal(replaced) == [("set", "p", {"name": "n", "old": 0, "new": 7})]
+
+
 # rerun ------------------------------------------------------------------------------------------
 
 
