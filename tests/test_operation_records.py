@@ -575,3 +575,77 @@ def test_a_subprocess_result_of_another_shape_is_journalled_at_the_call(
     assert result.state is state
     reason = f"the subprocess's result {problem}"
     assert journal(result) == [("ignored", "p_0", {"reason": reason, "child": child})]
+
+
+# the size the state keeps of itself -------------------------------------------------------------
+
+FAULTING = """<process on-fault="suspend"><sequence><action participant="w"/>
+<assign property="x">context['m'] + 1</assign></sequence></process>"""
+
+
+def test_rerun_and_restart_of_an_incident_keep_the_size_a_fresh_launch_keeps() -> None:
+    # what the incident added to the kept size goes with it: nothing drifts
+    fields = {"m": "one", "pad": "p" * 300}
+    definition, launched = started(FAULTING, fields)
+    [workitem] = launched["workitems"]
+    done = {"workitem_id": workitem, "payload": {"status": "done"}}
+    suspended = step(definition, launched, ev.ParticipantResponse(done), 0).state
+    assert suspended["status"] == "suspended" and "incident" in suspended
+    for operation in (ev.Rerun("p_0_0"), ev.Restart(fields)):
+        again = step(definition, suspended, operation, 0).state
+        assert "incident" not in again
+        assert again["size"] == launched["size"], operation
+
+
+TWO_AWAITS = """<process><await event="one"/><await event="two"/></process>"""
+
+
+def test_held_messages_leave_nothing_in_the_kept_size_once_applied_or_dropped() -> None:
+    definition, launched = started(TWO_AWAITS, {"pad": "q" * 100})
+    direct = step(definition, launched, ev.EventReceived("one", {"x": "y" * 50}), 0).state
+    paused = step(definition, launched, ev.Pause(), 0).state
+    held = step(definition, paused, ev.EventReceived("one", {"x": "y" * 50}), 0).state
+    resumed = step(definition, held, ev.Resume(), 0).state
+    assert resumed["size"] == direct["size"]
+    rerun = step(definition, held, ev.Rerun("p_0"), 0).state
+    assert rerun["size"] == launched["size"]
+    restarted = step(definition, held, ev.Restart({"pad": "q" * 100}), 0).state
+    assert restarted["size"] == launched["size"]
+
+
+def test_many_held_messages_keep_the_size_estimate_above_the_real_size() -> None:
+    definition, state = started(AWAITING)
+    state = step(definition, state, ev.Pause(), 0).state
+    for _ in range(150):
+        state = step(definition, state, ev.EventReceived("go", {}), 0).state
+    assert len(state["held"]) == 150
+    assert_size_kept(state)
+
+
+# stray timers and retries (step) ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("timer", "shown"), [("p_9.9", "p_9.9"), (5, 5), (["p_0.3"], "(a list)"), (None, None)]
+)
+def test_a_timer_no_activity_waits_for_is_journalled_with_its_id(timer: Any, shown: Any) -> None:
+    definition, state = started(AWAITING)
+    result = step(definition, state, ev.TimerFired(timer), 0)
+    assert result.state is state
+    assert journal(result) == [
+        ("ignored", "p", {"reason": "no activity waits for this timer", "timer": shown})
+    ]
+
+
+@pytest.mark.parametrize(
+    ("activity", "shown"), [("p_0", "p_0"), (None, None), (5, 5), (["p_0"], "(a list)")]
+)
+def test_a_retry_with_no_failed_action_is_journalled_with_the_activity_named(
+    activity: Any, shown: Any
+) -> None:
+    definition, state = started('<process><action participant="a"/></process>')
+    result = step(definition, state, ev.Retry(activity), 0)
+    assert result.state is state
+    assert journal(result) == [
+        ("ignored", "p", {"reason": "no failed action to retry", "activity": shown})
+    ]
