@@ -306,7 +306,8 @@ def test_set_refuses_a_value_that_would_take_the_state_past_its_limit() -> None:
     limits = Limits(max_state_size=20_000)
     definition = parse_definition(BIG)
     state = step(definition, None, ev.Start("p"), 0, limits).state
-    for values in ({"doc": "d" * 30_000}, {"other": "o" * 30_000}):
+    together = {"doc": "d" * 12_000, "other": "o" * 12_000}  # each would fit alone
+    for values in ({"doc": "d" * 30_000}, {"other": "o" * 30_000}, together):
         refused = step(definition, state, ev.SetContext(values), 0, limits)
         assert refused.state is state
         reason = "the values would take the state past max_state_size"
@@ -339,6 +340,17 @@ def test_a_state_at_its_limit_may_have_a_value_replaced_by_one_as_large() -> Non
     full = Limits(max_state_size=json_size(state, DEFAULT_LIMITS.max_state_size)[0])
     replaced = step(definition, state, ev.SetContext({"n": 7}), 0, full)
     assert journal(replaced) == [("set", "p", {"name": "n", "old": 0, "new": 7})]
+    grown = step(definition, state, ev.SetContext({"n": 10}), 0, full)  # one byte more
+    assert grown.state is state
+    assert journal(grown) == [
+        ("ignored", "p", {"reason": "the values would take the state past max_state_size"})
+    ]
+
+
+def test_set_counts_what_it_writes_in_the_size_the_state_keeps() -> None:
+    definition, state = started(AWAITING)
+    written = step(definition, state, ev.SetContext({"v": "w" * 500}), 0).state
+    assert written["size"] == started(AWAITING, {"v": "w" * 500})[1]["size"]
 
 
 # rerun ------------------------------------------------------------------------------------------
