@@ -189,18 +189,25 @@ def test_a_held_subprocess_result_is_kept_whole_and_taken_on_resume(
         assert resumed.state["fault"] == {**fault, "activity": "p_0"}
 
 
-def test_a_held_retry_is_kept_and_dispatches_the_failed_action_again_on_resume() -> None:
-    definition, state = started('<process><action participant="a"/></process>')
-    [workitem] = state["workitems"]
-    error = {"workitem_id": workitem, "payload": {"status": "error", "error": "no"}}
-    failed = step(definition, state, ev.ParticipantResponse(error), 0).state
-    paused = step(definition, failed, ev.Pause(), 0).state
-    held = step(definition, paused, ev.Retry("p_0"), 0).state
-    assert held["held"] == [{"type": "retry", "activity": "p_0"}]
+def test_a_held_retry_is_kept_and_dispatches_the_failed_action_it_names_on_resume() -> None:
+    definition, state = started(
+        '<process><all><action participant="a"/><action participant="b"/></all></process>'
+    )
+    for workitem in list(state["workitems"]):
+        error = {"workitem_id": workitem, "payload": {"status": "error", "error": "no"}}
+        state = step(definition, state, ev.ParticipantResponse(error), 0).state
+    assert state["workitems"] == {}  # both failed
+    paused = step(definition, state, ev.Pause(), 0).state
+    held = step(definition, paused, ev.Retry("p_0_1"), 0).state
+    assert held["held"] == [{"type": "retry", "activity": "p_0_1"}]
     resumed = step(definition, held, ev.Resume(), 0)
-    assert [kind for kind, _, _ in journal(resumed)] == ["resumed", "retry", "dispatched"]
+    assert [(kind, activity) for kind, activity, _ in journal(resumed)] == [
+        ("resumed", "p"),
+        ("retry", "p_0_1"),
+        ("dispatched", "p_0_1"),
+    ]
     [dispatch] = [c for c in resumed.commands if isinstance(c, commands.DispatchWorkitem)]
-    assert dispatch.activity == "p_0" and dispatch.participant == "a"
+    assert dispatch.activity == "p_0_1" and dispatch.participant == "b"
 
 
 def test_held_messages_of_no_known_shape_are_journalled_and_the_rest_applied() -> None:
