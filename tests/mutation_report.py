@@ -8,25 +8,66 @@ Run from the project's root after ``mutmut run`` (``make mutate`` does both)::
 The score counts a mutant as caught when a test failed or timed out with it. A mutant in a
 function no fast test reaches ("no tests": the daemon's loop, run only by the end-to-end tests
 in subprocesses) is counted apart: it is neither caught nor missed by the tests mutmut runs.
+
+Re-checking. mutmut runs, against each mutant, every test that reaches its function; for the
+engine's core (``step``, ``Runtime``, the sizes) that is the whole selection, some forty seconds
+of CPU per surviving mutant. After writing tests, re-check the survivors (or the mutants not
+checked yet) of some functions against the test files that matter to them::
+
+    python tests/mutation_report.py --recheck survived --only bureaucrat.engine.operations \\
+        --tests tests/test_operation_records.py tests/test_steering.py
+
+Each mutant runs in a child process (the tests stop at the first failure); the verdicts are
+stored with mutmut's, so the report, ``mutmut results`` and ``mutmut show`` include them. A
+mutant that survives there may still die to a test left out: re-check without ``--tests`` (the
+whole selection) to be sure. The code mutmut mutated must be the current one: run ``mutmut
+run`` (``make mutate``) after changing the source, before re-checking.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import os
+import signal
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 CAUGHT = {"killed", "timeout", "caught by type check", "segfault"}
+VERDICTS = {0: "survived", 1: "killed", 3: "killed", 5: "no tests"}
+"""pytest's exit status in a child, as mutmut reads it."""
+CODES = {"survived": 0, "killed": 1, "no tests": 33, "timeout": 36}
+"""The exit codes mutmut stores for each verdict."""
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--survivors", type=Path, help="write each survivor's diff to this file")
+    parser.add_argument(
+        "--recheck",
+        metavar="STATUS",
+        choices=["survived", "not checked", "no tests", "timeout"],
+        help="run the mutants with this status again (then report)",
+    )
+    parser.add_argument(
+        "--only", nargs="+", default=[""], metavar="PREFIX", help="mutant names to re-check"
+    )
+    parser.add_argument("--tests", nargs="+", metavar="FILE", help="test files to re-check with")
+    parser.add_argument("--jobs", type=int, default=2, help="children at a time (2)")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant (300)")
     args = parser.parse_args(argv)
     if not Path("mutants").is_dir():
         parser.error("no mutants/ here: run `make mutate` first, from the project's root")
+    if args.recheck is not None:
+        recheck(args.recheck, tuple(args.only), args.tests, args.jobs, args.timeout)
+    return report(args.survivors)
 
+
+def report(survivors_file: Path | None) -> int:
     from mutmut.mutation.data import SourceFileMutationData
     from mutmut.mutation.diff_apply import get_diff_for_mutant
     from mutmut.stats import status_by_exit_code
@@ -52,11 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     others = sorted(set(totals) - {"caught", "survived", "no tests"})
     if others:
         print("also: " + ", ".join(f"{totals[s]} {s}" for s in others))
-    if args.survivors is not None:
-        with args.survivors.open("w") as out:
+    if survivors_file is not None:
+        with survivors_file.open("w") as out:
             for name, path in sorted(survivors):
                 out.write(f"# {name}\n{get_diff_for_mutant(name, path=path)}\n\n")
-        print(f"{len(survivors)} survivors' diffs written to {args.survivors}")
+        print(f"{len(survivors)} survivors' diffs written to {survivors_file}")
     return 0
 
 
@@ -68,6 +109,82 @@ def _row(label: str, counts: collections.Counter[str]) -> str:
         f"{label:<40} {total:>8} {counts['caught']:>8} {counts['survived']:>9}"
         f" {counts['no tests']:>9} {score:>7}"
     )
+
+
+def recheck(
+    status: str, prefixes: tuple[str, ...], tests: list[str] | None, jobs: int, timeout: float
+) -> None:
+    """Run the mutants with ``status`` whose names start with one of ``prefixes`` again."""
+    from mutmut.configuration import config
+    from mutmut.mutation.data import SourceFileMutationData
+    from mutmut.stats import status_by_exit_code
+    from mutmut.utils.file_utils import setup_source_paths, walk_mutatable_files
+
+    queue: list[tuple[str, Any]] = []
+    for path in sorted(walk_mutatable_files()):
+        data = SourceFileMutationData(path=path)
+        data.load()
+        queue += [
+            (name, data)
+            for name, code in data.exit_code_by_key.items()
+            if status_by_exit_code[code] == status and name.startswith(prefixes)
+        ]
+    selection = tests or list(config().pytest_add_cli_args_test_selection)
+    print(f"re-checking {len(queue)} mutants against {' '.join(selection)}", flush=True)
+    pytest_args = [
+        *("-x", "-q", "--tb=no", "-p", "no:cacheprovider", "-p", "no:randomly", "--rootdir=."),
+        *config().pytest_add_cli_args,
+        *selection,
+    ]
+    setup_source_paths()  # the mutated package first on the path, the original not at all
+    os.chdir("mutants")
+    import pytest  # imported once here: each child starts from it
+
+    running: dict[int, tuple[str, Any, float]] = {}
+    verdicts: collections.Counter[str] = collections.Counter()
+    while queue or running:
+        while queue and len(running) < jobs:
+            name, data = queue.pop(0)
+            pid = os.fork()
+            if pid == 0:
+                _run_child(name, pytest, pytest_args)
+            running[pid] = (name, data, time.monotonic())
+        pid, wait_status = _wait(running, timeout)
+        name, data, _ = running.pop(pid)
+        code = os.waitstatus_to_exitcode(wait_status)
+        verdict = VERDICTS.get(code, "timeout" if code < 0 else f"exit status {code}")
+        verdicts[verdict] += 1
+        if verdict in CODES:
+            data.load()  # another child's verdict on the same file may have been saved since
+            data.exit_code_by_key[name] = CODES[verdict]
+            data.save()
+        print(f"{verdict:>9}  {name}", flush=True)
+    os.chdir("..")
+    print("re-checked: " + ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items())))
+
+
+def _run_child(name: str, pytest: Any, pytest_args: list[str]) -> None:
+    """Run the tests against mutant ``name`` and exit with pytest's status (in the child)."""
+    from mutmut.mutation.trampoline import set_mutant_under_test
+
+    quiet = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(quiet, 1)
+    os.dup2(quiet, 2)
+    set_mutant_under_test(name)
+    os._exit(int(pytest.main(pytest_args)))
+
+
+def _wait(running: dict[int, tuple[str, Any, float]], timeout: float) -> tuple[int, int]:
+    """The next child to end, killing those past ``timeout`` seconds."""
+    while True:
+        now = time.monotonic()
+        for pid, (_, _, started) in running.items():
+            if now - started > timeout:
+                os.kill(pid, signal.SIGKILL)
+        pid, wait_status = os.waitpid(-1, os.WNOHANG)
+        if pid:
+            return pid, wait_status
+        time.sleep(0.05)
 
 
 if __name__ == "__main__":
