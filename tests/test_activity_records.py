@@ -1,0 +1,282 @@
+"""What each activity writes to the journal, the faults it raises and the commands it sends, when
+it waits on the outside world (``action``, ``call``, ``await``) and when an operator makes it run
+again. The journal is what ``bureaucratctl show`` and the console print, and fault codes and
+messages are what users see, so these tests compare them whole.
+
+Tests drive the pure ``step`` one event at a time, so that a subprocess can end any way a real
+one could and a timer can fire when the test says.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import pytest
+
+from bureaucrat.bounds import MAX_PROCESS_ID, utf8_length
+from bureaucrat.definition import parse_definition
+from bureaucrat.engine import DEFAULT_LIMITS, Limits, step
+from bureaucrat.engine import commands as cmd
+from bureaucrat.engine import events as ev
+from bureaucrat.engine.activities.waiting import child_id
+from bureaucrat.engine.state import State
+
+Entry = tuple[str, str, dict[str, Any]]
+
+
+class Instance:
+    """One instance driven step by step; its state makes a JSON round trip after every step."""
+
+    def __init__(
+        self, xml: str, fields: dict[str, Any] | None = None, limits: Limits = DEFAULT_LIMITS
+    ) -> None:
+        self.definition = parse_definition(xml)
+        self.limits = limits
+        self.state: State | None = None
+        self.commands: tuple[cmd.Command, ...] = ()
+        self.apply(ev.Start("pid", fields or {}))
+
+    def apply(self, event: ev.Event, now: float = 0.0) -> None:
+        result = step(self.definition, self.state, event, now, self.limits)
+        self.state, self.commands = json.loads(json.dumps(result.state)), result.commands
+
+    @property
+    def current(self) -> State:
+        assert self.state is not None
+        return self.state
+
+    def records(self) -> list[Entry]:
+        """The journal records of the last step: (kind, activity, details)."""
+        return [(c.kind, c.activity, c.details) for c in self.commands if isinstance(c, cmd.Record)]
+
+    def one(self, kind: type[Any]) -> Any:
+        (found,) = [c for c in self.commands if isinstance(c, kind)]
+        return found
+
+    def answer(self, **changes: Any) -> None:
+        workitem: cmd.DispatchWorkitem = self.one(cmd.DispatchWorkitem)
+        payload = {**workitem.message["payload"], **changes}
+        self.apply(ev.ParticipantResponse({**workitem.message, "payload": payload}))
+
+
+def faulted(code: str, message: str) -> Entry:
+    return ("faulted", "pid", {"fault": {"code": code, "message": message}})
+
+
+# call --------------------------------------------------------------------------------------------
+
+CALL = '<process><call process="$sub"/></process>'
+CHILD = "<process>" + "<sequence/>" * 40 + "</process>"
+
+
+def test_a_terminated_subprocess_faults_its_call_with_terminated_error() -> None:
+    instance = Instance(CALL, {"sub": CHILD})
+    launch: cmd.LaunchChild = instance.one(cmd.LaunchChild)
+    instance.apply(ev.ChildFinished(launch.process_id, "terminated"))
+    message = f"subprocess {launch.process_id} was terminated"
+    assert instance.records() == [
+        ("child", "pid_0", {"child": launch.process_id, "status": "terminated"}),
+        ("fault", "pid_0", {"code": "TerminatedError", "message": message}),
+        ("cancelled", "pid_0", {}),
+        faulted("TerminatedError", message),
+    ]
+
+
+def test_a_subprocess_that_faulted_without_saying_how_faults_its_call_with_fault() -> None:
+    instance = Instance(CALL, {"sub": CHILD})
+    launch: cmd.LaunchChild = instance.one(cmd.LaunchChild)
+    instance.apply(ev.ChildFinished(launch.process_id, "faulted", {}, None))
+    assert instance.records()[1:] == [
+        ("fault", "pid_0", {"code": "Fault", "message": ""}),
+        ("cancelled", "pid_0", {}),
+        faulted("Fault", ""),
+    ]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{}, {"sub": ""}, {"sub": " \n "}, {"sub": 5}, {"sub": ["<process/>"]}, {"sub": None}],
+    ids=["missing", "empty", "blank", "int", "list", "null"],
+)
+def test_a_call_whose_property_holds_no_definition_faults_call_error(
+    fields: dict[str, Any],
+) -> None:
+    instance = Instance(CALL, fields)
+    message = 'call process="$sub": the property holds no process definition'
+    assert instance.records()[1:] == [
+        ("fault", "pid_0", {"code": "CallError", "message": message}),
+        faulted("CallError", message),
+    ]
+    assert not [c for c in instance.commands if isinstance(c, cmd.LaunchChild)]
+
+
+def launch_size(source: str) -> int:
+    """The bytes a subprocess's launch counts against the step's output: its definition at
+    up to 4 bytes a character, the caller's activity id twice, an envelope, and the context."""
+    context = json.dumps({"sub": source}, separators=(",", ":"))
+    return 4 * len(source) + 2 * len("pid_0") + 1_000 + len(context)
+
+
+def test_a_launch_that_just_fits_the_step_output_is_sent() -> None:
+    instance = Instance(CALL, {"sub": CHILD}, Limits(max_step_output=launch_size(CHILD)))
+    assert instance.one(cmd.LaunchChild).definition == CHILD
+    assert instance.records()[1:] == [("launched", "pid_0", {"child": "pid.3"})]
+
+
+def test_a_launch_one_byte_over_the_step_output_faults_naming_the_limit() -> None:
+    limit = launch_size(CHILD) - 1
+    instance = Instance(CALL, {"sub": CHILD}, Limits(max_step_output=limit))
+    message = (
+        "max_step_output exceeded: the subprocess's launch would bring the messages of this "
+        f"step to at least {limit + 1:,} bytes, over the limit of {limit:,}. The limit is the "
+        "configuration key [bureaucrat] max_step_output"
+    )
+    assert instance.records()[1:] == [
+        ("fault", "pid_0", {"code": "LimitExceeded", "message": message}),
+        faulted("LimitExceeded", message),
+    ]
+
+
+def test_a_subprocess_id_is_the_callers_id_and_a_number_up_to_the_longest_id() -> None:
+    longest = "p" * (MAX_PROCESS_ID - 3)
+    assert child_id("pid", 3) == "pid.3"
+    assert child_id(longest, 12) == f"{longest}.12"
+    assert utf8_length(child_id(longest, 12)) == MAX_PROCESS_ID
+
+
+@pytest.mark.parametrize(
+    ("caller", "prefix"),
+    [("p" * (MAX_PROCESS_ID - 2), "p" * 48), ("a" + "é" * 70, "a" + "é" * 23)],
+    ids=["ascii", "a character cut at 48 bytes is left out"],
+)
+def test_a_subprocess_id_too_long_is_a_prefix_and_a_digest_of_the_callers_id(
+    caller: str, prefix: str
+) -> None:
+    digest = hashlib.sha256(caller.encode("utf-8")).hexdigest()[:32]
+    assert child_id(caller, 12) == f"{prefix}~{digest}.12"
+    assert utf8_length(child_id(caller, 12)) <= MAX_PROCESS_ID
+    # two callers that differ only past the prefix still have different subprocesses
+    assert child_id(caller + "x", 12) != child_id(caller, 12)
+
+
+def test_a_subprocess_of_a_long_process_id_is_launched_under_the_shortened_id() -> None:
+    definition = parse_definition(CALL)
+    caller = "q" * MAX_PROCESS_ID
+    result = step(definition, None, ev.Start(caller, {"sub": CHILD}), 0.0)
+    (launch,) = [c for c in result.commands if isinstance(c, cmd.LaunchChild)]
+    assert launch.process_id == child_id(caller, 3)
+    assert result.state["children"] == {launch.process_id: "0"}
+
+
+# timeouts ----------------------------------------------------------------------------------------
+
+
+def test_an_action_timeout_cancels_its_workitem_then_faults_timeout_error() -> None:
+    instance = Instance('<process><action participant="clerk" timeout="1.5"/></process>')
+    timer: cmd.StartTimer = instance.one(cmd.StartTimer)
+    workitem: cmd.DispatchWorkitem = instance.one(cmd.DispatchWorkitem)
+    instance.apply(ev.TimerFired(timer.timer_id), now=1.5)
+    message = "participant clerk did not answer within 1.5 s"
+    fault = {"code": "TimeoutError", "message": message}
+    assert instance.commands == (
+        cmd.Record("timer", "pid_0", {"timer": timer.timer_id}),
+        cmd.CancelWorkitem(workitem.workitem_id, "pid_0"),
+        cmd.Record("fault", "pid_0", fault),
+        cmd.Record("cancelled", "pid_0", {}),
+        cmd.Record("faulted", "pid", {"fault": fault}),
+        cmd.ProcessFinished("faulted", {}, fault),
+    )
+    assert instance.current["workitems"] == {}
+
+
+def test_an_await_timeout_faults_timeout_error_naming_the_event() -> None:
+    instance = Instance('<process><await event="signed" timeout="2"/></process>')
+    timer: cmd.StartTimer = instance.one(cmd.StartTimer)
+    instance.apply(ev.TimerFired(timer.timer_id), now=2.0)
+    message = "event signed did not arrive within 2 s"
+    assert ("fault", "pid_0", {"code": "TimeoutError", "message": message}) in instance.records()
+    assert cmd.Unsubscribe("signed", "pid_0") in instance.commands
+    assert instance.current["awaits"] == {}
+
+
+# foreach -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "found"),
+    [({}, "nothing"), ({"items": 5}, "int"), ({"items": "abc"}, "str"), ({"items": {}}, "dict")],
+)
+def test_a_foreach_over_what_is_not_a_list_faults_saying_what_it_found(
+    fields: dict[str, Any], found: str
+) -> None:
+    instance = Instance(
+        '<process><foreach select="items"><assign property="x">1</assign></foreach></process>',
+        fields,
+    )
+    message = f'foreach select="items": expected a list, found {found}'
+    assert instance.current["fault"] == {
+        "code": "ExpressionError",
+        "message": message,
+        "activity": "pid_0",
+    }
+
+
+# incidents ---------------------------------------------------------------------------------------
+
+SUSPENDING = """<process on-fault="suspend">
+  <context><property name="y" type="int">1</property></context>
+  <action participant="clerk"/>
+</process>"""
+
+
+def test_resuming_an_incident_at_an_action_cancels_it_and_dispatches_it_again() -> None:
+    instance = Instance(SUSPENDING)
+    before = instance.current["size"]
+    instance.answer(status="critical", error="boom")
+    assert instance.records()[1:] == [
+        ("fault", "pid_0", {"code": "ActionError", "message": "boom"}),
+        ("incident", "pid_0", {"code": "ActionError", "message": "boom"}),
+    ]
+    instance.apply(ev.Resume())
+    workitem: cmd.DispatchWorkitem = instance.one(cmd.DispatchWorkitem)
+    assert instance.records() == [
+        ("resumed", "pid", {"was": "suspended", "held": 0}),
+        ("cancelled", "pid_0", {}),
+        ("dispatched", "pid_0", {"participant": "clerk", "workitem": workitem.workitem_id}),
+    ]
+    assert instance.current["workitems"] == {workitem.workitem_id: "0"}
+    assert instance.current["status"] == "running"
+    # the size the state keeps of itself is back to what it was before the incident
+    assert instance.current["size"] == before
+
+
+def test_resuming_an_incident_at_a_foreach_starts_it_again_in_a_fresh_scope() -> None:
+    instance = Instance(
+        """<process on-fault="suspend">
+             <foreach select="items"><assign property="x">context["inst:current"]</assign></foreach>
+           </process>""",
+        {"items": "not yet"},
+    )
+    assert instance.current["status"] == "suspended"
+    instance.apply(ev.SetContext({"items": [1, 2]}))
+    instance.apply(ev.Resume())
+    assert instance.current["status"] == "completed"
+    assert instance.current["scopes"] == {"": {"items": [1, 2], "x": 2}}
+
+
+# fault handlers ----------------------------------------------------------------------------------
+
+
+def test_once_the_roots_handler_is_done_the_state_keeps_the_size_of_its_context_alone() -> None:
+    caught = Instance(
+        """<process>
+             <context><faults><default><assign property="r">1</assign></default></faults></context>
+             <fault code="Oops" message="a long message, to be forgotten with the fault"/>
+           </process>"""
+    )
+    plain = Instance('<process><assign property="r">1</assign></process>')
+    assert caught.current["status"] == plain.current["status"] == "completed"
+    assert caught.current["scopes"] == plain.current["scopes"] == {"": {"r": 1}}
+    assert caught.current["size"] == plain.current["size"]
