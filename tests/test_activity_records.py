@@ -139,6 +139,24 @@ def test_a_launch_one_byte_over_the_step_output_faults_naming_the_limit() -> Non
     ]
 
 
+def test_a_call_keeps_the_digest_of_the_definition_it_launched() -> None:
+    # the daemon starts a subprocess only if its caller waits for it with this very definition
+    instance = Instance(CALL, {"sub": CHILD})
+    digest = hashlib.sha256(CHILD.encode("utf-8")).hexdigest()
+    assert instance.current["nodes"]["0"]["definition"] == digest
+
+
+def test_what_a_finished_call_held_no_longer_counts_in_the_size_of_the_state() -> None:
+    instance = Instance(
+        '<process><call process="$sub"/><action participant="clerk"/></process>', {"sub": CHILD}
+    )
+    launch: cmd.LaunchChild = instance.one(cmd.LaunchChild)
+    assert instance.current["size"]["held"] == instance.current["nodes"]["0"]["sz"] > 0
+    instance.apply(ev.ChildFinished(launch.process_id, "completed", {"sub": CHILD}))
+    assert "0" not in instance.current["nodes"]
+    assert instance.current["size"]["held"] == instance.current["nodes"]["1"]["sz"]
+
+
 def test_a_subprocess_id_is_the_callers_id_and_a_number_up_to_the_longest_id() -> None:
     longest = "p" * (MAX_PROCESS_ID - 3)
     assert child_id("pid", 3) == "pid.3"
@@ -280,3 +298,121 @@ def test_once_the_roots_handler_is_done_the_state_keeps_the_size_of_its_context_
     assert caught.current["status"] == plain.current["status"] == "completed"
     assert caught.current["scopes"] == plain.current["scopes"] == {"": {"r": 1}}
     assert caught.current["size"] == plain.current["size"]
+
+
+# failed actions and an operator's retry ----------------------------------------------------------
+
+RETRIED = '<process><action participant="clerk" retries="1" retry-delay="0.5"/></process>'
+
+
+def test_an_error_within_the_retries_waits_the_retry_delay_then_dispatches_again() -> None:
+    instance = Instance(RETRIED)
+    first: cmd.DispatchWorkitem = instance.one(cmd.DispatchWorkitem)
+    instance.answer(status="error", error="busy")
+    timer: cmd.StartTimer = instance.one(cmd.StartTimer)
+    assert timer == cmd.StartTimer(timer.timer_id, "pid_0", 0.5, cmd.TimerKind.RETRY)
+    assert instance.records() == [
+        ("answered", "pid_0", {"status": "error", "workitem": first.workitem_id}),
+        ("retry", "pid_0", {"attempt": 2, "error": "busy"}),
+    ]
+    assert not [c for c in instance.commands if isinstance(c, cmd.DispatchWorkitem)]
+    instance.apply(ev.TimerFired(timer.timer_id), now=0.5)
+    assert instance.one(cmd.DispatchWorkitem).attempt == 2
+
+
+def test_spent_retries_journal_the_failure_and_an_operators_retry_starts_again() -> None:
+    instance = Instance(RETRIED)
+    instance.answer(status="error", error="busy")
+    instance.apply(ev.TimerFired(instance.one(cmd.StartTimer).timer_id), now=0.5)
+    second: cmd.DispatchWorkitem = instance.one(cmd.DispatchWorkitem)
+    instance.answer(status="error", error="still busy")
+    assert instance.records() == [
+        ("answered", "pid_0", {"status": "error", "workitem": second.workitem_id}),
+        ("failed", "pid_0", {"attempts": 2, "error": "still busy"}),
+    ]
+    node = instance.current["nodes"]["0"]
+    assert (node["failed"], node["error"]) == (True, "still busy")
+    # what the failed action keeps (its error) counts in the state's size, and only that
+    assert instance.current["size"]["held"] == node["sz"] > len("still busy")
+    instance.apply(ev.Retry("pid_0"))
+    third: cmd.DispatchWorkitem = instance.one(cmd.DispatchWorkitem)
+    assert third.attempt == 1
+    assert instance.records() == [
+        ("retry", "pid_0", {"attempt": 1, "operator": True}),
+        ("dispatched", "pid_0", {"participant": "clerk", "workitem": third.workitem_id}),
+    ]
+    assert instance.current["size"]["held"] == instance.current["nodes"]["0"]["sz"]
+
+
+def test_a_failure_whose_error_would_pass_the_state_size_limit_faults_the_instance() -> None:
+    error = "e" * 1_500
+    fits = Instance(RETRIED.replace(' retries="1"', ""))
+    fits.answer(status="error", error=error)
+    assert fits.current["status"] == "running"
+    limit = len(json.dumps(fits.current, separators=(",", ":"))) - 1
+    instance = Instance(RETRIED.replace(' retries="1"', ""), limits=Limits(max_state_size=limit))
+    instance.answer(status="error", error=error)
+    assert instance.current["status"] == "faulted"
+    assert instance.current["fault"]["code"] == "LimitExceeded"
+    assert instance.current["fault"]["message"].startswith("max_state_size exceeded")
+
+
+# what a change too large for the state names ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("count", "named"),
+    [
+        (5, "p0, p1, p2, p3, p4"),
+        (6, "p0, p1, p2, p3, p4 and 1 more"),
+        (8, "p0, p1, p2, p3, p4 and 3 more"),
+    ],
+)
+def test_an_answer_too_large_for_the_state_names_up_to_five_changed_properties(
+    count: int, named: str
+) -> None:
+    instance = Instance(
+        '<process><action participant="clerk"/></process>', limits=Limits(max_state_size=20_000)
+    )
+    instance.answer(**{f"p{i}": "x" * 5_000 for i in reversed(range(count))})
+    fault = instance.current["fault"]
+    assert fault["code"] == "LimitExceeded"
+    assert fault["message"].startswith(
+        f"max_state_size exceeded: the changes to {named} would make the instance's state"
+    )
+
+
+def test_resuming_goes_on_with_what_the_step_had_left_and_skips_what_that_cancels() -> None:
+    # the incident at pid_0_0_0 left its sibling's start to do; resumed, that sibling's fault is
+    # caught around the all, whose cancelled branch must not start again
+    instance = Instance(
+        """<process on-fault="suspend">
+             <sequence>
+               <context><faults><case code="B"><assign property="b">1</assign></case></faults>
+               </context>
+               <all><fault code="A"/><fault code="B"/></all>
+             </sequence>
+           </process>"""
+    )
+    assert instance.current["status"] == "suspended"
+    assert instance.current["incident"]["path"] == "0_0_0"
+    instance.apply(ev.Resume())
+    assert [(kind, activity) for kind, activity, _ in instance.records()] == [
+        ("resumed", "pid"),
+        ("fault", "pid_0_0_1"),
+        ("handled", "pid_0"),
+        ("completed", "pid"),
+    ]
+    assert instance.current["scopes"] == {"": {"b": 1}}
+
+
+def test_the_size_held_is_what_every_waiting_or_failed_action_keeps() -> None:
+    instance = Instance(
+        '<process><all><action participant="clerk"/><action participant="other"/></all></process>'
+    )
+    clerk = next(c for c in instance.commands if isinstance(c, cmd.DispatchWorkitem))
+    payload = {**clerk.message["payload"], "status": "error", "error": "no"}
+    instance.apply(ev.ParticipantResponse({**clerk.message, "payload": payload}))
+    nodes = instance.current["nodes"]
+    assert nodes["0_0"]["failed"] is True and "wi" in nodes["0_1"]
+    assert instance.current["size"]["held"] == nodes["0_0"]["sz"] + nodes["0_1"]["sz"]
