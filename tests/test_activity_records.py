@@ -416,3 +416,33 @@ def test_the_size_held_is_what_every_waiting_or_failed_action_keeps() -> None:
     nodes = instance.current["nodes"]
     assert nodes["0_0"]["failed"] is True and "wi" in nodes["0_1"]
     assert instance.current["size"]["held"] == nodes["0_0"]["sz"] + nodes["0_1"]["sz"]
+
+
+def test_a_rerun_inside_a_block_whose_handler_had_no_room_for_the_fault_runs() -> None:
+    # the block caught the fault, but inst:fault would not fit the state: an incident at the
+    # block, running its handler without inst:fault; a rerun of its child goes back to its body
+    instance = Instance(
+        """<process on-fault="suspend"><sequence>
+             <context><faults><default><assign property="x">1</assign></default></faults></context>
+             <action participant="clerk"/>
+           </sequence></process>""",
+        limits=Limits(max_state_size=2_000),
+    )
+    instance.answer(status="critical", error="e" * 1_900)
+    assert [
+        (kind, activity, details.get("code")) for kind, activity, details in instance.records()
+    ] == [
+        ("answered", "pid_0_0", None),
+        ("fault", "pid_0_0", "ActionError"),
+        ("cancelled", "pid_0_0", None),
+        ("handled", "pid_0", "ActionError"),
+        ("fault", "pid_0", "LimitExceeded"),
+        ("incident", "pid_0", "LimitExceeded"),
+    ]
+    instance.apply(ev.Rerun("pid_0_0"))
+    workitem: cmd.DispatchWorkitem = instance.one(cmd.DispatchWorkitem)
+    assert instance.records() == [
+        ("rerun", "pid_0_0", {"was": "suspended"}),
+        ("dispatched", "pid_0_0", {"participant": "clerk", "workitem": workitem.workitem_id}),
+    ]
+    assert instance.current["nodes"]["0"] == {"n": 2, "i": 0}
