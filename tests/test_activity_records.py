@@ -446,3 +446,9 @@ def test_a_rerun_inside_a_block_whose_handler_had_no_room_for_the_fault_runs() -
         ("dispatched", "pid_0_0", {"participant": "clerk", "workitem": workitem.workitem_id}),
     ]
     assert instance.current["nodes"]["0"] == {"n": 2, "i": 0}
+
+
+def test_an_empty_all_completes_at_once_and_the_process_goes_on() -> None:
+    instance = Instance('<process><all/><assign property="x">1</assign></process>')
+    assert instance.current["status"] == "completed"
+    assert instance.current["scopes"] == {"": {"x": 1}}
