@@ -452,3 +452,14 @@ def test_an_empty_all_completes_at_once_and_the_process_goes_on() -> None:
     instance = Instance('<process><all/><assign property="x">1</assign></process>')
     assert instance.current["status"] == "completed"
     assert instance.current["scopes"] == {"": {"x": 1}}
+
+
+def test_an_answer_too_large_for_the_state_shows_a_long_name_by_its_first_40_characters() -> None:
+    instance = Instance(
+        '<process><action participant="clerk"/></process>', limits=Limits(max_state_size=20_000)
+    )
+    name = "n" * 40 + "tail"
+    instance.answer(**{name: "x" * 25_000})
+    assert instance.current["fault"]["message"].startswith(
+        f"max_state_size exceeded: the changes to {'n' * 40} would make the instance's state"
+    )
