@@ -463,3 +463,50 @@ def test_an_answer_too_large_for_the_state_shows_a_long_name_by_its_first_40_cha
     assert instance.current["fault"]["message"].startswith(
         f"max_state_size exceeded: the changes to {'n' * 40} would make the instance's state"
     )
+
+
+# what a limit's fault names ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("limit", "what"), [(5_000, "the selection"), (8_000, "the current element")]
+)
+def test_a_foreach_whose_copies_would_not_fit_the_state_says_which_copy(
+    limit: int, what: str
+) -> None:
+    instance = Instance(
+        '<process><foreach select="items"><assign property="x">1</assign></foreach></process>',
+        {"items": ["x" * 3_000]},
+        limits=Limits(max_state_size=limit),
+    )
+    fault = instance.current["fault"]
+    assert (fault["code"], fault["activity"]) == ("LimitExceeded", "pid_0")
+    assert fault["message"].startswith(f"max_state_size exceeded: {what} would make the instance")
+
+
+def test_a_handler_with_no_room_for_the_fault_it_caught_says_so() -> None:
+    instance = Instance(
+        """<process><sequence>
+             <context><faults><default><assign property="x">1</assign></default></faults></context>
+             <action participant="clerk"/>
+           </sequence></process>""",
+        limits=Limits(max_state_size=2_000),
+    )
+    instance.answer(status="critical", error="e" * 1_900)
+    fault = instance.current["fault"]
+    assert (fault["code"], fault["activity"]) == ("LimitExceeded", "pid_0")
+    assert fault["message"].startswith("max_state_size exceeded: the fault caught would make")
+
+
+def test_a_loop_that_starts_too_many_activities_in_one_step_faults_step_limit_error() -> None:
+    instance = Instance(
+        '<process><while><condition>True</condition><assign property="x">1</assign></while>'
+        "</process>",
+        limits=Limits(max_starts=50),
+    )
+    assert instance.current["fault"] == {
+        "code": "StepLimitError",
+        "message": "more than 50 activities started without waiting once; "
+        "is a loop missing a way out?",
+        "activity": "pid_0",
+    }
