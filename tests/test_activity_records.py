@@ -510,3 +510,51 @@ def test_a_loop_that_starts_too_many_activities_in_one_step_faults_step_limit_er
         "is a loop missing a way out?",
         "activity": "pid_0",
     }
+
+
+def test_a_step_that_spends_its_budget_faults_naming_the_limit_and_its_key() -> None:
+    instance = Instance(
+        '<process><while><condition>True</condition><assign property="x">1</assign></while>'
+        "</process>",
+        limits=Limits(step_budget=50_000),
+    )
+    assert instance.current["fault"] == {
+        "code": "LimitExceeded",
+        "message": "step_budget exceeded: this step needed more than 50,000 units of work "
+        "(expressions, activities started, values measured); a loop or an expression does too "
+        "much in one step. The limit is the configuration key [bureaucrat] step_budget",
+        "activity": "pid_0",
+    }
+
+
+def test_a_state_size_fault_ends_with_the_limit_and_its_key() -> None:
+    instance = Instance(
+        '<process><action participant="clerk"/></process>', limits=Limits(max_state_size=20_000)
+    )
+    instance.answer(big="x" * 25_000)
+    assert instance.current["fault"]["message"].endswith(
+        " bytes, over the limit of 20,000. The limit is the configuration key [bureaucrat] "
+        "max_state_size"
+    )
+
+
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [
+        ({"why": 1}, "{'why': 1}"),
+        (["x" * 3_000], "(an error of type list, too long to show)"),
+        ("y" * 2_500, "y" * 1_997 + "..."),
+        ("y" * 2_000, "y" * 2_000),
+    ],
+    ids=["object", "object too long", "text too long", "text at the limit"],
+)
+def test_a_critical_answer_faults_action_error_with_its_error_as_text(
+    error: Any, message: str
+) -> None:
+    instance = Instance('<process><action participant="clerk"/></process>')
+    instance.answer(status="critical", error=error)
+    assert instance.current["fault"] == {
+        "code": "ActionError",
+        "message": message,
+        "activity": "pid_0",
+    }
