@@ -558,3 +558,38 @@ def test_a_critical_answer_faults_action_error_with_its_error_as_text(
         "message": message,
         "activity": "pid_0",
     }
+
+
+@pytest.mark.parametrize(
+    ("xml", "blamed"),
+    [
+        (
+            '<while><condition>True</condition><foreach select="items">'
+            '<assign property="x">1</assign></foreach></while>',
+            "pid_0",
+        ),
+        (
+            '<foreach select="items"><while><condition>True</condition>'
+            '<assign property="x">1</assign></while></foreach>',
+            "pid_0_0",
+        ),
+    ],
+    ids=["endless outside a finite loop", "endless inside a finite loop"],
+)
+def test_too_many_starts_are_blamed_on_the_endless_loop(xml: str, blamed: str) -> None:
+    instance = Instance(f"<process>{xml}</process>", {"items": [1, 2, 3, 4]}, Limits(max_starts=50))
+    fault = instance.current["fault"]
+    assert (fault["code"], fault["activity"]) == ("StepLimitError", blamed)
+
+
+def test_an_event_an_await_condition_cannot_be_evaluated_on_is_not_taken_and_says_why() -> None:
+    instance = Instance(
+        '<process><await event="pick"><condition>event["choice"] == 1</condition></await></process>'
+    )
+    instance.apply(ev.EventReceived("pick", {"other": 1, "event": "pick"}))
+    reason = "expression 'event[\"choice\"] == 1' failed: key 'choice' not found"
+    assert instance.records() == [
+        ("event", "pid_0", {"event": "pick", "taken": False, "reason": reason})
+    ]
+    assert instance.current["status"] == "running"
+    assert instance.current["awaits"] == {"0": "pick"}
