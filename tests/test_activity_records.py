@@ -593,3 +593,22 @@ def test_an_event_an_await_condition_cannot_be_evaluated_on_is_not_taken_and_say
     ]
     assert instance.current["status"] == "running"
     assert instance.current["awaits"] == {"0": "pick"}
+
+
+@pytest.mark.parametrize(
+    ("attribute", "configured", "status"),
+    [
+        ("", "fault", "faulted"),
+        ("", "suspend", "suspended"),
+        (' on-fault="fault"', "suspend", "faulted"),
+        (' on-fault="suspend"', "fault", "suspended"),
+    ],
+)
+def test_an_uncaught_fault_suspends_where_the_definition_or_else_the_configuration_says(
+    attribute: str, configured: str, status: str
+) -> None:
+    instance = Instance(
+        f'<process{attribute}><fault code="X"/></process>', limits=Limits(on_fault=configured)
+    )
+    assert instance.current["status"] == status
+    assert instance.records()[-1][0] == ("incident" if status == "suspended" else "faulted")
