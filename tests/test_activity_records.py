@@ -21,7 +21,7 @@ from bureaucrat.engine import DEFAULT_LIMITS, Limits, step
 from bureaucrat.engine import commands as cmd
 from bureaucrat.engine import events as ev
 from bureaucrat.engine.activities.waiting import child_id
-from bureaucrat.engine.state import State
+from bureaucrat.engine.state import State, activity_id, is_finished, path_of
 
 Entry = tuple[str, str, dict[str, Any]]
 
@@ -612,3 +612,32 @@ def test_an_uncaught_fault_suspends_where_the_definition_or_else_the_configurati
     )
     assert instance.current["status"] == status
     assert instance.records()[-1][0] == ("incident" if status == "suspended" else "faulted")
+
+
+# ids and statuses ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "finished"),
+    [
+        ("running", False),
+        ("paused", False),
+        ("suspended", False),
+        ("completed", True),
+        ("faulted", True),
+        ("terminated", True),
+    ],
+)
+def test_an_instance_is_finished_once_completed_faulted_or_terminated(
+    status: str, finished: bool
+) -> None:
+    assert is_finished({"status": status}) is finished
+
+
+@pytest.mark.parametrize("path", ["", "0", "0_10_3"])
+def test_an_activity_id_names_its_path_and_nothing_else_does(path: str) -> None:
+    wire = activity_id("p_1", path)
+    assert wire == ("p_1" if not path else f"p_1_{path}")
+    assert path_of("p_1", wire) == path
+    assert path_of("p_2", wire) is None
+    assert path_of("p", "q_0") is None
