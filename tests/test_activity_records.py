@@ -641,3 +641,22 @@ def test_an_activity_id_names_its_path_and_nothing_else_does(path: str) -> None:
     assert path_of("p_1", wire) == path
     assert path_of("p_2", wire) is None
     assert path_of("p", "q_0") is None
+
+
+def test_a_switch_cancelled_before_its_case_starts_starts_nothing() -> None:
+    # the all starts the switch, which picks its case, then the fault, whose handler cancels
+    # the all: the case, still to start, must not dispatch anything
+    instance = Instance(
+        """<process><sequence>
+             <context><faults><default><action participant="cure"/></default></faults>
+             </context>
+             <all>
+               <switch><case><condition>True</condition><action participant="clerk"/></case>
+               </switch>
+               <fault code="X"/>
+             </all>
+           </sequence></process>"""
+    )
+    assert instance.one(cmd.DispatchWorkitem).participant == "cure"
+    instance.answer()
+    assert instance.current["status"] == "completed"
