@@ -643,18 +643,22 @@ def test_an_activity_id_names_its_path_and_nothing_else_does(path: str) -> None:
     assert path_of("p", "q_0") is None
 
 
-def test_a_switch_cancelled_before_its_case_starts_starts_nothing() -> None:
-    # the all starts the switch, which picks its case, then the fault, whose handler cancels
-    # the all: the case, still to start, must not dispatch anything
+@pytest.mark.parametrize(
+    "branch",
+    [
+        '<switch><case><condition>True</condition><action participant="clerk"/></case></switch>',
+        '<sequence><action participant="clerk"/></sequence>',
+    ],
+    ids=["switch", "sequence"],
+)
+def test_a_block_cancelled_before_its_next_child_starts_starts_nothing(branch: str) -> None:
+    # the all starts the block, which schedules its child, then the fault, whose handler
+    # cancels the all: the child, still to start, must not dispatch anything
     instance = Instance(
-        """<process><sequence>
+        f"""<process><sequence>
              <context><faults><default><action participant="cure"/></default></faults>
              </context>
-             <all>
-               <switch><case><condition>True</condition><action participant="clerk"/></case>
-               </switch>
-               <fault code="X"/>
-             </all>
+             <all>{branch}<fault code="X"/></all>
            </sequence></process>"""
     )
     assert instance.one(cmd.DispatchWorkitem).participant == "cure"
