@@ -664,3 +664,17 @@ def test_a_block_cancelled_before_its_next_child_starts_starts_nothing(branch: s
     assert instance.one(cmd.DispatchWorkitem).participant == "cure"
     instance.answer()
     assert instance.current["status"] == "completed"
+
+
+def test_what_a_participant_returns_for_the_engines_properties_is_ignored() -> None:
+    instance = Instance(
+        '<process><foreach select="items"><action participant="clerk"/></foreach></process>',
+        {"items": ["a", "b"]},
+    )
+    instance.answer(**{"inst:current": "z", "inst:iteration": 7, "seen": 1})
+    workitem: cmd.DispatchWorkitem = instance.one(cmd.DispatchWorkitem)
+    assert workitem.message["payload"]["inst:current"] == "b"
+    assert workitem.message["payload"]["inst:iteration"] == 2
+    instance.answer()
+    assert instance.current["status"] == "completed"
+    assert instance.current["scopes"] == {"": {"items": ["a", "b"], "seen": 1}}
