@@ -678,3 +678,20 @@ def test_what_a_participant_returns_for_the_engines_properties_is_ignored() -> N
     instance.answer()
     assert instance.current["status"] == "completed"
     assert instance.current["scopes"] == {"": {"items": ["a", "b"], "seen": 1}}
+
+
+def test_an_await_cancelled_by_a_handler_is_journalled_cancelled_and_unsubscribed() -> None:
+    instance = Instance(
+        """<process><sequence>
+             <context><faults><default><action participant="cure"/></default></faults></context>
+             <all><await event="go"/><fault code="X"/></all>
+           </sequence></process>"""
+    )
+    assert [(kind, activity) for kind, activity, _ in instance.records()[1:]] == [
+        ("fault", "pid_0_0_1"),
+        ("cancelled", "pid_0_0_0"),
+        ("handled", "pid_0"),
+        ("dispatched", "pid_0_f0_0"),
+    ]
+    assert cmd.Unsubscribe("go", "pid_0_0_0") in instance.commands
+    assert instance.current["awaits"] == {}
