@@ -301,3 +301,23 @@ def test_launch_fields_that_are_not_an_object_are_no_fields(fields: Any) -> None
     )
     state = step(definition, None, ev.Start("p", fields), 0).state
     assert state["scopes"][""] == {"n": 1}
+
+
+# an operator's rerun of the whole process ------------------------------------------------------
+
+
+def test_a_rerun_of_the_root_keeps_the_context_and_takes_the_answers_after_it() -> None:
+    # rerun keeps the context (DESIGN.md section 8): the root's scope once went with its node
+    instance = Instance(
+        '<process><context><property name="y" type="int">1</property></context>'
+        '<action participant="clerk"/></process>',
+        {"f": 1},
+    )
+    instance.apply(ev.Rerun("pid"))
+    (workitem,) = instance.dispatched()
+    assert workitem.message["payload"] == {"y": 1, "f": 1, "status": "done"}
+    records = [(c.kind, c.activity) for c in instance.commands if isinstance(c, cmd.Record)]
+    assert records == [("rerun", "pid"), ("cancelled", "pid_0"), ("dispatched", "pid_0")]
+    instance.answer(workitem, z=5)
+    assert instance.current["status"] == "completed"
+    assert instance.current["scopes"] == {"": {"y": 1, "f": 1, "z": 5}}

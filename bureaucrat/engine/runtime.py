@@ -233,7 +233,8 @@ class Runtime:
         scope = self.scopes.get(path)
         if scope is not None and "inst:fault" in scope:
             caught = self.scope_for_write(path).pop("inst:fault")
-            self.sizes.scoped -= json_size(caught, self.limits.max_state_size)[0] + 12
+            # as ``sizes.store`` counted it: the value, the quoted name, a colon and a comma
+            self.sizes.scoped -= json_size(caught, self.limits.max_state_size)[0] + 14
 
     def _close_scope(self, path: str) -> None:
         values = self.scopes.pop(path)
@@ -422,7 +423,7 @@ class Runtime:
             if _waits(node) or p in self.state["awaits"]:
                 self.record("cancelled", p)
             discard(self, self.spec(p), node)
-            if p in self.scopes:
+            if p and p in self.scopes:  # the root's scope is the instance's context: it stays
                 self._close_scope(p)
 
     def finish(self, status: Status, fault: dict[str, Any] | None) -> None:

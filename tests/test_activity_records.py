@@ -1,0 +1,697 @@
+"""What each activity writes to the journal, the faults it raises and the commands it sends, when
+it waits on the outside world (``action``, ``call``, ``await``) and when an operator makes it run
+again. The journal is what ``bureaucratctl show`` and the console print, and fault codes and
+messages are what users see, so these tests compare them whole.
+
+Tests drive the pure ``step`` one event at a time, so that a subprocess can end any way a real
+one could and a timer can fire when the test says.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import pytest
+
+from bureaucrat.bounds import MAX_PROCESS_ID, utf8_length
+from bureaucrat.definition import parse_definition
+from bureaucrat.engine import DEFAULT_LIMITS, Limits, step
+from bureaucrat.engine import commands as cmd
+from bureaucrat.engine import events as ev
+from bureaucrat.engine.activities.waiting import child_id
+from bureaucrat.engine.state import State, activity_id, is_finished, path_of
+
+Entry = tuple[str, str, dict[str, Any]]
+
+
+class Instance:
+    """One instance driven step by step; its state makes a JSON round trip after every step."""
+
+    def __init__(
+        self, xml: str, fields: dict[str, Any] | None = None, limits: Limits = DEFAULT_LIMITS
+    ) -> None:
+        self.definition = parse_definition(xml)
+        self.limits = limits
+        self.state: State | None = None
+        self.commands: tuple[cmd.Command, ...] = ()
+        self.apply(ev.Start("pid", fields or {}))
+
+    def apply(self, event: ev.Event, now: float = 0.0) -> None:
+        result = step(self.definition, self.state, event, now, self.limits)
+        self.state, self.commands = json.loads(json.dumps(result.state)), result.commands
+
+    @property
+    def current(self) -> State:
+        assert self.state is not None
+        return self.state
+
+    def records(self) -> list[Entry]:
+        """The journal records of the last step: (kind, activity, details)."""
+        return [(c.kind, c.activity, c.details) for c in self.commands if isinstance(c, cmd.Record)]
+
+    def one(self, kind: type[Any]) -> Any:
+        (found,) = [c for c in self.commands if isinstance(c, kind)]
+        return found
+
+    def answer(self, **changes: Any) -> None:
+        workitem: cmd.DispatchWorkitem = self.one(cmd.DispatchWorkitem)
+        payload = {**workitem.message["payload"], **changes}
+        self.apply(ev.ParticipantResponse({**workitem.message, "payload": payload}))
+
+
+def faulted(code: str, message: str) -> Entry:
+    return ("faulted", "pid", {"fault": {"code": code, "message": message}})
+
+
+# call --------------------------------------------------------------------------------------------
+
+CALL = '<process><call process="$sub"/></process>'
+CHILD = "<process>" + "<sequence/>" * 40 + "</process>"
+
+
+def test_a_terminated_subprocess_faults_its_call_with_terminated_error() -> None:
+    instance = Instance(CALL, {"sub": CHILD})
+    launch: cmd.LaunchChild = instance.one(cmd.LaunchChild)
+    instance.apply(ev.ChildFinished(launch.process_id, "terminated"))
+    message = f"subprocess {launch.process_id} was terminated"
+    assert instance.records() == [
+        ("child", "pid_0", {"child": launch.process_id, "status": "terminated"}),
+        ("fault", "pid_0", {"code": "TerminatedError", "message": message}),
+        ("cancelled", "pid_0", {}),
+        faulted("TerminatedError", message),
+    ]
+
+
+def test_a_subprocess_that_faulted_without_saying_how_faults_its_call_with_fault() -> None:
+    instance = Instance(CALL, {"sub": CHILD})
+    launch: cmd.LaunchChild = instance.one(cmd.LaunchChild)
+    instance.apply(ev.ChildFinished(launch.process_id, "faulted", {}, None))
+    assert instance.records()[1:] == [
+        ("fault", "pid_0", {"code": "Fault", "message": ""}),
+        ("cancelled", "pid_0", {}),
+        faulted("Fault", ""),
+    ]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{}, {"sub": ""}, {"sub": " \n "}, {"sub": 5}, {"sub": ["<process/>"]}, {"sub": None}],
+    ids=["missing", "empty", "blank", "int", "list", "null"],
+)
+def test_a_call_whose_property_holds_no_definition_faults_call_error(
+    fields: dict[str, Any],
+) -> None:
+    instance = Instance(CALL, fields)
+    message = 'call process="$sub": the property holds no process definition'
+    assert instance.records()[1:] == [
+        ("fault", "pid_0", {"code": "CallError", "message": message}),
+        faulted("CallError", message),
+    ]
+    assert not [c for c in instance.commands if isinstance(c, cmd.LaunchChild)]
+
+
+def launch_size(source: str) -> int:
+    """The bytes a subprocess's launch counts against the step's output: its definition at
+    up to 4 bytes a character, the caller's activity id twice, an envelope, and the context."""
+    context = json.dumps({"sub": source}, separators=(",", ":"))
+    return 4 * len(source) + 2 * len("pid_0") + 1_000 + len(context)
+
+
+def test_a_launch_that_just_fits_the_step_output_is_sent() -> None:
+    instance = Instance(CALL, {"sub": CHILD}, Limits(max_step_output=launch_size(CHILD)))
+    assert instance.one(cmd.LaunchChild).definition == CHILD
+    assert instance.records()[1:] == [("launched", "pid_0", {"child": "pid.3"})]
+
+
+def test_a_launch_one_byte_over_the_step_output_faults_naming_the_limit() -> None:
+    limit = launch_size(CHILD) - 1
+    instance = Instance(CALL, {"sub": CHILD}, Limits(max_step_output=limit))
+    message = (
+        "max_step_output exceeded: the subprocess's launch would bring the messages of this "
+        f"step to at least {limit + 1:,} bytes, over the limit of {limit:,}. The limit is the "
+        "configuration key [bureaucrat] max_step_output"
+    )
+    assert instance.records()[1:] == [
+        ("fault", "pid_0", {"code": "LimitExceeded", "message": message}),
+        faulted("LimitExceeded", message),
+    ]
+
+
+def test_a_call_keeps_the_digest_of_the_definition_it_launched() -> None:
+    # the daemon starts a subprocess only if its caller waits for it with this very definition
+    instance = Instance(CALL, {"sub": CHILD})
+    digest = hashlib.sha256(CHILD.encode("utf-8")).hexdigest()
+    assert instance.current["nodes"]["0"]["definition"] == digest
+
+
+def test_what_a_finished_call_held_no_longer_counts_in_the_size_of_the_state() -> None:
+    instance = Instance(
+        '<process><call process="$sub"/><action participant="clerk"/></process>', {"sub": CHILD}
+    )
+    launch: cmd.LaunchChild = instance.one(cmd.LaunchChild)
+    assert instance.current["size"]["held"] == instance.current["nodes"]["0"]["sz"] > 0
+    instance.apply(ev.ChildFinished(launch.process_id, "completed", {"sub": CHILD}))
+    assert "0" not in instance.current["nodes"]
+    assert instance.current["size"]["held"] == instance.current["nodes"]["1"]["sz"]
+
+
+def test_a_subprocess_id_is_the_callers_id_and_a_number_up_to_the_longest_id() -> None:
+    longest = "p" * (MAX_PROCESS_ID - 3)
+    assert child_id("pid", 3) == "pid.3"
+    assert child_id(longest, 12) == f"{longest}.12"
+    assert utf8_length(child_id(longest, 12)) == MAX_PROCESS_ID
+
+
+@pytest.mark.parametrize(
+    ("caller", "prefix"),
+    [("p" * (MAX_PROCESS_ID - 2), "p" * 48), ("a" + "é" * 70, "a" + "é" * 23)],
+    ids=["ascii", "a character cut at 48 bytes is left out"],
+)
+def test_a_subprocess_id_too_long_is_a_prefix_and_a_digest_of_the_callers_id(
+    caller: str, prefix: str
+) -> None:
+    digest = hashlib.sha256(caller.encode("utf-8")).hexdigest()[:32]
+    assert child_id(caller, 12) == f"{prefix}~{digest}.12"
+    assert utf8_length(child_id(caller, 12)) <= MAX_PROCESS_ID
+    # two callers that differ only past the prefix still have different subprocesses
+    assert child_id(caller + "x", 12) != child_id(caller, 12)
+
+
+def test_a_subprocess_of_a_long_process_id_is_launched_under_the_shortened_id() -> None:
+    definition = parse_definition(CALL)
+    caller = "q" * MAX_PROCESS_ID
+    result = step(definition, None, ev.Start(caller, {"sub": CHILD}), 0.0)
+    (launch,) = [c for c in result.commands if isinstance(c, cmd.LaunchChild)]
+    assert launch.process_id == child_id(caller, 3)
+    assert result.state["children"] == {launch.process_id: "0"}
+
+
+# timeouts ----------------------------------------------------------------------------------------
+
+
+def test_an_action_timeout_cancels_its_workitem_then_faults_timeout_error() -> None:
+    instance = Instance('<process><action participant="clerk" timeout="1.5"/></process>')
+    timer: cmd.StartTimer = instance.one(cmd.StartTimer)
+    workitem: cmd.DispatchWorkitem = instance.one(cmd.DispatchWorkitem)
+    instance.apply(ev.TimerFired(timer.timer_id), now=1.5)
+    message = "participant clerk did not answer within 1.5 s"
+    fault = {"code": "TimeoutError", "message": message}
+    assert instance.commands == (
+        cmd.Record("timer", "pid_0", {"timer": timer.timer_id}),
+        cmd.CancelWorkitem(workitem.workitem_id, "pid_0"),
+        cmd.Record("fault", "pid_0", fault),
+        cmd.Record("cancelled", "pid_0", {}),
+        cmd.Record("faulted", "pid", {"fault": fault}),
+        cmd.ProcessFinished("faulted", {}, fault),
+    )
+    assert instance.current["workitems"] == {}
+
+
+def test_an_await_timeout_faults_timeout_error_naming_the_event() -> None:
+    instance = Instance('<process><await event="signed" timeout="2"/></process>')
+    timer: cmd.StartTimer = instance.one(cmd.StartTimer)
+    instance.apply(ev.TimerFired(timer.timer_id), now=2.0)
+    message = "event signed did not arrive within 2 s"
+    assert ("fault", "pid_0", {"code": "TimeoutError", "message": message}) in instance.records()
+    assert cmd.Unsubscribe("signed", "pid_0") in instance.commands
+    assert instance.current["awaits"] == {}
+
+
+# foreach -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "found"),
+    [({}, "nothing"), ({"items": 5}, "int"), ({"items": "abc"}, "str"), ({"items": {}}, "dict")],
+)
+def test_a_foreach_over_what_is_not_a_list_faults_saying_what_it_found(
+    fields: dict[str, Any], found: str
+) -> None:
+    instance = Instance(
+        '<process><foreach select="items"><assign property="x">1</assign></foreach></process>',
+        fields,
+    )
+    message = f'foreach select="items": expected a list, found {found}'
+    assert instance.current["fault"] == {
+        "code": "ExpressionError",
+        "message": message,
+        "activity": "pid_0",
+    }
+
+
+# incidents ---------------------------------------------------------------------------------------
+
+SUSPENDING = """<process on-fault="suspend">
+  <context><property name="y" type="int">1</property></context>
+  <action participant="clerk"/>
+</process>"""
+
+
+def test_resuming_an_incident_at_an_action_cancels_it_and_dispatches_it_again() -> None:
+    instance = Instance(SUSPENDING)
+    before = instance.current["size"]
+    instance.answer(status="critical", error="boom")
+    assert instance.records()[1:] == [
+        ("fault", "pid_0", {"code": "ActionError", "message": "boom"}),
+        ("incident", "pid_0", {"code": "ActionError", "message": "boom"}),
+    ]
+    instance.apply(ev.Resume())
+    workitem: cmd.DispatchWorkitem = instance.one(cmd.DispatchWorkitem)
+    assert instance.records() == [
+        ("resumed", "pid", {"was": "suspended", "held": 0}),
+        ("cancelled", "pid_0", {}),
+        ("dispatched", "pid_0", {"participant": "clerk", "workitem": workitem.workitem_id}),
+    ]
+    assert instance.current["workitems"] == {workitem.workitem_id: "0"}
+    assert instance.current["status"] == "running"
+    # the size the state keeps of itself is back to what it was before the incident
+    assert instance.current["size"] == before
+
+
+def test_resuming_an_incident_at_a_foreach_starts_it_again_in_a_fresh_scope() -> None:
+    instance = Instance(
+        """<process on-fault="suspend">
+             <foreach select="items"><assign property="x">context["inst:current"]</assign></foreach>
+           </process>""",
+        {"items": "not yet"},
+    )
+    assert instance.current["status"] == "suspended"
+    instance.apply(ev.SetContext({"items": [1, 2]}))
+    instance.apply(ev.Resume())
+    assert instance.current["status"] == "completed"
+    assert instance.current["scopes"] == {"": {"items": [1, 2], "x": 2}}
+
+
+# fault handlers ----------------------------------------------------------------------------------
+
+
+def test_once_the_roots_handler_is_done_the_state_keeps_the_size_of_its_context_alone() -> None:
+    caught = Instance(
+        """<process>
+             <context><faults><default><assign property="r">1</assign></default></faults></context>
+             <fault code="Oops" message="a long message, to be forgotten with the fault"/>
+           </process>"""
+    )
+    plain = Instance('<process><assign property="r">1</assign></process>')
+    assert caught.current["status"] == plain.current["status"] == "completed"
+    assert caught.current["scopes"] == plain.current["scopes"] == {"": {"r": 1}}
+    assert caught.current["size"] == plain.current["size"]
+
+
+# failed actions and an operator's retry ----------------------------------------------------------
+
+RETRIED = '<process><action participant="clerk" retries="1" retry-delay="0.5"/></process>'
+
+
+def test_an_error_within_the_retries_waits_the_retry_delay_then_dispatches_again() -> None:
+    instance = Instance(RETRIED)
+    first: cmd.DispatchWorkitem = instance.one(cmd.DispatchWorkitem)
+    instance.answer(status="error", error="busy")
+    timer: cmd.StartTimer = instance.one(cmd.StartTimer)
+    assert timer == cmd.StartTimer(timer.timer_id, "pid_0", 0.5, cmd.TimerKind.RETRY)
+    assert instance.records() == [
+        ("answered", "pid_0", {"status": "error", "workitem": first.workitem_id}),
+        ("retry", "pid_0", {"attempt": 2, "error": "busy"}),
+    ]
+    assert not [c for c in instance.commands if isinstance(c, cmd.DispatchWorkitem)]
+    instance.apply(ev.TimerFired(timer.timer_id), now=0.5)
+    assert instance.one(cmd.DispatchWorkitem).attempt == 2
+
+
+def test_spent_retries_journal_the_failure_and_an_operators_retry_starts_again() -> None:
+    instance = Instance(RETRIED)
+    instance.answer(status="error", error="busy")
+    instance.apply(ev.TimerFired(instance.one(cmd.StartTimer).timer_id), now=0.5)
+    second: cmd.DispatchWorkitem = instance.one(cmd.DispatchWorkitem)
+    instance.answer(status="error", error="still busy")
+    assert instance.records() == [
+        ("answered", "pid_0", {"status": "error", "workitem": second.workitem_id}),
+        ("failed", "pid_0", {"attempts": 2, "error": "still busy"}),
+    ]
+    node = instance.current["nodes"]["0"]
+    assert (node["failed"], node["error"]) == (True, "still busy")
+    # what the failed action keeps (its error) counts in the state's size, and only that
+    assert instance.current["size"]["held"] == node["sz"] > len("still busy")
+    instance.apply(ev.Retry("pid_0"))
+    third: cmd.DispatchWorkitem = instance.one(cmd.DispatchWorkitem)
+    assert third.attempt == 1
+    assert instance.records() == [
+        ("retry", "pid_0", {"attempt": 1, "operator": True}),
+        ("dispatched", "pid_0", {"participant": "clerk", "workitem": third.workitem_id}),
+    ]
+    assert instance.current["size"]["held"] == instance.current["nodes"]["0"]["sz"]
+
+
+def test_a_failure_whose_error_would_pass_the_state_size_limit_faults_the_instance() -> None:
+    error = "e" * 1_500
+    fits = Instance(RETRIED.replace(' retries="1"', ""))
+    fits.answer(status="error", error=error)
+    assert fits.current["status"] == "running"
+    limit = len(json.dumps(fits.current, separators=(",", ":"))) - 1
+    instance = Instance(RETRIED.replace(' retries="1"', ""), limits=Limits(max_state_size=limit))
+    instance.answer(status="error", error=error)
+    assert instance.current["status"] == "faulted"
+    assert instance.current["fault"]["code"] == "LimitExceeded"
+    assert instance.current["fault"]["message"].startswith("max_state_size exceeded")
+
+
+# what a change too large for the state names ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("count", "named"),
+    [
+        (5, "p0, p1, p2, p3, p4"),
+        (6, "p0, p1, p2, p3, p4 and 1 more"),
+        (8, "p0, p1, p2, p3, p4 and 3 more"),
+    ],
+)
+def test_an_answer_too_large_for_the_state_names_up_to_five_changed_properties(
+    count: int, named: str
+) -> None:
+    instance = Instance(
+        '<process><action participant="clerk"/></process>', limits=Limits(max_state_size=20_000)
+    )
+    instance.answer(**{f"p{i}": "x" * 5_000 for i in reversed(range(count))})
+    fault = instance.current["fault"]
+    assert fault["code"] == "LimitExceeded"
+    assert fault["message"].startswith(
+        f"max_state_size exceeded: the changes to {named} would make the instance's state"
+    )
+
+
+def test_resuming_goes_on_with_what_the_step_had_left_and_skips_what_that_cancels() -> None:
+    # the incident at pid_0_0_0 left its sibling's start to do; resumed, that sibling's fault is
+    # caught around the all, whose cancelled branch must not start again
+    instance = Instance(
+        """<process on-fault="suspend">
+             <sequence>
+               <context><faults><case code="B"><assign property="b">1</assign></case></faults>
+               </context>
+               <all><fault code="A"/><fault code="B"/></all>
+             </sequence>
+           </process>"""
+    )
+    assert instance.current["status"] == "suspended"
+    assert instance.current["incident"]["path"] == "0_0_0"
+    instance.apply(ev.Resume())
+    assert [(kind, activity) for kind, activity, _ in instance.records()] == [
+        ("resumed", "pid"),
+        ("fault", "pid_0_0_1"),
+        ("handled", "pid_0"),
+        ("completed", "pid"),
+    ]
+    assert instance.current["scopes"] == {"": {"b": 1}}
+
+
+def test_the_size_held_is_what_every_waiting_or_failed_action_keeps() -> None:
+    instance = Instance(
+        '<process><all><action participant="clerk"/><action participant="other"/></all></process>'
+    )
+    clerk = next(c for c in instance.commands if isinstance(c, cmd.DispatchWorkitem))
+    payload = {**clerk.message["payload"], "status": "error", "error": "no"}
+    instance.apply(ev.ParticipantResponse({**clerk.message, "payload": payload}))
+    nodes = instance.current["nodes"]
+    assert nodes["0_0"]["failed"] is True and "wi" in nodes["0_1"]
+    assert instance.current["size"]["held"] == nodes["0_0"]["sz"] + nodes["0_1"]["sz"]
+
+
+def test_a_rerun_inside_a_block_whose_handler_had_no_room_for_the_fault_runs() -> None:
+    # the block caught the fault, but inst:fault would not fit the state: an incident at the
+    # block, running its handler without inst:fault; a rerun of its child goes back to its body
+    instance = Instance(
+        """<process on-fault="suspend"><sequence>
+             <context><faults><default><assign property="x">1</assign></default></faults></context>
+             <action participant="clerk"/>
+           </sequence></process>""",
+        limits=Limits(max_state_size=2_000),
+    )
+    instance.answer(status="critical", error="e" * 1_900)
+    assert [
+        (kind, activity, details.get("code")) for kind, activity, details in instance.records()
+    ] == [
+        ("answered", "pid_0_0", None),
+        ("fault", "pid_0_0", "ActionError"),
+        ("cancelled", "pid_0_0", None),
+        ("handled", "pid_0", "ActionError"),
+        ("fault", "pid_0", "LimitExceeded"),
+        ("incident", "pid_0", "LimitExceeded"),
+    ]
+    instance.apply(ev.Rerun("pid_0_0"))
+    workitem: cmd.DispatchWorkitem = instance.one(cmd.DispatchWorkitem)
+    assert instance.records() == [
+        ("rerun", "pid_0_0", {"was": "suspended"}),
+        ("dispatched", "pid_0_0", {"participant": "clerk", "workitem": workitem.workitem_id}),
+    ]
+    assert instance.current["nodes"]["0"] == {"n": 2, "i": 0}
+
+
+def test_an_empty_all_completes_at_once_and_the_process_goes_on() -> None:
+    instance = Instance('<process><all/><assign property="x">1</assign></process>')
+    assert instance.current["status"] == "completed"
+    assert instance.current["scopes"] == {"": {"x": 1}}
+
+
+def test_an_answer_too_large_for_the_state_shows_a_long_name_by_its_first_40_characters() -> None:
+    instance = Instance(
+        '<process><action participant="clerk"/></process>', limits=Limits(max_state_size=20_000)
+    )
+    name = "n" * 40 + "tail"
+    instance.answer(**{name: "x" * 25_000})
+    assert instance.current["fault"]["message"].startswith(
+        f"max_state_size exceeded: the changes to {'n' * 40} would make the instance's state"
+    )
+
+
+# what a limit's fault names ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("limit", "what"), [(5_000, "the selection"), (8_000, "the current element")]
+)
+def test_a_foreach_whose_copies_would_not_fit_the_state_says_which_copy(
+    limit: int, what: str
+) -> None:
+    instance = Instance(
+        '<process><foreach select="items"><assign property="x">1</assign></foreach></process>',
+        {"items": ["x" * 3_000]},
+        limits=Limits(max_state_size=limit),
+    )
+    fault = instance.current["fault"]
+    assert (fault["code"], fault["activity"]) == ("LimitExceeded", "pid_0")
+    assert fault["message"].startswith(f"max_state_size exceeded: {what} would make the instance")
+
+
+def test_a_handler_with_no_room_for_the_fault_it_caught_says_so() -> None:
+    instance = Instance(
+        """<process><sequence>
+             <context><faults><default><assign property="x">1</assign></default></faults></context>
+             <action participant="clerk"/>
+           </sequence></process>""",
+        limits=Limits(max_state_size=2_000),
+    )
+    instance.answer(status="critical", error="e" * 1_900)
+    fault = instance.current["fault"]
+    assert (fault["code"], fault["activity"]) == ("LimitExceeded", "pid_0")
+    assert fault["message"].startswith("max_state_size exceeded: the fault caught would make")
+
+
+def test_a_loop_that_starts_too_many_activities_in_one_step_faults_step_limit_error() -> None:
+    instance = Instance(
+        '<process><while><condition>True</condition><assign property="x">1</assign></while>'
+        "</process>",
+        limits=Limits(max_starts=50),
+    )
+    assert instance.current["fault"] == {
+        "code": "StepLimitError",
+        "message": "more than 50 activities started without waiting once; "
+        "is a loop missing a way out?",
+        "activity": "pid_0",
+    }
+
+
+def test_a_step_that_spends_its_budget_faults_naming_the_limit_and_its_key() -> None:
+    instance = Instance(
+        '<process><while><condition>True</condition><assign property="x">1</assign></while>'
+        "</process>",
+        limits=Limits(step_budget=50_000),
+    )
+    assert instance.current["fault"] == {
+        "code": "LimitExceeded",
+        "message": "step_budget exceeded: this step needed more than 50,000 units of work "
+        "(expressions, activities started, values measured); a loop or an expression does too "
+        "much in one step. The limit is the configuration key [bureaucrat] step_budget",
+        "activity": "pid_0",
+    }
+
+
+def test_a_state_size_fault_ends_with_the_limit_and_its_key() -> None:
+    instance = Instance(
+        '<process><action participant="clerk"/></process>', limits=Limits(max_state_size=20_000)
+    )
+    instance.answer(big="x" * 25_000)
+    assert instance.current["fault"]["message"].endswith(
+        " bytes, over the limit of 20,000. The limit is the configuration key [bureaucrat] "
+        "max_state_size"
+    )
+
+
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [
+        ({"why": 1}, "{'why': 1}"),
+        (["x" * 3_000], "(an error of type list, too long to show)"),
+        ("y" * 2_500, "y" * 1_997 + "..."),
+        ("y" * 2_000, "y" * 2_000),
+    ],
+    ids=["object", "object too long", "text too long", "text at the limit"],
+)
+def test_a_critical_answer_faults_action_error_with_its_error_as_text(
+    error: Any, message: str
+) -> None:
+    instance = Instance('<process><action participant="clerk"/></process>')
+    instance.answer(status="critical", error=error)
+    assert instance.current["fault"] == {
+        "code": "ActionError",
+        "message": message,
+        "activity": "pid_0",
+    }
+
+
+@pytest.mark.parametrize(
+    ("xml", "blamed"),
+    [
+        (
+            '<while><condition>True</condition><foreach select="items">'
+            '<assign property="x">1</assign></foreach></while>',
+            "pid_0",
+        ),
+        (
+            '<foreach select="items"><while><condition>True</condition>'
+            '<assign property="x">1</assign></while></foreach>',
+            "pid_0_0",
+        ),
+    ],
+    ids=["endless outside a finite loop", "endless inside a finite loop"],
+)
+def test_too_many_starts_are_blamed_on_the_endless_loop(xml: str, blamed: str) -> None:
+    instance = Instance(f"<process>{xml}</process>", {"items": [1, 2, 3, 4]}, Limits(max_starts=50))
+    fault = instance.current["fault"]
+    assert (fault["code"], fault["activity"]) == ("StepLimitError", blamed)
+
+
+def test_an_event_an_await_condition_cannot_be_evaluated_on_is_not_taken_and_says_why() -> None:
+    instance = Instance(
+        '<process><await event="pick"><condition>event["choice"] == 1</condition></await></process>'
+    )
+    instance.apply(ev.EventReceived("pick", {"other": 1, "event": "pick"}))
+    reason = "expression 'event[\"choice\"] == 1' failed: key 'choice' not found"
+    assert instance.records() == [
+        ("event", "pid_0", {"event": "pick", "taken": False, "reason": reason})
+    ]
+    assert instance.current["status"] == "running"
+    assert instance.current["awaits"] == {"0": "pick"}
+
+
+@pytest.mark.parametrize(
+    ("attribute", "configured", "status"),
+    [
+        ("", "fault", "faulted"),
+        ("", "suspend", "suspended"),
+        (' on-fault="fault"', "suspend", "faulted"),
+        (' on-fault="suspend"', "fault", "suspended"),
+    ],
+)
+def test_an_uncaught_fault_suspends_where_the_definition_or_else_the_configuration_says(
+    attribute: str, configured: str, status: str
+) -> None:
+    instance = Instance(
+        f'<process{attribute}><fault code="X"/></process>', limits=Limits(on_fault=configured)
+    )
+    assert instance.current["status"] == status
+    assert instance.records()[-1][0] == ("incident" if status == "suspended" else "faulted")
+
+
+# ids and statuses ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "finished"),
+    [
+        ("running", False),
+        ("paused", False),
+        ("suspended", False),
+        ("completed", True),
+        ("faulted", True),
+        ("terminated", True),
+    ],
+)
+def test_an_instance_is_finished_once_completed_faulted_or_terminated(
+    status: str, finished: bool
+) -> None:
+    assert is_finished({"status": status}) is finished
+
+
+@pytest.mark.parametrize("path", ["", "0", "0_10_3"])
+def test_an_activity_id_names_its_path_and_nothing_else_does(path: str) -> None:
+    wire = activity_id("p_1", path)
+    assert wire == ("p_1" if not path else f"p_1_{path}")
+    assert path_of("p_1", wire) == path
+    assert path_of("p_2", wire) is None
+    assert path_of("p", "q_0") is None
+
+
+@pytest.mark.parametrize(
+    "branch",
+    [
+        '<switch><case><condition>True</condition><action participant="clerk"/></case></switch>',
+        '<sequence><action participant="clerk"/></sequence>',
+    ],
+    ids=["switch", "sequence"],
+)
+def test_a_block_cancelled_before_its_next_child_starts_starts_nothing(branch: str) -> None:
+    # the all starts the block, which schedules its child, then the fault, whose handler
+    # cancels the all: the child, still to start, must not dispatch anything
+    instance = Instance(
+        f"""<process><sequence>
+             <context><faults><default><action participant="cure"/></default></faults>
+             </context>
+             <all>{branch}<fault code="X"/></all>
+           </sequence></process>"""
+    )
+    assert instance.one(cmd.DispatchWorkitem).participant == "cure"
+    instance.answer()
+    assert instance.current["status"] == "completed"
+
+
+def test_what_a_participant_returns_for_the_engines_properties_is_ignored() -> None:
+    instance = Instance(
+        '<process><foreach select="items"><action participant="clerk"/></foreach></process>',
+        {"items": ["a", "b"]},
+    )
+    instance.answer(**{"inst:current": "z", "inst:iteration": 7, "seen": 1})
+    workitem: cmd.DispatchWorkitem = instance.one(cmd.DispatchWorkitem)
+    assert workitem.message["payload"]["inst:current"] == "b"
+    assert workitem.message["payload"]["inst:iteration"] == 2
+    instance.answer()
+    assert instance.current["status"] == "completed"
+    assert instance.current["scopes"] == {"": {"items": ["a", "b"], "seen": 1}}
+
+
+def test_an_await_cancelled_by_a_handler_is_journalled_cancelled_and_unsubscribed() -> None:
+    instance = Instance(
+        """<process><sequence>
+             <context><faults><default><action participant="cure"/></default></faults></context>
+             <all><await event="go"/><fault code="X"/></all>
+           </sequence></process>"""
+    )
+    assert [(kind, activity) for kind, activity, _ in instance.records()[1:]] == [
+        ("fault", "pid_0_0_1"),
+        ("cancelled", "pid_0_0_0"),
+        ("handled", "pid_0"),
+        ("dispatched", "pid_0_f0_0"),
+    ]
+    assert cmd.Unsubscribe("go", "pid_0_0_0") in instance.commands
+    assert instance.current["awaits"] == {}
