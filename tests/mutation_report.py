@@ -124,6 +124,7 @@ def recheck(
     for path in sorted(walk_mutatable_files()):
         data = SourceFileMutationData(path=path)
         data.load()
+        data.meta_path = data.meta_path.absolute()  # the children run in mutants/
         queue += [
             (name, data)
             for name, code in data.exit_code_by_key.items()
