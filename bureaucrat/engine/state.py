@@ -93,12 +93,3 @@ def is_finished(state: State) -> bool:
 
 def root_context(state: State) -> dict[str, Any]:
     return dict(state["scopes"].get("", {}))
-
-
-def failed_actions(state: State) -> list[str]:
-    """Wire ids of the actions that failed and wait for a retry."""
-    return [
-        activity_id(state["id"], path)
-        for path, node in state["nodes"].items()
-        if node.get("failed")
-    ]
