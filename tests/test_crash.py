@@ -9,6 +9,7 @@ import random
 import shutil
 import subprocess
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -131,10 +132,15 @@ def daemon_log(installation: Installation) -> str:
 def test_database_connections_lost_mid_run_loses_nothing(
     rabbitmq: None, postgres_url: str, tmp_path: Path
 ) -> None:
-    """PostgreSQL drops every connection of the daemon mid-run (as in a database restart)."""
+    """PostgreSQL drops every connection of the daemon mid-run (as in a database restart).
+
+    Only this installation's connections, named by their application_name: the other tests
+    running meanwhile share the database."""
     import sqlalchemy as sa
 
-    with Installation(tmp_path, postgres_url) as install:
+    name = f"bureaucrat-{uuid.uuid4().hex[:12]}"
+    url = sa.make_url(postgres_url).update_query_dict({"application_name": name})
+    with Installation(tmp_path, url.render_as_string(hide_password=False)) as install:
         install.start_daemon()
         install.start_worker("inc", "tests.participants:inc", {"INC_DELAY": "0.004"})
         with install.launcher() as launcher:
@@ -145,9 +151,9 @@ def test_database_connections_lost_mid_run_loses_nothing(
             killed = connection.execute(
                 sa.text(
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                    "AND application_name NOT LIKE 'pg_%'"
-                )
+                    "WHERE datname = current_database() AND application_name = :name"
+                ),
+                {"name": name},
             ).scalar()
         admin.dispose()
         assert killed
