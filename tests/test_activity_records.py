@@ -17,37 +17,21 @@ import pytest
 
 from bureaucrat.bounds import MAX_PROCESS_ID, utf8_length
 from bureaucrat.definition import parse_definition
-from bureaucrat.engine import DEFAULT_LIMITS, Limits, step
+from bureaucrat.engine import Limits, step
 from bureaucrat.engine import commands as cmd
 from bureaucrat.engine import events as ev
 from bureaucrat.engine.activities.waiting import child_id
-from bureaucrat.engine.state import State, activity_id, is_finished, path_of
+from bureaucrat.engine.state import activity_id, is_finished, path_of
+from tests.test_budgets import Instance as Stepped
 
 Entry = tuple[str, str, dict[str, Any]]
 
 
-class Instance:
-    """One instance driven step by step; its state makes a JSON round trip after every step."""
+class Instance(Stepped):
+    """``test_budgets``' instance driven step by step, with the last step's journal as tuples and
+    its one workitem answered."""
 
-    def __init__(
-        self, xml: str, fields: dict[str, Any] | None = None, limits: Limits = DEFAULT_LIMITS
-    ) -> None:
-        self.definition = parse_definition(xml)
-        self.limits = limits
-        self.state: State | None = None
-        self.commands: tuple[cmd.Command, ...] = ()
-        self.apply(ev.Start("pid", fields or {}))
-
-    def apply(self, event: ev.Event, now: float = 0.0) -> None:
-        result = step(self.definition, self.state, event, now, self.limits)
-        self.state, self.commands = json.loads(json.dumps(result.state)), result.commands
-
-    @property
-    def current(self) -> State:
-        assert self.state is not None
-        return self.state
-
-    def records(self) -> list[Entry]:
+    def journal(self) -> list[Entry]:
         """The journal records of the last step: (kind, activity, details)."""
         return [(c.kind, c.activity, c.details) for c in self.commands if isinstance(c, cmd.Record)]
 
@@ -55,7 +39,7 @@ class Instance:
         (found,) = [c for c in self.commands if isinstance(c, kind)]
         return found
 
-    def answer(self, **changes: Any) -> None:
+    def reply(self, **changes: Any) -> None:
         workitem: cmd.DispatchWorkitem = self.one(cmd.DispatchWorkitem)
         payload = {**workitem.message["payload"], **changes}
         self.apply(ev.ParticipantResponse({**workitem.message, "payload": payload}))
@@ -76,7 +60,7 @@ def test_a_terminated_subprocess_faults_its_call_with_terminated_error() -> None
     launch: cmd.LaunchChild = instance.one(cmd.LaunchChild)
     instance.apply(ev.ChildFinished(launch.process_id, "terminated"))
     message = f"subprocess {launch.process_id} was terminated"
-    assert instance.records() == [
+    assert instance.journal() == [
         ("child", "pid_0", {"child": launch.process_id, "status": "terminated"}),
         ("fault", "pid_0", {"code": "TerminatedError", "message": message}),
         ("cancelled", "pid_0", {}),
@@ -88,7 +72,7 @@ def test_a_subprocess_that_faulted_without_saying_how_faults_its_call_with_fault
     instance = Instance(CALL, {"sub": CHILD})
     launch: cmd.LaunchChild = instance.one(cmd.LaunchChild)
     instance.apply(ev.ChildFinished(launch.process_id, "faulted", {}, None))
-    assert instance.records()[1:] == [
+    assert instance.journal()[1:] == [
         ("fault", "pid_0", {"code": "Fault", "message": ""}),
         ("cancelled", "pid_0", {}),
         faulted("Fault", ""),
@@ -105,7 +89,7 @@ def test_a_call_whose_property_holds_no_definition_faults_call_error(
 ) -> None:
     instance = Instance(CALL, fields)
     message = 'call process="$sub": the property holds no process definition'
-    assert instance.records()[1:] == [
+    assert instance.journal()[1:] == [
         ("fault", "pid_0", {"code": "CallError", "message": message}),
         faulted("CallError", message),
     ]
@@ -122,7 +106,7 @@ def launch_size(source: str) -> int:
 def test_a_launch_that_just_fits_the_step_output_is_sent() -> None:
     instance = Instance(CALL, {"sub": CHILD}, Limits(max_step_output=launch_size(CHILD)))
     assert instance.one(cmd.LaunchChild).definition == CHILD
-    assert instance.records()[1:] == [("launched", "pid_0", {"child": "pid.3"})]
+    assert instance.journal()[1:] == [("launched", "pid_0", {"child": "pid.3"})]
 
 
 def test_a_launch_one_byte_over_the_step_output_faults_naming_the_limit() -> None:
@@ -133,7 +117,7 @@ def test_a_launch_one_byte_over_the_step_output_faults_naming_the_limit() -> Non
         f"step to at least {limit + 1:,} bytes, over the limit of {limit:,}. The limit is the "
         "configuration key [bureaucrat] max_step_output"
     )
-    assert instance.records()[1:] == [
+    assert instance.journal()[1:] == [
         ("fault", "pid_0", {"code": "LimitExceeded", "message": message}),
         faulted("LimitExceeded", message),
     ]
@@ -214,7 +198,7 @@ def test_an_await_timeout_faults_timeout_error_naming_the_event() -> None:
     timer: cmd.StartTimer = instance.one(cmd.StartTimer)
     instance.apply(ev.TimerFired(timer.timer_id), now=2.0)
     message = "event signed did not arrive within 2 s"
-    assert ("fault", "pid_0", {"code": "TimeoutError", "message": message}) in instance.records()
+    assert ("fault", "pid_0", {"code": "TimeoutError", "message": message}) in instance.journal()
     assert cmd.Unsubscribe("signed", "pid_0") in instance.commands
     assert instance.current["awaits"] == {}
 
@@ -252,14 +236,14 @@ SUSPENDING = """<process on-fault="suspend">
 def test_resuming_an_incident_at_an_action_cancels_it_and_dispatches_it_again() -> None:
     instance = Instance(SUSPENDING)
     before = instance.current["size"]
-    instance.answer(status="critical", error="boom")
-    assert instance.records()[1:] == [
+    instance.reply(status="critical", error="boom")
+    assert instance.journal()[1:] == [
         ("fault", "pid_0", {"code": "ActionError", "message": "boom"}),
         ("incident", "pid_0", {"code": "ActionError", "message": "boom"}),
     ]
     instance.apply(ev.Resume())
     workitem: cmd.DispatchWorkitem = instance.one(cmd.DispatchWorkitem)
-    assert instance.records() == [
+    assert instance.journal() == [
         ("resumed", "pid", {"was": "suspended", "held": 0}),
         ("cancelled", "pid_0", {}),
         ("dispatched", "pid_0", {"participant": "clerk", "workitem": workitem.workitem_id}),
@@ -308,10 +292,10 @@ RETRIED = '<process><action participant="clerk" retries="1" retry-delay="0.5"/><
 def test_an_error_within_the_retries_waits_the_retry_delay_then_dispatches_again() -> None:
     instance = Instance(RETRIED)
     first: cmd.DispatchWorkitem = instance.one(cmd.DispatchWorkitem)
-    instance.answer(status="error", error="busy")
+    instance.reply(status="error", error="busy")
     timer: cmd.StartTimer = instance.one(cmd.StartTimer)
     assert timer == cmd.StartTimer(timer.timer_id, "pid_0", 0.5, cmd.TimerKind.RETRY)
-    assert instance.records() == [
+    assert instance.journal() == [
         ("answered", "pid_0", {"status": "error", "workitem": first.workitem_id}),
         ("retry", "pid_0", {"attempt": 2, "error": "busy"}),
     ]
@@ -322,11 +306,11 @@ def test_an_error_within_the_retries_waits_the_retry_delay_then_dispatches_again
 
 def test_spent_retries_journal_the_failure_and_an_operators_retry_starts_again() -> None:
     instance = Instance(RETRIED)
-    instance.answer(status="error", error="busy")
+    instance.reply(status="error", error="busy")
     instance.apply(ev.TimerFired(instance.one(cmd.StartTimer).timer_id), now=0.5)
     second: cmd.DispatchWorkitem = instance.one(cmd.DispatchWorkitem)
-    instance.answer(status="error", error="still busy")
-    assert instance.records() == [
+    instance.reply(status="error", error="still busy")
+    assert instance.journal() == [
         ("answered", "pid_0", {"status": "error", "workitem": second.workitem_id}),
         ("failed", "pid_0", {"attempts": 2, "error": "still busy"}),
     ]
@@ -337,7 +321,7 @@ def test_spent_retries_journal_the_failure_and_an_operators_retry_starts_again()
     instance.apply(ev.Retry("pid_0"))
     third: cmd.DispatchWorkitem = instance.one(cmd.DispatchWorkitem)
     assert third.attempt == 1
-    assert instance.records() == [
+    assert instance.journal() == [
         ("retry", "pid_0", {"attempt": 1, "operator": True}),
         ("dispatched", "pid_0", {"participant": "clerk", "workitem": third.workitem_id}),
     ]
@@ -347,11 +331,11 @@ def test_spent_retries_journal_the_failure_and_an_operators_retry_starts_again()
 def test_a_failure_whose_error_would_pass_the_state_size_limit_faults_the_instance() -> None:
     error = "e" * 1_500
     fits = Instance(RETRIED.replace(' retries="1"', ""))
-    fits.answer(status="error", error=error)
+    fits.reply(status="error", error=error)
     assert fits.current["status"] == "running"
     limit = len(json.dumps(fits.current, separators=(",", ":"))) - 1
     instance = Instance(RETRIED.replace(' retries="1"', ""), limits=Limits(max_state_size=limit))
-    instance.answer(status="error", error=error)
+    instance.reply(status="error", error=error)
     assert instance.current["status"] == "faulted"
     assert instance.current["fault"]["code"] == "LimitExceeded"
     assert instance.current["fault"]["message"].startswith("max_state_size exceeded")
@@ -374,7 +358,7 @@ def test_an_answer_too_large_for_the_state_names_up_to_five_changed_properties(
     instance = Instance(
         '<process><action participant="clerk"/></process>', limits=Limits(max_state_size=20_000)
     )
-    instance.answer(**{f"p{i}": "x" * 5_000 for i in reversed(range(count))})
+    instance.reply(**{f"p{i}": "x" * 5_000 for i in reversed(range(count))})
     fault = instance.current["fault"]
     assert fault["code"] == "LimitExceeded"
     assert fault["message"].startswith(
@@ -397,7 +381,7 @@ def test_resuming_goes_on_with_what_the_step_had_left_and_skips_what_that_cancel
     assert instance.current["status"] == "suspended"
     assert instance.current["incident"]["path"] == "0_0_0"
     instance.apply(ev.Resume())
-    assert [(kind, activity) for kind, activity, _ in instance.records()] == [
+    assert [(kind, activity) for kind, activity, _ in instance.journal()] == [
         ("resumed", "pid"),
         ("fault", "pid_0_0_1"),
         ("handled", "pid_0"),
@@ -428,9 +412,9 @@ def test_a_rerun_inside_a_block_whose_handler_had_no_room_for_the_fault_runs() -
            </sequence></process>""",
         limits=Limits(max_state_size=2_000),
     )
-    instance.answer(status="critical", error="e" * 1_900)
+    instance.reply(status="critical", error="e" * 1_900)
     assert [
-        (kind, activity, details.get("code")) for kind, activity, details in instance.records()
+        (kind, activity, details.get("code")) for kind, activity, details in instance.journal()
     ] == [
         ("answered", "pid_0_0", None),
         ("fault", "pid_0_0", "ActionError"),
@@ -441,7 +425,7 @@ def test_a_rerun_inside_a_block_whose_handler_had_no_room_for_the_fault_runs() -
     ]
     instance.apply(ev.Rerun("pid_0_0"))
     workitem: cmd.DispatchWorkitem = instance.one(cmd.DispatchWorkitem)
-    assert instance.records() == [
+    assert instance.journal() == [
         ("rerun", "pid_0_0", {"was": "suspended"}),
         ("dispatched", "pid_0_0", {"participant": "clerk", "workitem": workitem.workitem_id}),
     ]
@@ -459,7 +443,7 @@ def test_an_answer_too_large_for_the_state_shows_a_long_name_by_its_first_40_cha
         '<process><action participant="clerk"/></process>', limits=Limits(max_state_size=20_000)
     )
     name = "n" * 40 + "tail"
-    instance.answer(**{name: "x" * 25_000})
+    instance.reply(**{name: "x" * 25_000})
     assert instance.current["fault"]["message"].startswith(
         f"max_state_size exceeded: the changes to {'n' * 40} would make the instance's state"
     )
@@ -492,7 +476,7 @@ def test_a_handler_with_no_room_for_the_fault_it_caught_says_so() -> None:
            </sequence></process>""",
         limits=Limits(max_state_size=2_000),
     )
-    instance.answer(status="critical", error="e" * 1_900)
+    instance.reply(status="critical", error="e" * 1_900)
     fault = instance.current["fault"]
     assert (fault["code"], fault["activity"]) == ("LimitExceeded", "pid_0")
     assert fault["message"].startswith("max_state_size exceeded: the fault caught would make")
@@ -531,7 +515,7 @@ def test_a_state_size_fault_ends_with_the_limit_and_its_key() -> None:
     instance = Instance(
         '<process><action participant="clerk"/></process>', limits=Limits(max_state_size=20_000)
     )
-    instance.answer(big="x" * 25_000)
+    instance.reply(big="x" * 25_000)
     assert instance.current["fault"]["message"].endswith(
         " bytes, over the limit of 20,000. The limit is the configuration key [bureaucrat] "
         "max_state_size"
@@ -552,7 +536,7 @@ def test_a_critical_answer_faults_action_error_with_its_error_as_text(
     error: Any, message: str
 ) -> None:
     instance = Instance('<process><action participant="clerk"/></process>')
-    instance.answer(status="critical", error=error)
+    instance.reply(status="critical", error=error)
     assert instance.current["fault"] == {
         "code": "ActionError",
         "message": message,
@@ -588,7 +572,7 @@ def test_an_event_an_await_condition_cannot_be_evaluated_on_is_not_taken_and_say
     )
     instance.apply(ev.EventReceived("pick", {"other": 1, "event": "pick"}))
     reason = "expression 'event[\"choice\"] == 1' failed: key 'choice' not found"
-    assert instance.records() == [
+    assert instance.journal() == [
         ("event", "pid_0", {"event": "pick", "taken": False, "reason": reason})
     ]
     assert instance.current["status"] == "running"
@@ -611,7 +595,7 @@ def test_an_uncaught_fault_suspends_where_the_definition_or_else_the_configurati
         f'<process{attribute}><fault code="X"/></process>', limits=Limits(on_fault=configured)
     )
     assert instance.current["status"] == status
-    assert instance.records()[-1][0] == ("incident" if status == "suspended" else "faulted")
+    assert instance.journal()[-1][0] == ("incident" if status == "suspended" else "faulted")
 
 
 # ids and statuses ------------------------------------------------------------------------------
@@ -662,7 +646,7 @@ def test_a_block_cancelled_before_its_next_child_starts_starts_nothing(branch: s
            </sequence></process>"""
     )
     assert instance.one(cmd.DispatchWorkitem).participant == "cure"
-    instance.answer()
+    instance.reply()
     assert instance.current["status"] == "completed"
 
 
@@ -671,11 +655,11 @@ def test_what_a_participant_returns_for_the_engines_properties_is_ignored() -> N
         '<process><foreach select="items"><action participant="clerk"/></foreach></process>',
         {"items": ["a", "b"]},
     )
-    instance.answer(**{"inst:current": "z", "inst:iteration": 7, "seen": 1})
+    instance.reply(**{"inst:current": "z", "inst:iteration": 7, "seen": 1})
     workitem: cmd.DispatchWorkitem = instance.one(cmd.DispatchWorkitem)
     assert workitem.message["payload"]["inst:current"] == "b"
     assert workitem.message["payload"]["inst:iteration"] == 2
-    instance.answer()
+    instance.reply()
     assert instance.current["status"] == "completed"
     assert instance.current["scopes"] == {"": {"items": ["a", "b"], "seen": 1}}
 
@@ -687,7 +671,7 @@ def test_an_await_cancelled_by_a_handler_is_journalled_cancelled_and_unsubscribe
              <all><await event="go"/><fault code="X"/></all>
            </sequence></process>"""
     )
-    assert [(kind, activity) for kind, activity, _ in instance.records()[1:]] == [
+    assert [(kind, activity) for kind, activity, _ in instance.journal()[1:]] == [
         ("fault", "pid_0_0_1"),
         ("cancelled", "pid_0_0_0"),
         ("handled", "pid_0"),

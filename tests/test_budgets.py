@@ -290,8 +290,8 @@ class Instance:
         self.commands: tuple[cmd.Command, ...] = ()
         self.apply(ev.Start("pid", fields or {}))
 
-    def apply(self, event: ev.Event) -> None:
-        result = step(self.definition, self.state, event, 0.0, self.limits)
+    def apply(self, event: ev.Event, now: float = 0.0) -> None:
+        result = step(self.definition, self.state, event, now, self.limits)
         self.state = json.loads(json.dumps(result.state))
         assert self.state == result.state
         self.commands = result.commands
