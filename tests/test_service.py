@@ -507,6 +507,9 @@ def test_an_answer_by_target_that_two_instances_wait_at_is_ignored(store: Store)
     assert statuses == {"amb": "running", "amb_0": "running"}
     assert service.handle(reply(first, "workitem_id", "target")).outcome.value == "ack"
     assert store.instance("amb").status == "completed"  # type: ignore[union-attr]
+    # amb's workitem is answered: only amb_0 waits at the target now
+    assert service.handle(reply(second, "target")).outcome.value == "ack"
+    assert store.instance("amb_0").status == "completed"  # type: ignore[union-attr]
 
 
 WAITS_FOR_GO = '<process><await event="go"><condition>event["ok"]</condition></await></process>'
@@ -546,6 +549,50 @@ def test_a_finished_subprocess_resumes_its_caller_from_the_childs_own_record(
         ("child", "caller_0", {"child": child_id, "status": "completed"}),
         ("completed", "caller", {}),
     ]
+
+
+def test_a_faulted_subprocess_faults_its_call_with_the_childs_code_and_message(
+    store: Store,
+) -> None:
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher)
+    child = '<process><fault code="Refused" message="no stock"/></process>'
+    service.handle(launch(CALLER, {"child": child}, "caller"))
+    child_launch = publisher.take(CONFIG.launch_queue)
+    child_id = child_launch.message_id or ""
+    service.handle(child_launch)
+    assert store.instance(child_id).status == "faulted"  # type: ignore[union-attr]
+    assert service.handle(publisher.take(CONFIG.message_queue)).outcome.value == "ack"
+    fault = {"code": "Refused", "message": "no stock"}
+    assert [(e.kind, e.activity, e.details) for e in store.journal("caller")][2:] == [
+        ("child", "caller_0", {"child": child_id, "status": "faulted"}),
+        ("fault", "caller_0", fault),
+        ("cancelled", "caller_0", {}),
+        ("faulted", "caller", {"fault": fault}),
+    ]
+
+
+@pytest.mark.parametrize("child_id", ["ghost", "broken-child"])
+def test_a_subprocess_end_naming_a_child_unknown_or_set_aside_is_ignored(
+    store: Store, child_id: str
+) -> None:
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher)
+    service.handle(launch(CALLER, {"child": CHILD}, "caller"))
+    service.handle(launch(CHILD, {}, "broken-child"))
+    with store.engine.begin() as connection:
+        connection.execute(
+            sa.update(t.instances)
+            .where(t.instances.c.id == "broken-child")
+            .values(status="broken", parent_id="caller")
+        )
+    before = journal_kinds(store, "caller")
+    forged = {"name": "child_finished", "process_id": "caller", "activity": "caller_0"}
+    forged |= {"child_id": child_id, "status": "completed", "context": {}, "fault": None}
+    message = Message(CONFIG.message_queue, json.dumps(forged).encode(), f"end-{child_id}")
+    assert service.handle(message).outcome.value == "ack"
+    assert journal_kinds(store, "caller") == before
+    assert store.instance("caller").status == "running"  # type: ignore[union-attr]
 
 
 def test_a_subprocess_end_announced_before_it_ended_is_ignored(store: Store) -> None:
@@ -590,6 +637,10 @@ def test_a_subprocess_whose_definition_is_invalid_faults_its_call(store: Store) 
         ("cancelled", "caller_0", {}),
         ("faulted", "caller", {"fault": fault}),
     ]
+    # the same launch again (a redelivery) is known by its id: nothing more happens
+    service.handle(child_launch)
+    assert len(store.journal("caller")) == 6
+    assert service.duplicates == 1
 
 
 def test_an_invalid_definition_launched_by_hand_is_dead_lettered_with_the_reason(
