@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
 import pika
 import pytest
 
+from bureaucrat.engine.state import root_context
 from tests.brokers import AMQP_URL
 from tests.harness import ROOT, Installation
 
@@ -143,11 +145,32 @@ def test_notifications_and_dead_letters(installation: Installation) -> None:
     assert "line 1" in headers["x-bureaucrat-error"]
 
 
-def test_sigterm_exits_zero(installation: Installation) -> None:
-    installation.start_daemon()
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_mid_stream_exits_zero_and_loses_nothing(
+    installation: Installation, signum: signal.Signals
+) -> None:
+    """SIGTERM or SIGINT while launches pour in: the daemon finishes the batch in hand and
+    exits 0; every instance it stored is whole, and what it left in the queue is served, once,
+    by the next daemon."""
+    definition = '<process><assign property="n">context["n"] + 1</assign></process>'
+    ids = [f"stop-{k}" for k in range(300)]
+    daemon = installation.start_daemon()
     with installation.launcher() as launcher:
-        pid = launcher.launch("<process/>")
-    installation.wait_finished(pid)
+        for pid in ids:
+            launcher.launch(definition, {"n": 0}, pid)
+    installation.wait_for(lambda: bool(installation.store.list_instances()), what="a launch")
+    daemon.send_signal(signum)
+    assert daemon.wait(20) == 0
+    log = installation.log_text()
+    assert f"signal {signum.name}: stopping after the batch in hand" in log
+    assert log.rstrip().endswith("stopped")
+    for record in installation.store.list_instances():
+        assert (record.status, root_context(record.state)["n"]) == ("completed", 1), record.id
+    installation.start_daemon()
+    finished = [installation.wait_finished(pid) for pid in ids]
+    assert {(r.status, root_context(r.state)["n"]) for r in finished} == {("completed", 1)}
+    for pid in ids:
+        assert [e.kind for e in installation.store.journal(pid)] == ["launched", "completed"]
     assert installation.stop_daemon() == 0
 
 
