@@ -20,6 +20,7 @@ from bureaucrat.definition.limits import Budget, json_size
 from bureaucrat.engine import DEFAULT_LIMITS, LIMIT_EXCEEDED, Limits, sizes, step
 from bureaucrat.engine import commands as cmd
 from bureaucrat.engine import events as ev
+from bureaucrat.engine.budget import over_budget
 from bureaucrat.engine.runtime import Runtime
 from bureaucrat.engine.sizes import ENVELOPE, Sizes
 from bureaucrat.engine.state import State
@@ -221,19 +222,41 @@ def test_a_handler_that_catches_the_budget_gets_a_budget_to_run_in() -> None:
     assert result.context["caught"] == "step_budget exceeded"
 
 
+CATCHING_IN_A_LOOP = f"""<while><condition>True</condition><sequence>
+    <context><faults><default><assign property="caught">1</assign></default></faults></context>
+    {BURNS}
+  </sequence></while>"""
+
+
 def test_a_loop_around_a_handler_that_catches_limit_exceeded_still_ends() -> None:
-    catching = f"""<sequence>
-        <context><faults><default><assign property="caught">1</assign></default></faults></context>
-        {BURNS}
-      </sequence>"""
-    result = run_process(
-        f"<process><while><condition>True</condition>{catching}</while></process>",
-        max_steps=10,
-        limits=FEWER_UNITS,
-    )
+    source = f"<process>{CATCHING_IN_A_LOOP}</process>"
+    result = run_process(source, max_steps=10, limits=FEWER_UNITS)
     fault = fault_of(result)
     assert fault["code"] == LIMIT_EXCEEDED and "step_budget" in fault["message"]
     assert result.context["caught"] == 1
+
+
+@pytest.mark.parametrize("on_fault", ["fault", "suspend"])
+def test_a_budget_spent_again_in_its_handler_faults_where_it_ran_out(on_fault: str) -> None:
+    """The second time, no handler is tried: the fault (or the incident) names the activity
+    whose work spent the budget, and the journal shows it there both times."""
+    result = run_process(
+        f'<process on-fault="{on_fault}">{CATCHING_IN_A_LOOP}</process>',
+        max_steps=10,
+        limits=FEWER_UNITS,
+    )
+    message = over_budget(FEWER_UNITS)
+    raised = f'0 fault process_0_0_0 code="{LIMIT_EXCEEDED}" message={json.dumps(message)}'
+    assert journal(result, "fault") == [raised, raised]
+    assert journal(result, "handled") == [
+        '0 handled process_0_0 code="LimitExceeded" handler="process_0_0_f0"'
+    ]
+    where = {"code": LIMIT_EXCEEDED, "message": message, "activity": "process_0_0_0"}
+    if on_fault == "suspend":
+        assert result.status == "suspended"
+        assert result.state["incident"] == {**where, "path": "0_0_0", "agenda": []}
+    else:
+        assert result.state["fault"] == where
 
 
 ELEVEN = "[" + ", ".join(['context["s"]'] * 11) + "]"

@@ -16,6 +16,7 @@ from bureaucrat.definition import parse_definition
 from bureaucrat.engine import Limits, step
 from bureaucrat.engine import commands as cmd
 from bureaucrat.engine import events as ev
+from bureaucrat.engine.context import changes
 from bureaucrat.engine.state import State
 from bureaucrat.errors import DefinitionError
 from bureaucrat.testing import run_process
@@ -321,3 +322,26 @@ def test_a_rerun_of_the_root_keeps_the_context_and_takes_the_answers_after_it() 
     instance.answer(workitem, z=5)
     assert instance.current["status"] == "completed"
     assert instance.current["scopes"] == {"": {"y": 1, "f": 1, "z": 5}}
+
+
+# what a participant changed -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sent", "received", "changed"),
+    [
+        ({"l": [1, [2]], "d": {"a": 1}}, {"l": [1, [2]], "d": {"a": 1}}, {}),
+        ({"l": [1, 2]}, {"l": [1, 2, 3]}, {"l": [1, 2, 3]}),
+        ({"l": [1, 2, 3]}, {"l": [1, 2]}, {"l": [1, 2]}),
+        ({"l": [1, 2]}, {"l": [1, 3]}, {"l": [1, 3]}),
+        ({"d": {"a": 1}}, {"d": {"b": 1}}, {"d": {"b": 1}}),
+        ({"d": {"a": 1}}, {"d": {"a": 1, "b": 2}}, {"d": {"a": 1, "b": 2}}),
+        ({"d": {"a": 1}}, {"d": {"a": 2}}, {"d": {"a": 2}}),
+        ({"n": 1}, {"n": 1.0, "t": True}, {"n": 1.0, "t": True}),  # JSON values, not Python's
+        ({"n": 1}, {1: "x", "n": 1, "m": 2}, {"m": 2}),  # a name not a string is no property
+    ],
+)
+def test_a_change_is_a_value_that_differs_as_json(
+    sent: dict[str, Any], received: dict[Any, Any], changed: dict[str, Any]
+) -> None:
+    assert changes(sent, received) == changed

@@ -97,6 +97,22 @@ def test_foreach_selects_from_the_scope_around_it() -> None:
     assert result.context["prop2"] == {"subkey": ["one", "two"]}
 
 
+def test_foreach_selects_from_the_nearest_enclosing_scope_not_the_root() -> None:
+    seen: list[Any] = []
+    result = run_process(
+        """<process>
+             <context><property name="items" type="json">["root"]</property></context>
+             <sequence>
+               <context><property name="items" type="json">["inner", "scope"]</property></context>
+               <foreach select="items"><action participant="visit"/></foreach>
+             </sequence>
+           </process>""",
+        participants={"visit": lambda payload: seen.append(payload["inst:current"])},
+    )
+    assert result.status == "completed"
+    assert seen == ["inner", "scope"]
+
+
 def test_foreach_context_is_fresh_for_every_element() -> None:
     seen: list[tuple[Any, Any]] = []
 
