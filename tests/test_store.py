@@ -271,12 +271,16 @@ def test_dispatch_inserts_a_pending_workitem_and_the_answer_marks_it(store: Stor
     assert workitem["dispatched_at"] == T0
     assert workitem["id"] in started.state["workitems"]
     assert [w.id for w in store.pending_workitems("p1")] == [workitem["id"]]
+    launch(store, ACTION, "p2")  # a second workitem: the look-up must pick the one named
     with store.transaction() as tx:
         found = tx.workitem(workitem["id"])
         assert tx.workitem("nothing") is None
+        # looked up without the batch's lock having fetched it beforehand
+        assert tx.instance_of_workitem(workitem["id"]) == "p1"
+        assert tx.instance_of_workitem("nothing") is None
     assert found is not None and found.activity == "p1_0"
     answer(store, "p1", now=T0 + 3)
-    (workitem,) = rows(store, t.workitems)
+    (workitem,) = [w for w in rows(store, t.workitems) if w["instance_id"] == "p1"]
     assert (workitem["status"], workitem["answered_at"]) == ("answered", T0 + 3)
     assert store.pending_workitems("p1") == []
 
