@@ -587,7 +587,11 @@ def test_a_subprocess_end_naming_a_child_unknown_or_set_aside_is_ignored(
             .values(status="broken", parent_id="caller")
         )
     before = journal_kinds(store, "caller")
-    forged = {"name": "child_finished", "process_id": "caller", "activity": "caller_0"}
+    forged: dict[str, Any] = {
+        "name": "child_finished",
+        "process_id": "caller",
+        "activity": "caller_0",
+    }
     forged |= {"child_id": child_id, "status": "completed", "context": {}, "fault": None}
     message = Message(CONFIG.message_queue, json.dumps(forged).encode(), f"end-{child_id}")
     assert service.handle(message).outcome.value == "ack"
