@@ -281,6 +281,16 @@ def test_run_time_failures_are_expression_errors(
     assert reason in str(raised.value)
 
 
+@pytest.mark.parametrize("length", [79, 80, 81, 200])
+def test_an_error_quotes_its_expression_cut_to_80_characters(length: int) -> None:
+    source = 'context["nope"]' + " " * (length - 17) + "+1"
+    assert len(source) == length
+    with pytest.raises(ExpressionError) as raised:
+        value(source, NAMES)
+    shown = source if length <= 80 else source[:77] + "..."
+    assert str(raised.value) == f"expression {shown!r} failed: key 'nope' not found"
+
+
 def test_truthy_means_any_condition_holds() -> None:
     yes = compile_expression("context['x'] > 0", 1)
     no = compile_expression("context['done']", 2)
@@ -438,6 +448,32 @@ def test_a_result_built_of_shared_references_pays_its_expansion() -> None:
     with pytest.raises(ExpressionError):
         compile_expression('[context["x"], context["x"]]', 1).evaluate(names, budget)
     assert budget.spent
+
+
+LONG_NAMES: dict[str, Any] = {"context": {"long": "a" * 100_000, "needle": "b" * 100}}
+
+
+@pytest.mark.parametrize(
+    ("source", "expected", "cost"),
+    [
+        # searching: the string's length times the needle's (up to 100 characters)
+        ('context["long"].count(context["needle"])', 0, 156_283),
+        # splitting: the string's length and the pieces
+        ('len(context["long"].split(context["needle"]))', 1, 1_600),
+        # a prefix: only the prefix is compared
+        ('context["long"].startswith(context["needle"])', False, 34),
+        # any other: the string's length
+        ('context["long"].upper()[:1]', "A", 1_595),
+        # keyword arguments reach the method
+        ('"a.b.c".split(".", maxsplit=1)', ["a", "b.c"], 46),
+    ],
+)
+def test_a_method_call_costs_by_its_method_and_what_it_is_given(
+    source: str, expected: Any, cost: int
+) -> None:
+    budget = Budget(DEFAULT_BUDGET)
+    assert compile_expression(source, 1).evaluate(LONG_NAMES, budget) == expected
+    assert DEFAULT_BUDGET - budget.left == cost
 
 
 # a fresh evaluator -------------------------------------------------------------------------------
