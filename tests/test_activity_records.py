@@ -193,6 +193,31 @@ def test_an_action_timeout_cancels_its_workitem_then_faults_timeout_error() -> N
     assert instance.current["workitems"] == {}
 
 
+def test_an_answer_before_the_timeout_cancels_the_timer_of_its_action() -> None:
+    instance = Instance('<process><action participant="clerk" timeout="1.5"/></process>')
+    timer: cmd.StartTimer = instance.one(cmd.StartTimer)
+    instance.reply()
+    assert instance.one(cmd.CancelTimer) == cmd.CancelTimer(timer.timer_id, "pid_0")
+    assert instance.current["timers"] == {}
+
+
+@pytest.mark.parametrize(
+    ("status", "shown"),
+    [(None, None), (50, 50), (0.5, 0.5), ("half way", "half way"), ({"done": 1}, "{'done': 1}")],
+)
+def test_a_progress_report_is_journalled_and_the_action_keeps_waiting(
+    status: Any, shown: Any
+) -> None:
+    """An answer whose status is not done, critical or error: numbers and no status are shown
+    as they are, anything else as text."""
+    instance = Instance('<process><action participant="clerk"/></process>')
+    workitem: cmd.DispatchWorkitem = instance.one(cmd.DispatchWorkitem)
+    payload = {**workitem.message["payload"], "status": status}
+    instance.apply(ev.ParticipantResponse({**workitem.message, "payload": payload}))
+    assert instance.commands == (cmd.Record("reported", "pid_0", {"status": shown}),)
+    assert workitem.workitem_id in instance.current["workitems"]
+
+
 def test_an_await_timeout_faults_timeout_error_naming_the_event() -> None:
     instance = Instance('<process><await event="signed" timeout="2"/></process>')
     timer: cmd.StartTimer = instance.one(cmd.StartTimer)

@@ -134,19 +134,51 @@ def test_a_handler_that_catches_step_limit_error_runs() -> None:
     assert [name for name, _ in result.calls] == ["cure", "after"]
 
 
+CATCHING_IN_A_LOOP = f"""<while><condition>True</condition><sequence>
+    <context><faults><default><assign property="caught">1</assign></default></faults></context>
+    {ENDLESS}
+  </sequence></while>"""
+
+
 def test_a_loop_around_a_handler_that_catches_step_limit_error_still_ends() -> None:
-    handled = f"""<sequence>
-        <context><faults><default><assign property="caught">1</assign></default></faults></context>
-        {ENDLESS}
-      </sequence>"""
-    result = run_process(
-        f"<process><while><condition>True</condition>{handled}</while></process>",
-        max_steps=10,
-        limits=FEW_STARTS,
-    )
+    source = f"<process>{CATCHING_IN_A_LOOP}</process>"
+    result = run_process(source, max_steps=10, limits=FEW_STARTS)
     assert result.status == "faulted"
     assert result.fault is not None and result.fault["code"] == "StepLimitError"
     assert result.context["caught"] == 1
+
+
+@pytest.mark.parametrize("on_fault", ["fault", "suspend"])
+def test_too_many_starts_again_in_its_handler_fault_where_the_loop_ran_away(on_fault: str) -> None:
+    """The second time, no handler is tried: the fault (or the incident) names the endless
+    loop, and the journal shows it there both times."""
+    source = f'<process on-fault="{on_fault}">{CATCHING_IN_A_LOOP}</process>'
+    result = run_process(source, max_steps=10, limits=FEW_STARTS)
+    message = "more than 2000 activities started without waiting once; is a loop missing a way out?"
+    raised = f'0 fault process_0_0_0 code="StepLimitError" message="{message}"'
+    assert [line for line in result.trace if line.split(" ")[1] in ("fault", "handled")] == [
+        raised,
+        '0 handled process_0_0 code="StepLimitError" handler="process_0_0_f0"',
+        raised,
+    ]
+    where = {"code": "StepLimitError", "message": message, "activity": "process_0_0_0"}
+    if on_fault == "suspend":
+        assert result.status == "suspended"
+        assert result.state["incident"] == {**where, "path": "0_0_0", "agenda": []}
+    else:
+        assert result.state["fault"] == where
+
+
+def test_too_many_starts_in_a_long_sequence_are_blamed_on_the_loop_around_it() -> None:
+    """Of the loops around the block that was starting, the one that started the most in its
+    current run is blamed, even for a single start; the sequence itself is no loop."""
+    body = '<assign property="x">1</assign>' * 60
+    result = run_process(
+        f'<process><foreach select="items"><sequence>{body}</sequence></foreach></process>',
+        {"items": [1, 2, 3, 4]},
+        limits=Limits(max_starts=50),
+    )
+    assert result.state["fault"]["activity"] == "process_0"
 
 
 def test_repeated_late_and_stray_messages_leave_the_state_as_it_was() -> None:
