@@ -166,6 +166,51 @@ def test_a_defect_on_a_response_sets_only_that_instance_aside(
     assert store.instance("bystander").status == "completed"  # type: ignore[union-attr]
 
 
+def test_what_is_ignored_or_set_aside_is_logged_with_what_it_concerns(
+    store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The operator's view of messages that change nothing: each log line names the message,
+    the process or the workitem concerned."""
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher)
+    with caplog.at_level(logging.INFO, logger="bureaucrat"):
+        service.handle(launch(acts("p"), {}, "asks"))
+        workitem = workitem_of(publisher, "asks")
+        answered = reply(workitem, "workitem_id")
+        service.handle(Message(answered.queue, answered.body, "answer-1"))
+        service.handle(Message(answered.queue, answered.body, "answer-1"))  # redelivered
+        service.handle(Message(answered.queue, answered.body, "answer-2"))  # answered already
+        event = {"event": "nobody-waits"}
+        service.handle(Message(CONFIG.event_queue, json.dumps(event).encode(), "e-1"))
+        service.handle(launch(CALLER, {"child": "<process><bogus/></process>"}, "caller"))
+        child_launch = publisher.take(CONFIG.launch_queue)
+        service.handle(child_launch)
+        service.handle(launch(acts("p"), {}, "victim"))
+
+        def broken_step(definition: Any, state: Any, event: Any, at: float, *rest: Any) -> Any:
+            raise RuntimeError("a defect")
+
+        monkeypatch.setattr("bureaucrat.service.step", broken_step)
+        service.handle(reply(workitem_of(publisher, "victim"), "workitem_id"))
+    logged = [(r.levelname, r.getMessage()) for r in caplog.records]
+    wid = workitem["workitem_id"]
+    assert [
+        ("INFO", f"message {CONFIG.message_queue}:answer-1 was processed already: dropped"),
+        ("WARNING", f"response for an unknown workitem (workitem {wid}, target None): ignored"),
+        ("INFO", "event nobody-waits: no process waits for it"),
+        (
+            "WARNING",
+            f"subprocess {child_launch.message_id} of caller not started: "
+            "line 1: unknown element <bogus> inside <process>",
+        ),
+        ("ERROR", "internal error on ParticipantResponse for process victim"),
+    ] == [
+        (level, text)
+        for level, text in logged
+        if text.startswith(("message ", "event ")) or level in ("WARNING", "ERROR")
+    ]
+
+
 # timers -----------------------------------------------------------------------------------------
 
 SLEEPS_THEN_ACTS = '<process><delay duration="{seconds}"/><action participant="p"/></process>'
