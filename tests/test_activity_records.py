@@ -218,6 +218,102 @@ def test_a_progress_report_is_journalled_and_the_action_keeps_waiting(
     assert workitem.workitem_id in instance.current["workitems"]
 
 
+WID = "{wid}"
+"""Stands for the id of the workitem the action dispatched."""
+
+
+@pytest.mark.parametrize(
+    ("answer", "activity", "details"),
+    [
+        (["not", "an object"], "pid", {"reason": "the answer is not an object"}),
+        (
+            {"workitem_id": WID, "target": "pid_7", "payload": {}},
+            "pid_0",
+            {
+                "reason": "the target is not the activity that sent this workitem",
+                "workitem": WID,
+                "target": "pid_7",
+            },
+        ),
+        (
+            {"workitem_id": WID, "target": ["pid_0"], "payload": {}},
+            "pid_0",
+            {
+                "reason": "the target is not the activity that sent this workitem",
+                "workitem": WID,
+                "target": "(a list)",
+            },
+        ),
+        (
+            {"workitem_id": "nope", "payload": {}},
+            "pid",
+            {"reason": "no action waits for this workitem", "workitem": "nope", "target": None},
+        ),
+        (
+            {"workitem_id": 7, "target": "pid_0", "payload": {}},
+            "pid",
+            {"reason": "no action waits for this workitem", "workitem": 7, "target": "pid_0"},
+        ),
+        (
+            {"target": "pid_3", "payload": {}},
+            "pid",
+            {"reason": "no action waits for this workitem", "workitem": None, "target": "pid_3"},
+        ),
+        (
+            {"target": "t" * 400, "payload": {}},
+            "pid",
+            {
+                "reason": "no action waits for this workitem",
+                "workitem": None,
+                "target": "t" * 297 + "...",
+            },
+        ),
+        (
+            {"workitem_id": WID, "payload": "done"},
+            "pid_0",
+            {"reason": "the payload is not an object", "workitem": WID},
+        ),
+    ],
+    ids=[
+        "not an object",
+        "another target",
+        "a target not text",
+        "unknown workitem",
+        "workitem id not text",
+        "target not waiting",
+        "long target",
+        "payload not an object",
+    ],
+)
+def test_an_answer_that_reaches_no_action_is_journalled_as_ignored_with_what_it_named(
+    answer: Any, activity: str, details: dict[str, Any]
+) -> None:
+    instance = Instance('<process><action participant="clerk"/></process>')
+    wid = instance.one(cmd.DispatchWorkitem).workitem_id
+    before = instance.current
+
+    def named(value: Any) -> Any:
+        return wid if value == WID else value
+
+    answer = {k: named(v) for k, v in answer.items()} if isinstance(answer, dict) else answer
+    instance.apply(ev.ParticipantResponse(answer))
+    assert instance.commands == (
+        cmd.Record("ignored", activity, {k: named(v) for k, v in details.items()}),
+    )
+    assert instance.current == before
+
+
+@pytest.mark.parametrize(("error", "shown"), [(None, ""), ("no paper", "no paper"), (404, "404")])
+def test_an_error_answer_past_the_retries_leaves_the_action_failed_with_its_error_as_text(
+    error: Any, shown: str
+) -> None:
+    instance = Instance('<process><action participant="clerk"/></process>')
+    instance.reply(status="error", **({} if error is None else {"error": error}))
+    assert instance.journal()[1:] == [("failed", "pid_0", {"attempts": 1, "error": shown})]
+    node = instance.current["nodes"]["0"]
+    assert (node["failed"], node["error"]) == (True, shown)
+
+
 def test_an_await_timeout_faults_timeout_error_naming_the_event() -> None:
     instance = Instance('<process><await event="signed" timeout="2"/></process>')
     timer: cmd.StartTimer = instance.one(cmd.StartTimer)
