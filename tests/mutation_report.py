@@ -17,6 +17,9 @@ checked yet) of some functions against the test files that matter to them::
     python tests/mutation_report.py --recheck survived --only bureaucrat.engine.operations \\
         --tests tests/test_operation_records.py tests/test_steering.py
 
+``--keyword`` narrows the tests further (pytest's ``-k``), e.g. to the SQLite half of the store's
+tests: ``--keyword "not end_to_end and not postgresql"``.
+
 Each mutant runs in a child process (the tests stop at the first failure); the verdicts are
 stored with mutmut's, so the report, ``mutmut results`` and ``mutmut show`` include them. A
 mutant that survives there may still die to a test left out: re-check without ``--tests`` (the
@@ -57,13 +60,16 @@ def main(argv: list[str] | None = None) -> int:
         "--only", nargs="+", default=[""], metavar="PREFIX", help="mutant names to re-check"
     )
     parser.add_argument("--tests", nargs="+", metavar="FILE", help="test files to re-check with")
+    parser.add_argument(
+        "--keyword", metavar="EXPR", help="pytest's -k for the re-check, instead of the configured"
+    )
     parser.add_argument("--jobs", type=int, default=2, help="children at a time (2)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant (300)")
     args = parser.parse_args(argv)
     if not Path("mutants").is_dir():
         parser.error("no mutants/ here: run `make mutate` first, from the project's root")
     if args.recheck is not None:
-        recheck(args.recheck, tuple(args.only), args.tests, args.jobs, args.timeout)
+        recheck(args.recheck, tuple(args.only), args.tests, args.keyword, args.jobs, args.timeout)
     return report(args.survivors)
 
 
@@ -112,7 +118,12 @@ def _row(label: str, counts: collections.Counter[str]) -> str:
 
 
 def recheck(
-    status: str, prefixes: tuple[str, ...], tests: list[str] | None, jobs: int, timeout: float
+    status: str,
+    prefixes: tuple[str, ...],
+    tests: list[str] | None,
+    keyword: str | None,
+    jobs: int,
+    timeout: float,
 ) -> None:
     """Run the mutants with ``status`` whose names start with one of ``prefixes`` again."""
     from mutmut.configuration import config
@@ -135,6 +146,7 @@ def recheck(
     pytest_args = [
         *("-x", "-q", "--tb=no", "-p", "no:cacheprovider", "-p", "no:randomly", "--rootdir=."),
         *config().pytest_add_cli_args,
+        *(() if keyword is None else ("-k", keyword)),  # the last -k is the one pytest takes
         *selection,
     ]
     setup_source_paths()  # the mutated package first on the path, the original not at all
