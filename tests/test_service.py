@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from bureaucrat.config import Config
-from bureaucrat.engine import step
+from bureaucrat.engine import Limits, step
 from bureaucrat.errors import BrokerError, PublishError, StoreDataError
 from bureaucrat.service import RELAY_AFTER, Service
 from bureaucrat.store import Outgoing, Store
@@ -209,6 +209,22 @@ def test_what_is_ignored_or_set_aside_is_logged_with_what_it_concerns(
         for level, text in logged
         if text.startswith(("message ", "event ")) or level in ("WARNING", "ERROR")
     ]
+
+
+def test_the_engines_limits_are_the_configured_ones(store: Store) -> None:
+    config = Config(
+        max_state_size=20_000, max_step_output=150_000, step_budget=3_000_000, on_fault="suspend"
+    )
+    service = Service(store, config, Recorder())
+    assert service.limits == Limits(
+        step_budget=3_000_000, max_state_size=20_000, max_step_output=150_000, on_fault="suspend"
+    )
+    service.handle(launch('<process><fault code="Stop"/></process>', {}, "stops"))
+    assert store.instance("stops").status == "suspended"  # type: ignore[union-attr]
+    service.handle(launch(acts("p"), {"big": "x" * 30_000}, "big"))
+    record = store.instance("big")
+    assert record is not None and record.status == "faulted"
+    assert "over the limit of 20,000" in record.state["fault"]["message"]  # type: ignore[index]
 
 
 # timers -----------------------------------------------------------------------------------------
