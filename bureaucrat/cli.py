@@ -158,13 +158,13 @@ def run(
 
     if foreground:
         setup_logging(config, foreground=True)
+    daemon = Daemon(config)
+    daemon.install_signal_handlers()  # before the pid file names it: `kill` then stops it cleanly
     if pid_file is not None:
         pid_file.write(os.getpid())
     LOG.info("config: %s", "built-in defaults" if source is None else os.fspath(source))
     for ignored in config.ignored:
         LOG.info("config: %s is not used by this version and is ignored", ignored)
-    daemon = Daemon(config)
-    daemon.install_signal_handlers()
     try:
         return daemon.run()
     except ConfigError as error:  # retrying cannot help: an operator has to act

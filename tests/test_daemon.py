@@ -168,6 +168,8 @@ def test_a_stop_signal_mid_stream_exits_zero_and_loses_nothing(
         assert record.status == "completed" and record.state is not None, record.id
         assert root_context(record.state)["n"] == 1, record.id
     installation.start_daemon()
+    with installation.launcher() as launcher:  # once it is done, the daemon serves: it may stop
+        ids.append(launcher.launch(definition, {"n": 0}, "stop-last"))
     finished = [installation.wait_finished(pid) for pid in ids]
     assert {(r.status, root_context(r.state)["n"]) for r in finished} == {("completed", 1)}
     for pid in ids:
