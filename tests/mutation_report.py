@@ -18,7 +18,9 @@ checked yet) of some functions against the test files that matter to them::
         --tests tests/test_operation_records.py tests/test_steering.py
 
 ``--keyword`` narrows the tests further (pytest's ``-k``), e.g. to the SQLite half of the store's
-tests: ``--keyword "not end_to_end and not postgresql"``.
+tests: ``--keyword "not end_to_end and not postgresql"``. ``--sample N`` re-checks N of the
+mutants drawn at random (``--seed``): an estimate of a module's score when running them all
+would take hours.
 
 Each mutant runs in a child process (the tests stop at the first failure); the verdicts are
 stored with mutmut's, so the report, ``mutmut results`` and ``mutmut show`` include them. A
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import random
 import signal
 import sys
 import time
@@ -63,13 +66,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keyword", metavar="EXPR", help="pytest's -k for the re-check, instead of the configured"
     )
+    parser.add_argument(
+        "--sample", type=int, metavar="N", help="re-check only N of them, drawn at random"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="of the random draw (0)")
     parser.add_argument("--jobs", type=int, default=2, help="children at a time (2)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant (300)")
     args = parser.parse_args(argv)
     if not Path("mutants").is_dir():
         parser.error("no mutants/ here: run `make mutate` first, from the project's root")
     if args.recheck is not None:
-        recheck(args.recheck, tuple(args.only), args.tests, args.keyword, args.jobs, args.timeout)
+        recheck(
+            args.recheck,
+            tuple(args.only),
+            args.tests,
+            args.keyword,
+            (args.sample, args.seed),
+            args.jobs,
+            args.timeout,
+        )
     return report(args.survivors)
 
 
@@ -122,6 +137,7 @@ def recheck(
     prefixes: tuple[str, ...],
     tests: list[str] | None,
     keyword: str | None,
+    sample: tuple[int | None, int],
     jobs: int,
     timeout: float,
 ) -> None:
@@ -141,6 +157,9 @@ def recheck(
             for name, code in data.exit_code_by_key.items()
             if status_by_exit_code[code] == status and name.startswith(prefixes)
         ]
+    size, seed = sample
+    if size is not None and size < len(queue):
+        queue = sorted(random.Random(seed).sample(queue, size), key=lambda item: item[0])
     selection = tests or list(config().pytest_add_cli_args_test_selection)
     print(f"re-checking {len(queue)} mutants against {' '.join(selection)}", flush=True)
     pytest_args = [
