@@ -172,6 +172,57 @@ def test_a_subprocess_of_a_long_process_id_is_launched_under_the_shortened_id() 
     assert result.state["children"] == {launch.process_id: "0"}
 
 
+# messages that change nothing ---------------------------------------------------------------------
+
+
+def test_a_second_start_of_a_running_instance_is_journalled_and_changes_nothing() -> None:
+    instance = Instance('<process><action participant="clerk"/></process>')
+    before = instance.current
+    instance.apply(ev.Start("pid", {"again": 1}))
+    assert instance.commands == (cmd.Record("ignored", "pid", {"reason": "already started"}),)
+    assert instance.current == before
+
+
+def test_an_event_no_await_waits_for_is_journalled_with_its_name() -> None:
+    instance = Instance('<process><await event="signed"/></process>')
+    before = instance.current
+    instance.apply(ev.EventReceived("stamped", {"by": "clerk"}))
+    details = {"reason": "no await waits for this event", "event": "stamped"}
+    assert instance.commands == (cmd.Record("ignored", "pid", details),)
+    assert instance.current == before
+
+
+@pytest.mark.parametrize("data", [None, ["not", "an", "object"], "text"])
+def test_an_event_whose_data_is_not_an_object_is_taken_as_empty(data: Any) -> None:
+    instance = Instance('<process><await event="signed"/></process>')
+    instance.apply(ev.EventReceived("signed", data))
+    assert instance.current["status"] == "completed"
+
+
+def test_a_message_for_an_ended_instance_is_journalled_with_its_status() -> None:
+    instance = Instance("<process/>")
+    instance.apply(ev.EventReceived("late", {}))
+    reason = {"reason": "the instance is completed"}
+    assert instance.commands == (cmd.Record("ignored", "pid", reason),)
+
+
+@pytest.mark.parametrize("count", [2, 100, 101])
+def test_a_launch_lists_the_fields_it_ignored_up_to_a_hundred(count: int) -> None:
+    names = {f"inst:f{n:03}": n for n in range(count)}
+    instance = Instance("<process/>", {"kept": 1, **names})
+    (launched,) = instance.records("launched")
+    shown = sorted(names)
+    expected = shown if count <= 100 else [*shown[:100], f"... and {count - 100} more"]
+    assert launched.details == {"name": None, "fields": ["kept"], "ignored": expected}
+
+
+def test_terminating_a_caller_terminates_the_subprocess_its_call_waits_for() -> None:
+    instance = Instance(CALL, {"sub": CHILD})
+    launch: cmd.LaunchChild = instance.one(cmd.LaunchChild)
+    instance.apply(ev.Terminate("enough"))
+    assert instance.one(cmd.TerminateChild) == cmd.TerminateChild(launch.process_id, "pid_0")
+
+
 # timeouts ----------------------------------------------------------------------------------------
 
 
