@@ -17,12 +17,14 @@ import pytest
 
 from bureaucrat.bounds import MAX_PROCESS_ID, utf8_length
 from bureaucrat.definition import parse_definition
-from bureaucrat.engine import Limits, step
+from bureaucrat.engine import DEFAULT_LIMITS, Limits, step
 from bureaucrat.engine import commands as cmd
 from bureaucrat.engine import events as ev
 from bureaucrat.engine.activities.waiting import child_id
+from bureaucrat.engine.sizes import Sizes
 from bureaucrat.engine.state import activity_id, is_finished, path_of
 from tests.test_budgets import Instance as Stepped
+from tests.test_budgets import stored_size
 
 Entry = tuple[str, str, dict[str, Any]]
 
@@ -170,6 +172,37 @@ def test_a_subprocess_of_a_long_process_id_is_launched_under_the_shortened_id() 
     (launch,) = [c for c in result.commands if isinstance(c, cmd.LaunchChild)]
     assert launch.process_id == child_id(caller, 3)
     assert result.state["children"] == {launch.process_id: "0"}
+
+
+@pytest.mark.parametrize(("assigns", "status"), [(4, "completed"), (5, "faulted")])
+def test_the_cap_on_starts_counts_every_activity_the_root_included(
+    assigns: int, status: str
+) -> None:
+    body = '<assign property="x">1</assign>' * assigns
+    instance = Instance(f"<process>{body}</process>", limits=Limits(max_starts=5))
+    assert instance.current["status"] == status
+
+
+def test_a_subprocess_that_ends_tells_its_caller_which_call_it_answers() -> None:
+    definition = parse_definition('<process><assign property="r">1</assign></process>')
+    start = ev.Start("child", {"n": 2}, ev.ParentLink("caller", "caller_0"))
+    (told,) = [
+        c for c in step(definition, None, start, 0.0).commands if type(c) is cmd.NotifyParent
+    ]
+    assert told == cmd.NotifyParent(
+        "caller", "caller_0", "child", "completed", {"n": 2, "r": 1}, None
+    )
+
+
+def test_a_block_context_counts_in_the_size_the_state_keeps_of_itself() -> None:
+    big = "x" * 50_000
+    instance = Instance(
+        f"""<process><sequence>
+              <context><property name="big" type="str">{big}</property></context>
+              <action participant="clerk"/>
+            </sequence></process>"""
+    )
+    assert Sizes(instance.current, DEFAULT_LIMITS).estimate() >= stored_size(instance.current)
 
 
 # messages that change nothing ---------------------------------------------------------------------
@@ -363,6 +396,15 @@ def test_an_error_answer_past_the_retries_leaves_the_action_failed_with_its_erro
     assert instance.journal()[1:] == [("failed", "pid_0", {"attempts": 1, "error": shown})]
     node = instance.current["nodes"]["0"]
     assert (node["failed"], node["error"]) == (True, shown)
+
+
+def test_an_event_before_the_timeout_cancels_the_timer_of_its_await() -> None:
+    instance = Instance('<process><await event="signed" timeout="2"/></process>')
+    assert instance.one(cmd.Subscribe) == cmd.Subscribe("signed", "pid_0")
+    timer: cmd.StartTimer = instance.one(cmd.StartTimer)
+    instance.apply(ev.EventReceived("signed", {}))
+    assert instance.one(cmd.CancelTimer) == cmd.CancelTimer(timer.timer_id, "pid_0")
+    assert instance.current["timers"] == {}
 
 
 def test_an_await_timeout_faults_timeout_error_naming_the_event() -> None:
