@@ -470,6 +470,17 @@ def test_await_condition_reads_context_and_event() -> None:
     ]
 
 
+def test_await_condition_reads_the_context_of_the_blocks_around_it() -> None:
+    taken = run_process(
+        """<process><sequence>
+             <context><property name="want" type="str">b</property></context>
+             <await event="pick"><condition>event["choice"] == context["want"]</condition></await>
+           </sequence></process>""",
+        events=[("pick", {"choice": "b"})],
+    )
+    assert taken.status == "completed"
+
+
 def test_delay_of_half_a_second_is_a_half_second_timer() -> None:
     from bureaucrat.definition import parse_definition
     from bureaucrat.engine import commands as cmd
