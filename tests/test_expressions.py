@@ -89,6 +89,12 @@ def test_results_are_json_values() -> None:
     assert value("context['a']") is not CONTEXT["a"]
 
 
+def test_an_expression_may_be_nested_100_levels_deep_and_no_more() -> None:
+    assert compile_expression("-" * 99 + "1", 1).evaluate({}) == -1  # 100 levels
+    with pytest.raises(DefinitionError, match="nested more than 100 levels deep"):
+        compile_expression("-" * 100 + "1", 1)
+
+
 @pytest.mark.parametrize(
     ("source", "reason"),
     [
