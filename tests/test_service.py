@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from bureaucrat.config import Config
 from bureaucrat.engine import Limits, step
+from bureaucrat.engine.state import root_context
 from bureaucrat.errors import BrokerError, PublishError, StoreDataError
 from bureaucrat.service import RELAY_AFTER, Service
 from bureaucrat.store import Outgoing, Store
@@ -225,6 +226,41 @@ def test_the_engines_limits_are_the_configured_ones(store: Store) -> None:
     record = store.instance("big")
     assert record is not None and record.status == "faulted"
     assert "over the limit of 20,000" in record.state["fault"]["message"]  # type: ignore[index]
+
+
+def test_each_operators_control_message_reaches_its_instance_as_its_operation(
+    store: Store,
+) -> None:
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher)
+    service.handle(launch(f"<process><sequence>{acts('p')[9:-10]}</sequence></process>", {}, "op"))
+
+    def operate(name: str, **extra: Any) -> None:
+        body = {"name": name, "process_id": "op", **extra}
+        message = Message(CONFIG.message_queue, json.dumps(body).encode(), f"{name}-{len(extra)}")
+        assert service.handle(message).outcome.value == "ack"
+
+    operate("pause", reason="a look")
+    operate("set", values={"n": 5})
+    operate("resume")
+    operate("rerun", activity="op_0_0", values={"m": 6})
+    operate("terminate", reason="enough")
+    record = store.instance("op")
+    assert record is not None and record.status == "terminated" and record.state is not None
+    assert root_context(record.state) == {"n": 5, "m": 6}
+    operations = [
+        (e.kind, e.activity, e.details)
+        for e in store.journal("op")
+        if e.kind in ("paused", "set", "resumed", "rerun", "terminating")
+    ]
+    assert operations == [
+        ("paused", "op", {"reason": "a look"}),
+        ("set", "op", {"name": "n", "old": None, "new": 5, "created": True}),
+        ("resumed", "op", {"was": "paused", "held": 0}),
+        ("rerun", "op_0_0", {"was": "running"}),
+        ("set", "op", {"name": "m", "old": None, "new": 6, "created": True}),
+        ("terminating", "op", {"reason": "enough"}),
+    ]
 
 
 # timers -----------------------------------------------------------------------------------------
