@@ -343,7 +343,9 @@ class Service:
     def _response(self, tx: Tx, response: wire.Response, key: Key) -> Verdict:
         process_id = _route(tx, response)
         event = ev.ParticipantResponse(response.workitem)
-        if process_id is None or not self.advance(tx, process_id, event, key):
+        duplicates = self.duplicates
+        applied = process_id is not None and self.advance(tx, process_id, event, key)
+        if not applied and self.duplicates == duplicates:  # a duplicate is logged as such
             LOG.warning(
                 "response for an unknown workitem (workitem %s, target %s): ignored",
                 response.workitem_id,

@@ -180,12 +180,16 @@ def test_what_is_ignored_or_set_aside_is_logged_with_what_it_concerns(
         answered = reply(workitem, "workitem_id")
         service.handle(Message(answered.queue, answered.body, "answer-1"))
         service.handle(Message(answered.queue, answered.body, "answer-1"))  # redelivered
-        service.handle(Message(answered.queue, answered.body, "answer-2"))  # answered already
+        unknown = {"workitem_id": "nope", "target": "asks_9", "payload": {}}
+        service.handle(Message(CONFIG.message_queue, json.dumps(unknown).encode(), "answer-2"))
         event = {"event": "nobody-waits"}
         service.handle(Message(CONFIG.event_queue, json.dumps(event).encode(), "e-1"))
         service.handle(launch(CALLER, {"child": "<process><bogus/></process>"}, "caller"))
         child_launch = publisher.take(CONFIG.launch_queue)
         service.handle(child_launch)
+        orphan = {"definition": "<process><bogus/></process>", "fields": {}}
+        orphan["parent"] = {"process_id": "gone", "activity": "gone_0"}
+        service.handle(Message(CONFIG.launch_queue, json.dumps(orphan).encode(), "orphan"))
         service.handle(launch(acts("p"), {}, "victim"))
 
         def broken_step(definition: Any, state: Any, event: Any, at: float, *rest: Any) -> Any:
@@ -194,16 +198,21 @@ def test_what_is_ignored_or_set_aside_is_logged_with_what_it_concerns(
         monkeypatch.setattr("bureaucrat.service.step", broken_step)
         service.handle(reply(workitem_of(publisher, "victim"), "workitem_id"))
     logged = [(r.levelname, r.getMessage()) for r in caplog.records]
-    wid = workitem["workitem_id"]
     assert [
         ("INFO", f"message {CONFIG.message_queue}:answer-1 was processed already: dropped"),
-        ("WARNING", f"response for an unknown workitem (workitem {wid}, target None): ignored"),
+        ("WARNING", "response for an unknown workitem (workitem nope, target asks_9): ignored"),
         ("INFO", "event nobody-waits: no process waits for it"),
         (
             "WARNING",
             f"subprocess {child_launch.message_id} of caller not started: "
             "line 1: unknown element <bogus> inside <process>",
         ),
+        (
+            "WARNING",
+            "subprocess orphan of gone not started: "
+            "line 1: unknown element <bogus> inside <process>",
+        ),
+        ("WARNING", "the parent gone of orphan is gone"),
         ("ERROR", "internal error on ParticipantResponse for process victim"),
     ] == [
         (level, text)
