@@ -532,7 +532,7 @@ def test_an_instance_set_aside_in_a_batch_takes_nothing_more_of_that_batch(
 
 
 def test_an_instance_set_aside_by_one_of_its_timers_is_not_stepped_by_the_next(
-    store: Store, monkeypatch: pytest.MonkeyPatch
+    store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     now = [1_000_000.0]
     service = Service(store, CONFIG, Recorder(), clock=lambda: now[0])
@@ -547,11 +547,17 @@ def test_an_instance_set_aside_by_one_of_its_timers_is_not_stepped_by_the_next(
         return step(definition, state, event, at, *rest)
 
     monkeypatch.setattr("bureaucrat.service.step", refused_once)
+    (first, _) = sorted(store.timers_of("fragile"), key=lambda timer: timer.due)
     now[0] += 3
-    assert service.fire_due_timers() == 0
+    with caplog.at_level(logging.ERROR, logger="bureaucrat"):
+        assert service.fire_due_timers() == 0
     assert calls == ["fragile"]
     record = store.instance("fragile")
     assert record is not None and record.status == "broken"
+    assert record.error == f"timer {first.id}: a value the database cannot store"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"timer {first.id} of fragile: a value the database cannot store"
+    ]
     assert store.timers_of("fragile") == []
 
 
