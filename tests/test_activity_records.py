@@ -205,6 +205,23 @@ def test_a_block_context_counts_in_the_size_the_state_keeps_of_itself() -> None:
     assert Sizes(instance.current, DEFAULT_LIMITS).estimate() >= stored_size(instance.current)
 
 
+def test_a_workitem_has_the_wire_protocols_shape() -> None:
+    """DESIGN.md's workitem: name, target, origin and payload (every visible property and the
+    status ``done``), with the workitem's id and the process id added."""
+    instance = Instance(
+        '<process><sequence><action participant="clerk"/></sequence></process>', {"n": 1}
+    )
+    workitem: cmd.DispatchWorkitem = instance.one(cmd.DispatchWorkitem)
+    assert workitem.message == {
+        "name": "response",
+        "target": "pid_0_0",
+        "origin": "pid_0_0",
+        "payload": {"n": 1, "status": "done"},
+        "workitem_id": workitem.workitem_id,
+        "process_id": "pid",
+    }
+
+
 # messages that change nothing ---------------------------------------------------------------------
 
 
