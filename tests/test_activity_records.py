@@ -797,6 +797,20 @@ def test_too_many_starts_are_blamed_on_the_endless_loop(xml: str, blamed: str) -
     assert (fault["code"], fault["activity"]) == ("StepLimitError", blamed)
 
 
+def test_too_many_starts_in_a_later_step_blame_the_loop_that_ran_away_not_the_one_around() -> None:
+    """The outer loop's round began in the step before (it waits on the action): it started
+    nothing in this step, and the endless loop the answer set off is blamed."""
+    instance = Instance(
+        '<process><while><condition>True</condition><sequence><action participant="clerk"/>'
+        '<while><condition>True</condition><assign property="x">1</assign></while>'
+        "</sequence></while></process>",
+        limits=Limits(max_starts=50),
+    )
+    instance.reply()
+    fault = instance.current["fault"]
+    assert (fault["code"], fault["activity"]) == ("StepLimitError", "pid_0_0_1")
+
+
 def test_an_event_an_await_condition_cannot_be_evaluated_on_is_not_taken_and_says_why() -> None:
     instance = Instance(
         '<process><await event="pick"><condition>event["choice"] == 1</condition></await></process>'
