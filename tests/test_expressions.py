@@ -297,6 +297,18 @@ def test_an_error_quotes_its_expression_cut_to_80_characters(length: int) -> Non
     assert str(raised.value) == f"expression {shown!r} failed: key 'nope' not found"
 
 
+def test_comparing_values_nested_past_pythons_stack_fails_saying_so() -> None:
+    deep: list[Any] = []
+    other: list[Any] = []
+    for nested in (deep, other):
+        for _ in range(100_000):
+            nested.append([])
+            nested = nested[0]
+    with pytest.raises(ExpressionError) as raised:
+        value('context["a"] == context["b"]', {"context": {"a": deep, "b": other}})
+    assert str(raised.value).endswith("failed: nested too deeply")
+
+
 def test_truthy_means_any_condition_holds() -> None:
     yes = compile_expression("context['x'] > 0", 1)
     no = compile_expression("context['done']", 2)
@@ -456,7 +468,9 @@ def test_a_result_built_of_shared_references_pays_its_expansion() -> None:
     assert budget.spent
 
 
-LONG_NAMES: dict[str, Any] = {"context": {"long": "a" * 100_000, "needle": "b" * 100}}
+LONG_NAMES: dict[str, Any] = {
+    "context": {"long": "a" * 100_000, "needle": "b" * 100, "many": list(range(10_000))}
+}
 
 
 @pytest.mark.parametrize(
@@ -470,6 +484,8 @@ LONG_NAMES: dict[str, Any] = {"context": {"long": "a" * 100_000, "needle": "b" *
         ('context["long"].startswith(context["needle"])', False, 34),
         # any other: the string's length
         ('context["long"].upper()[:1]', "A", 1_595),
+        # a list's method: every element it may touch
+        ('context["many"].count(5)', 1, 10_024),
         # keyword arguments reach the method
         ('"a.b.c".split(".", maxsplit=1)', ["a", "b.c"], 46),
     ],
