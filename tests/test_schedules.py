@@ -414,8 +414,9 @@ def test_pause_resume_trigger_delete(store: Store) -> None:
     assert record is not None and not record.paused and record.next_due is not None
     assert record.next_due > clock.now
     send(service, "trigger", "ops", message_id="trigger-1")
-    send(service, "trigger", "ops", message_id="trigger-1")  # the same message again
-    clock.now += 1
+    clock.now += 0.5
+    send(service, "trigger", "ops", message_id="trigger-1")  # the same message, redelivered
+    clock.now += 0.5
     send(service, "trigger", "ops", message_id="trigger-2")
     triggered = launched(store, "ops")
     assert triggered == [
