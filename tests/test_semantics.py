@@ -470,6 +470,23 @@ def test_await_condition_reads_context_and_event() -> None:
     ]
 
 
+def test_an_event_one_await_cannot_evaluate_still_reaches_the_other() -> None:
+    """The first await's condition fails on the event (a missing key): it is not taken there,
+    the budget that evaluation spent is given back, and the second await takes it."""
+    taken = run_process(
+        """<process><all>
+             <await event="go"><condition>event["a"] == 1</condition></await>
+             <sequence>
+               <await event="go"><condition>event["b"] == 2</condition></await>
+               <assign property="second">True</assign>
+             </sequence>
+           </all></process>""",
+        events=[("go", {"b": 2})],
+    )
+    assert taken.status == "waiting"
+    assert taken.context["second"] is True
+
+
 def test_await_condition_reads_the_context_of_the_blocks_around_it() -> None:
     taken = run_process(
         """<process><sequence>
