@@ -279,6 +279,7 @@ def test_terminating_a_caller_terminates_the_subprocess_its_call_waits_for() -> 
 def test_an_action_timeout_cancels_its_workitem_then_faults_timeout_error() -> None:
     instance = Instance('<process><action participant="clerk" timeout="1.5"/></process>')
     timer: cmd.StartTimer = instance.one(cmd.StartTimer)
+    assert timer == cmd.StartTimer(timer.timer_id, "pid_0", 1.5, cmd.TimerKind.TIMEOUT)
     workitem: cmd.DispatchWorkitem = instance.one(cmd.DispatchWorkitem)
     instance.apply(ev.TimerFired(timer.timer_id), now=1.5)
     message = "participant clerk did not answer within 1.5 s"
@@ -533,6 +534,15 @@ def test_an_error_within_the_retries_waits_the_retry_delay_then_dispatches_again
     assert not [c for c in instance.commands if isinstance(c, cmd.DispatchWorkitem)]
     instance.apply(ev.TimerFired(timer.timer_id), now=0.5)
     assert instance.one(cmd.DispatchWorkitem).attempt == 2
+
+
+def test_terminating_an_action_waiting_out_its_retry_delay_cancels_the_retry_timer() -> None:
+    instance = Instance(RETRIED)
+    instance.reply(status="error", error="busy")
+    timer: cmd.StartTimer = instance.one(cmd.StartTimer)
+    instance.apply(ev.Terminate("enough"))
+    assert instance.one(cmd.CancelTimer) == cmd.CancelTimer(timer.timer_id, "pid_0")
+    assert instance.current["timers"] == {}
 
 
 def test_spent_retries_journal_the_failure_and_an_operators_retry_starts_again() -> None:
