@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -270,6 +271,31 @@ def test_each_operators_control_message_reaches_its_instance_as_its_operation(
         ("set", "op", {"name": "m", "old": None, "new": 6, "created": True}),
         ("terminating", "op", {"reason": "enough"}),
     ]
+
+
+def test_a_batch_that_fails_outside_its_messages_is_handled_one_message_at_a_time(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch's commit is refused twice (all at once, then a savepoint a message): each
+    message is then handled in a transaction of its own, and only the one whose commit is
+    refused again is dead-lettered, with the reason."""
+    service = Service(store, CONFIG, Recorder())
+    real = store.transaction
+    commits = [0]
+
+    @contextmanager
+    def refusing() -> Iterator[Any]:
+        commits[0] += 1
+        with real() as tx:
+            yield tx
+            if commits[0] in (1, 2, 4):  # the batch twice, then the second message alone
+                raise StoreDataError("refused at commit")
+
+    monkeypatch.setattr(store, "transaction", refusing)
+    verdicts = service.handle_batch([launch(acts("p"), {}, pid) for pid in ("a", "b", "c")])
+    assert [v.outcome.value for v in verdicts] == ["ack", "dead", "ack"]
+    assert "refused at commit" in verdicts[1].reason
+    assert sorted(r.id for r in store.list_instances()) == ["a", "c"]
 
 
 # timers -----------------------------------------------------------------------------------------
