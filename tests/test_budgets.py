@@ -766,3 +766,23 @@ def test_a_wide_all_of_small_workitems_passes() -> None:
     assert instance.current["status"] == "running"
     assert len(instance.dispatched()) == 3_000
     assert Sizes(instance.current, DEFAULT_LIMITS).estimate() >= stored_size(instance.current)
+
+
+@pytest.mark.parametrize("size", [19_150, 19_300])
+def test_a_fault_that_carries_the_state_past_its_limit_empties_its_contexts(size: int) -> None:
+    """The answer fits; the fault raised after it in the same step, whose 600 characters are
+    kept in the state, would carry the state over max_state_size: its contexts are emptied,
+    and the fault is kept."""
+    limits = Limits(max_state_size=20_000)
+    message = "m" * 600
+    instance = Instance(
+        f'<process><action participant="p"/><fault code="Stop" message="{message}"/></process>',
+        limits=limits,
+    )
+    instance.answer(instance.dispatched()[0], big="x" * size)
+    assert stored_size(instance.current) <= limits.max_state_size
+    assert (instance.current["fault"]["code"], instance.current["fault"]["message"]) == (
+        "Stop",
+        message,
+    )
+    assert [record.kind for record in instance.records("emptied")] == ["emptied"]
