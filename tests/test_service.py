@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -117,6 +117,23 @@ def test_a_subprocess_starts_while_its_caller_waits(store: Store) -> None:
     assert child is not None and child.parent_id == "caller" and child.status == "running"
 
 
+def break_step(
+    monkeypatch: pytest.MonkeyPatch, error: Exception, fails: Callable[[str, int], bool]
+) -> list[str]:
+    """Make the service's engine step raise ``error`` (a defect, or data the database refuses)
+    where ``fails(instance id, steps taken so far)`` says so; the ids of the instances stepped."""
+    stepped: list[str] = []
+
+    def broken(definition: Any, state: Any, event: Any, at: float, *rest: Any) -> Any:
+        stepped.append(state["id"])
+        if fails(state["id"], len(stepped)):
+            raise error
+        return step(definition, state, event, at, *rest)
+
+    monkeypatch.setattr("bureaucrat.service.step", broken)
+    return stepped
+
+
 def test_a_defect_while_firing_a_timer_sets_the_instance_aside_once(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -125,12 +142,7 @@ def test_a_defect_while_firing_a_timer_sets_the_instance_aside_once(
     service.handle(launch('<process><delay duration="1"/></process>', {}, "sleeper"))
     service.handle(launch('<process><delay duration="1"/></process>', {}, "healthy"))
 
-    def broken_step(definition: Any, state: Any, event: Any, at: float, *rest: Any) -> Any:
-        if state["id"] == "sleeper":
-            raise RuntimeError("a defect")
-        return step(definition, state, event, at, *rest)
-
-    monkeypatch.setattr("bureaucrat.service.step", broken_step)
+    break_step(monkeypatch, RuntimeError("a defect"), lambda pid, _: pid == "sleeper")
     now[0] += 2
     assert service.fire_due_timers() == 2  # both handled: one fired, one set aside
     record = store.instance("sleeper")
@@ -153,12 +165,7 @@ def test_a_defect_on_a_response_sets_only_that_instance_aside(
     sent = [publisher.take("worker_p"), publisher.take("worker_p")]
     workitems = {json.loads(message.body)["process_id"]: message for message in sent}
 
-    def broken_step(definition: Any, state: Any, event: Any, at: float, *rest: Any) -> Any:
-        if state["id"] == "victim":
-            raise KeyError("a defect")
-        return step(definition, state, event, at, *rest)
-
-    monkeypatch.setattr("bureaucrat.service.step", broken_step)
+    break_step(monkeypatch, KeyError("a defect"), lambda pid, _: pid == "victim")
     for pid in ("victim", "bystander"):
         answer = workitems[pid]
         assert service.handle(Message(CONFIG.message_queue, answer.body)).outcome.value == "ack"
@@ -192,11 +199,7 @@ def test_what_is_ignored_or_set_aside_is_logged_with_what_it_concerns(
         orphan["parent"] = {"process_id": "gone", "activity": "gone_0"}
         service.handle(Message(CONFIG.launch_queue, json.dumps(orphan).encode(), "orphan"))
         service.handle(launch(acts("p"), {}, "victim"))
-
-        def broken_step(definition: Any, state: Any, event: Any, at: float, *rest: Any) -> Any:
-            raise RuntimeError("a defect")
-
-        monkeypatch.setattr("bureaucrat.service.step", broken_step)
+        break_step(monkeypatch, RuntimeError("a defect"), lambda *_: True)
         service.handle(reply(workitem_of(publisher, "victim"), "workitem_id"))
     logged = [(r.levelname, r.getMessage()) for r in caplog.records]
     assert [
@@ -327,12 +330,8 @@ def test_a_timer_whose_step_the_database_refuses_sets_only_its_instance_aside(
     service.handle(launch(SLEEPS_THEN_ACTS.format(seconds=2), {}, "refused"))
     [timer] = store.timers_of("refused")
 
-    def refused_step(definition: Any, state: Any, event: Any, at: float, *rest: Any) -> Any:
-        if state["id"] == "refused":
-            raise StoreDataError("a value the database cannot store")
-        return step(definition, state, event, at, *rest)
-
-    monkeypatch.setattr("bureaucrat.service.step", refused_step)
+    refused = StoreDataError("a value the database cannot store")
+    break_step(monkeypatch, refused, lambda pid, _: pid == "refused")
     now[0] += 3
     assert service.fire_due_timers() == 1
     # what the healthy instance sent in the same transaction is still to be published
@@ -540,15 +539,7 @@ def test_an_instance_set_aside_in_a_batch_takes_nothing_more_of_that_batch(
 ) -> None:
     service = Service(store, CONFIG, Recorder())
     service.handle(launch(COUNTS_TICKS, {}, "fragile"))
-    calls: list[str] = []
-
-    def fails_once(definition: Any, state: Any, event: Any, at: float, *rest: Any) -> Any:
-        calls.append(state["id"])
-        if len(calls) == 1:
-            raise RuntimeError("a defect")
-        return step(definition, state, event, at, *rest)
-
-    monkeypatch.setattr("bureaucrat.service.step", fails_once)
+    calls = break_step(monkeypatch, RuntimeError("a defect"), lambda _, steps: steps == 1)
     verdicts = service.handle_batch([tick_event("t-1"), tick_event("t-2")])
     assert [v.disposition.value for v in verdicts] == ["set_aside", "handled"]
     assert calls == ["fragile"]
@@ -564,15 +555,8 @@ def test_an_instance_set_aside_by_one_of_its_timers_is_not_stepped_by_the_next(
     service = Service(store, CONFIG, Recorder(), clock=lambda: now[0])
     two_delays = '<process><all><delay duration="1"/><delay duration="2"/></all></process>'
     service.handle(launch(two_delays, {}, "fragile"))
-    calls: list[str] = []
-
-    def refused_once(definition: Any, state: Any, event: Any, at: float, *rest: Any) -> Any:
-        calls.append(state["id"])
-        if len(calls) == 1:
-            raise StoreDataError("a value the database cannot store")
-        return step(definition, state, event, at, *rest)
-
-    monkeypatch.setattr("bureaucrat.service.step", refused_once)
+    refused = StoreDataError("a value the database cannot store")
+    calls = break_step(monkeypatch, refused, lambda _, steps: steps == 1)
     (first, _) = sorted(store.timers_of("fragile"), key=lambda timer: timer.due)
     now[0] += 3
     with caplog.at_level(logging.ERROR, logger="bureaucrat"):
