@@ -786,3 +786,33 @@ def test_a_fault_that_carries_the_state_past_its_limit_empties_its_contexts(size
         message,
     )
     assert [record.kind for record in instance.records("emptied")] == ["emptied"]
+
+
+@pytest.mark.parametrize(
+    ("body", "budget", "output"),
+    [
+        ('<assign property="copy">context["big"]</assign>', 150_000, 10_000_000),  # measure it
+        ('<assign property="big">1</assign>', 50_000, 10_000_000),  # measure what it replaces
+        ('<action participant="p"/>', 40_000, 100_000),  # measure the workitem's context
+    ],
+    ids=["written", "replaced", "sent"],
+)
+def test_a_budget_spent_measuring_a_value_faults_at_the_activity_that_measures(
+    body: str, budget: int, output: int
+) -> None:
+    """Measuring a large context value costs its walk: the budget runs out there, at the
+    activity writing or sending it, which nothing else in the step could spend."""
+    limits = Limits(step_budget=budget, max_step_output=output)
+    result = run_process(
+        f"<process><sequence>{body}</sequence></process>",
+        {"big": list(range(20_000))},
+        participants={"p": echo},
+        limits=limits,
+    )
+    message = json.dumps(over_budget(limits))
+    assert journal(result, "fault") == [
+        f'0 fault process_0_0 code="{LIMIT_EXCEEDED}" message={message}'
+    ]
+    assert result.state["fault"]["activity"] == "process_0_0"
+    assert result.context["big"] == list(range(20_000)) and "copy" not in result.context
+    assert result.calls == []
