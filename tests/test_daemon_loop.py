@@ -405,6 +405,27 @@ def test_the_publisher_declares_no_queue_for_what_goes_through_an_exchange(
     )
 
 
+def test_a_worker_queue_deleted_after_its_first_message_fails_the_next_instead_of_losing_it(
+    sqlite_installation: Installation,
+) -> None:
+    """The publisher declares a worker's queue once per connection; a message to it after an
+    operator deleted it is refused (mandatory, on the default exchange too), not dropped."""
+    install = sqlite_installation
+    config = install.config
+    queue = config.worker_queue("gone")
+    broker = Broker(config.amqp_url, queues=QueueArguments.from_config(config))
+    try:
+        publisher = BrokerPublisher(broker, config)
+        first = publisher.publish_many([Outgoing("1", "", queue, b"a", {"message_id": "1"})])
+        with channel() as chan:
+            chan.queue_delete(queue)
+        second = publisher.publish_many([Outgoing("2", "", queue, b"b", {"message_id": "2"})])
+    finally:
+        broker.close()
+    assert first == [None]
+    assert second == [f"RabbitMQ could not route a message for (default)/{queue}: no queue"]
+
+
 # logging ---------------------------------------------------------------------------------------
 
 
