@@ -761,6 +761,17 @@ def test_a_state_whose_kept_size_is_unreadable_is_measured_anew(kept: Any) -> No
     assert Sizes(instance.current, DEFAULT_LIMITS).estimate() >= stored_size(instance.current)
 
 
+@pytest.mark.parametrize("error", ["e" * 2_000, "\x00" * 2_000, "\U0001f600" * 2_000, "\ud800" * 9])
+def test_a_failed_actions_error_is_never_counted_below_its_size(error: str) -> None:
+    """The node of an action failed past its retries keeps its error; what that adds to the
+    kept size bounds the error's JSON, whose escapes take six bytes a character."""
+    instance = Instance('<process><action participant="p"/></process>')
+    (workitem,) = instance.dispatched()
+    instance.answer(workitem, status="error", error=error)
+    assert instance.current["nodes"]["0"]["error"] == error
+    assert Sizes(instance.current, DEFAULT_LIMITS).estimate() >= stored_size(instance.current)
+
+
 def test_a_wide_all_of_small_workitems_passes() -> None:
     instance = Instance("<process><all>" + '<action participant="p"/>' * 3_000 + "</all></process>")
     assert instance.current["status"] == "running"

@@ -133,7 +133,7 @@ def _failed(runtime: Runtime, spec: Action, node: Node, error: str) -> None:
         else:
             dispatch(runtime, spec, attempt + 1)
         return
-    size = 4 * len(error) + 2  # at most 4 bytes a character in UTF-8
+    size = 6 * len(error) + 2  # at most 6 bytes a character: a control character's \u escape
     runtime.set_node(spec.path, {**base, "failed": True, "error": error, "sz": size})
     runtime.sizes.held += size
     runtime.sizes.clean = False
