@@ -667,6 +667,27 @@ def test_events_of_an_unexpected_shape_are_ignored_without_raising(forged: ev.Ev
     assert [r.kind for r in instance.commands if isinstance(r, cmd.Record)] == ["ignored"]
 
 
+def test_the_conditions_an_event_is_offered_to_draw_on_one_steps_budget() -> None:
+    """Each await's condition costs its evaluation from the step's budget: once it is spent,
+    the awaits not reached yet do not take the event (the journal says why) and wait on."""
+    instance = Instance(
+        "<process><all>"
+        + '<await event="go"><condition>event["n"] == 1</condition></await>' * 1_000
+        + "</all></process>"
+    )
+    instance.limits = Limits(step_budget=20_000)
+    instance.apply(ev.EventReceived("go", {"n": 1}))
+    offers = [record.details for record in instance.records("event")]
+    taken = [offer for offer in offers if offer["taken"]]
+    refused = [offer for offer in offers if not offer["taken"]]
+    assert len(offers) == 1_000 and 0 < len(taken) < 1_000
+    assert {offer["reason"] for offer in refused} == {
+        "expression 'event[\"n\"] == 1' failed: the step's budget of work is spent"
+    }
+    assert len(instance.current["awaits"]) == len(refused)
+    assert instance.current["status"] == "running"
+
+
 def test_an_event_whose_data_is_not_an_object_comes_without_data() -> None:
     instance = Instance('<process><await event="e"/></process>')
     instance.apply(ev.EventReceived("e", ["x"]))  # type: ignore[arg-type]

@@ -178,18 +178,18 @@ def start_await(runtime: Runtime, spec: Await) -> None:
         runtime.update_node(spec.path, timer=timer)
 
 
-def await_event(runtime: Runtime, spec: Await, data: dict[str, Any]) -> bool:
-    """Offer an event to a waiting ``await``; True when it took it. An event on which a
-    condition cannot be evaluated is not taken (the journal says why): the await waits on."""
+def await_event(runtime: Runtime, spec: Await, data: dict[str, Any]) -> None:
+    """Offer an event to a waiting ``await``, which takes it when a condition holds. An event
+    on which a condition cannot be evaluated is not taken (the journal says why): the await
+    waits on."""
     holds, problem = runtime.test(spec.conditions, spec.path, data)
     if not holds:
         reason = {} if problem is None else {"reason": problem}
         runtime.record("event", spec.path, event=spec.event, taken=False, **reason)
-        return False
+        return
     runtime.record("event", spec.path, event=spec.event, taken=True)
     discard(runtime, spec, runtime.nodes[spec.path])
     runtime.complete(spec.path)
-    return True
 
 
 def await_timeout(runtime: Runtime, spec: Await) -> None:
