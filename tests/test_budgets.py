@@ -793,6 +793,16 @@ def test_a_failed_actions_error_is_never_counted_below_its_size(error: str) -> N
     assert Sizes(instance.current, DEFAULT_LIMITS).estimate() >= stored_size(instance.current)
 
 
+def test_a_state_measured_anew_bounds_its_deep_nodes() -> None:
+    """Measured anew, each node in progress is bounded by what its path's length allows:
+    deep paths take more bytes, in the node's key, its ids and the indexes."""
+    deep = "<sequence>" * 20 + "<all>" + '<action participant="p"/>' * 50 + "</all>"
+    instance = Instance(f"<process>{deep}{'</sequence>' * 20}</process>")
+    assert len(instance.dispatched()) == 50
+    state = {key: value for key, value in instance.current.items() if key != "size"}
+    assert Sizes(state, DEFAULT_LIMITS).estimate() >= stored_size(state)
+
+
 def test_a_wide_all_of_small_workitems_passes() -> None:
     instance = Instance("<process><all>" + '<action participant="p"/>' * 3_000 + "</all></process>")
     assert instance.current["status"] == "running"
