@@ -22,11 +22,13 @@ tests: ``--keyword "not end_to_end and not postgresql"``. ``--sample N`` re-chec
 mutants drawn at random (``--seed``): an estimate of a module's score when running them all
 would take hours.
 
-Each mutant runs in a child process (the tests stop at the first failure); the verdicts are
-stored with mutmut's, so the report, ``mutmut results`` and ``mutmut show`` include them. A
-mutant that survives there may still die to a test left out: re-check without ``--tests`` (the
-whole selection) to be sure. The code mutmut mutated must be the current one: run ``mutmut
-run`` (``make mutate``) after changing the source, before re-checking.
+The tests are collected once; each mutant runs them in a child process forked from there (they
+stop at the first failure). The verdicts are stored with mutmut's, so the report, ``mutmut
+results`` and ``mutmut show`` include them. A mutant that survives there may still die to a
+test left out: re-check without ``--tests`` (the whole selection) to be sure. The code mutmut
+mutated must be the current one: run ``mutmut run`` (``make mutate``) after changing the
+source, before re-checking; and a ``mutmut run`` after a change to the configuration starts
+again from nothing, the verdicts of re-checks included.
 """
 
 from __future__ import annotations
@@ -163,47 +165,84 @@ def recheck(
     selection = tests or list(config().pytest_add_cli_args_test_selection)
     print(f"re-checking {len(queue)} mutants against {' '.join(selection)}", flush=True)
     pytest_args = [
-        *("-x", "-q", "--tb=no", "-p", "no:cacheprovider", "-p", "no:randomly", "--rootdir=."),
+        *("-q", "--tb=no", "-p", "no:cacheprovider", "-p", "no:randomly", "--rootdir=."),
         *config().pytest_add_cli_args,
         *(() if keyword is None else ("-k", keyword)),  # the last -k is the one pytest takes
         *selection,
     ]
     setup_source_paths()  # the mutated package first on the path, the original not at all
     os.chdir("mutants")
-    import pytest  # imported once here: each child starts from it
+    import pytest
 
-    running: dict[int, tuple[str, Any, float]] = {}
-    verdicts: collections.Counter[str] = collections.Counter()
-    while queue or running:
-        while queue and len(running) < jobs:
-            name, data = queue.pop(0)
-            pid = os.fork()
-            if pid == 0:
-                _run_child(name, pytest, pytest_args)
-            running[pid] = (name, data, time.monotonic())
-        pid, wait_status = _wait(running, timeout)
-        name, data, _ = running.pop(pid)
-        code = os.waitstatus_to_exitcode(wait_status)
-        verdict = VERDICTS.get(code, "timeout" if code < 0 else f"exit status {code}")
-        verdicts[verdict] += 1
-        if verdict in CODES:
-            data.load()  # another child's verdict on the same file may have been saved since
-            data.exit_code_by_key[name] = CODES[verdict]
-            data.save()
-        print(f"{verdict:>9}  {name}", flush=True)
+    runner = _Runner(queue, jobs, timeout)
+    quiet = os.open(os.devnull, os.O_WRONLY)
+    saved = os.dup(1)
+    os.dup2(quiet, 1)  # pytest's collection report: not wanted
+    try:
+        pytest.main(pytest_args, plugins=[runner])
+    finally:
+        os.dup2(saved, 1)
     os.chdir("..")
+    verdicts = runner.verdicts
     print("re-checked: " + ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items())))
 
 
-def _run_child(name: str, pytest: Any, pytest_args: list[str]) -> None:
-    """Run the tests against mutant ``name`` and exit with pytest's status (in the child)."""
+class _Runner:
+    """A pytest plugin: the tests are collected once, then each mutant runs them in a child
+    forked from the collected session (``jobs`` at a time), stopping at the first failure."""
+
+    def __init__(self, queue: list[tuple[str, Any]], jobs: int, timeout: float) -> None:
+        self.queue = queue
+        self.jobs = jobs
+        self.timeout = timeout
+        self.verdicts: collections.Counter[str] = collections.Counter()
+        self.out = os.fdopen(os.dup(2), "w")  # the verdicts, one line each
+
+    def pytest_runtestloop(self, session: Any) -> bool:
+        running: dict[int, tuple[str, Any, float]] = {}
+        while self.queue or running:
+            while self.queue and len(running) < self.jobs:
+                name, data = self.queue.pop(0)
+                pid = os.fork()
+                if pid == 0:
+                    _run_child(name, session)
+                running[pid] = (name, data, time.monotonic())
+            pid, wait_status = _wait(running, self.timeout)
+            name, data, _ = running.pop(pid)
+            code = os.waitstatus_to_exitcode(wait_status)
+            verdict = VERDICTS.get(code, "timeout" if code < 0 else f"exit status {code}")
+            self.verdicts[verdict] += 1
+            if verdict in CODES:
+                data.load()  # another child's verdict on the same file may have been saved since
+                data.exit_code_by_key[name] = CODES[verdict]
+                data.save()
+            print(f"{verdict:>9}  {name}", file=self.out, flush=True)
+        return True  # the tests ran in the children: none here
+
+
+def _run_child(name: str, session: Any) -> None:
+    """Run the collected tests against mutant ``name``; exit 1 at the first failure, 0 when
+    all pass, 5 when there are none (in the child)."""
     from mutmut.mutation.trampoline import set_mutant_under_test
 
     quiet = os.open(os.devnull, os.O_WRONLY)
     os.dup2(quiet, 1)
     os.dup2(quiet, 2)
     set_mutant_under_test(name)
-    os._exit(int(pytest.main(pytest_args)))
+    items = session.items
+    code = 0 if items else 5
+    try:
+        for index, item in enumerate(items):
+            following = items[index + 1] if index + 1 < len(items) else None
+            item.config.hook.pytest_runtest_protocol(item=item, nextitem=following)
+            if session.testsfailed:
+                code = 1
+                break
+        if code == 1:
+            session._setupstate.teardown_exact(None)  # the fixtures' own clean-up
+    except BaseException:
+        code = 1
+    os._exit(code)
 
 
 def _wait(running: dict[int, tuple[str, Any, float]], timeout: float) -> tuple[int, int]:
