@@ -11,26 +11,29 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pika
 import pytest
 
 from bureaucrat.amqp import Broker, Delivery, QueueArguments
-from bureaucrat.config import Config
+from bureaucrat.config import Config, load_config
 from bureaucrat.daemon import BrokerPublisher, Daemon, setup_logging
 from bureaucrat.messages import Outgoing
 from bureaucrat.service import ACK, Service
 from bureaucrat.store import Store
 from tests.brokers import AMQP_URL
 from tests.harness import Installation, dumps
+from tests.test_metrics import free_port, scrape, value
 
 WAITS = """<process>
   <sequence>
@@ -329,6 +332,70 @@ def test_processed_message_ids_past_the_dedupe_window_are_pruned(
         assert daemon.stop() == 0
     (line,) = [line for line in logged(caplog) if line.startswith("pruned ")]
     assert line == "pruned 2 processed message ids and sent messages"  # the launch's, its end's
+
+
+# metrics ---------------------------------------------------------------------------------------
+
+
+class Tracked(Broker):
+    """The daemon's broker, kept where the test can reach it."""
+
+    made: ClassVar[list[Broker]] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        Tracked.made.append(self)
+
+
+def test_the_loop_counts_its_messages_dead_letters_and_reconnections(
+    sqlite_installation: Installation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install = sqlite_installation
+    config = install.config
+    port = free_port()
+    Tracked.made.clear()
+    monkeypatch.setattr("bureaucrat.daemon.Broker", Tracked)
+    metered = replace(config, metrics_port=port)
+    with running(install, metered) as daemon, install.launcher() as launcher:
+        launcher.launch('<process><assign property="x">1</assign></process>', {}, "counted")
+        install.publish_raw(config.launch_queue, b"{not json", message_id="bad")
+        take(install, config.dead_letter_queue, "the dead letter")
+        daemon.wait_for(lambda: install.status("counted") == "completed", "the launch")
+        samples = scrape(port)
+        assert value(samples, "bureaucrat_dead_letters_total") == 1
+        assert value(samples, "bureaucrat_reconnects_total") == 0
+        handled = value(
+            samples, "bureaucrat_messages_total", queue=config.launch_queue, outcome="handled"
+        )
+        assert handled == 1
+        first = Tracked.made[0]  # the network drops its connection: the loop connects again
+        first.connection._impl._transport._sock.shutdown(socket.SHUT_RDWR)
+        daemon.wait_for(lambda: len(Tracked.made) == 2, "a second connection")
+        daemon.wait_for(
+            lambda: value(scrape(port), "bureaucrat_reconnects_total") == 1, "the reconnection"
+        )
+        assert daemon.stop() == 0
+    assert scrape(port) == {}  # the metrics stop with the daemon
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_sigint_ask_the_loop_to_stop_after_the_batch_in_hand(
+    signum: signal.Signals, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    daemon = Daemon(load_config(None, environ={}))
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        daemon.install_signal_handlers()
+        os.kill(os.getpid(), signum)  # handled in this, the main, thread
+        deadline = time.monotonic() + 10
+        while not daemon.stopping and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    assert daemon.stopping
+    assert logged(caplog) == [f"signal {signum.name}: stopping after the batch in hand"]
 
 
 # what stops it ----------------------------------------------------------------------------------
