@@ -276,6 +276,41 @@ def test_each_operators_control_message_reaches_its_instance_as_its_operation(
     ]
 
 
+def test_a_retry_naming_an_activity_dispatches_only_that_failed_action(store: Store) -> None:
+    """``retry`` with ``activity`` retries the action there; without, every failed action;
+    ``terminate`` without a reason journals an empty one."""
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher)
+    both = '<process><all><action participant="p"/><action participant="q"/></all></process>'
+    service.handle(launch(both, {}, "rt"))
+    for workitem in list(publisher.sent):
+        body = json.loads(workitem.body)
+        body["payload"]["status"] = "error"
+        answer = Message(
+            CONFIG.message_queue, json.dumps(body).encode(), f"e-{workitem.message_id}"
+        )
+        assert service.handle(answer).outcome.value == "ack"
+
+    def operate(message_id: str, name: str, **extra: Any) -> list[str]:
+        """The participants the operation dispatched to."""
+        sent = len(publisher.sent)
+        body = {"name": name, "process_id": "rt", **extra}
+        message = Message(CONFIG.message_queue, json.dumps(body).encode(), message_id)
+        assert service.handle(message).outcome.value == "ack"
+        return [m.routing_key for m in publisher.sent[sent:] if m.routing_key.startswith("w")]
+
+    assert operate("r1", "retry", activity="rt_0_1") == ["worker_q"]
+    assert operate("r2", "retry") == ["worker_p"]  # the only action still failed
+    operate("t1", "terminate")
+    journal = [(e.kind, e.activity, e.details) for e in store.journal("rt")]
+    retries = [(activity, details) for kind, activity, details in journal if kind == "retry"]
+    assert retries == [
+        ("rt_0_1", {"attempt": 1, "operator": True}),
+        ("rt_0_0", {"attempt": 1, "operator": True}),
+    ]
+    assert ("terminating", "rt", {"reason": ""}) in journal
+
+
 def test_a_batch_that_fails_outside_its_messages_is_handled_one_message_at_a_time(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
