@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from bureaucrat import bounds, messages, schedules
 from bureaucrat.config import Config
 from bureaucrat.ctl import main as ctl_main
+from bureaucrat.engine.state import root_context
 from bureaucrat.errors import DefinitionError, StoreDataError, StoreError
 from bureaucrat.launcher import Launcher
 from bureaucrat.messages import MessageError
@@ -391,6 +392,35 @@ def test_overlap_skip_allow_and_terminate_previous(store: Store) -> None:
     clock.now += 10
     service.fire_due_schedules()
     assert launched(store, "skip") == seconds(10, 30)
+
+
+def test_an_occurrence_keeps_its_name_and_fields_and_restarts_with_them(store: Store) -> None:
+    """An occurrence is an instance like a launched one: named after its definition, with
+    the schedule's fields as its launch's, which a restart gives it again; terminated for
+    the next occurrence, it says so."""
+    service, clock = service_on(store)
+    greeter = '<process name="greeter"><await event="never"/></process>'
+    add(service, "g", greeter, every="10s", fields={"who": "Ada"}, overlap="terminate-previous")
+    clock.now += 10
+    assert service.fire_due_schedules() == 1
+    first, second = (f"g@{schedules.iso(START + offset)}" for offset in (10, 20))
+    record = store.instance(first)
+    assert record is not None and record.name == "greeter"
+
+    def operate(message_id: str, name: str, **extra: Any) -> None:
+        body = {"name": name, "process_id": first, **extra}
+        message = Message(CONFIG.message_queue, json.dumps(body).encode(), message_id)
+        assert service.handle(message).outcome is Outcome.ACK
+
+    operate("set", "set", values={"who": "Bob"})
+    operate("restart", "restart")
+    record = store.instance(first)
+    assert record is not None and record.state is not None
+    assert root_context(record.state)["who"] == "Ada"
+    clock.now += 10
+    assert service.fire_due_schedules() == 1
+    stopped = [e.details for e in store.journal(first) if e.kind == "terminating"]
+    assert stopped == [{"reason": f"schedule g: terminated for the next occurrence, {second}"}]
 
 
 def _terminate() -> Any:
