@@ -222,6 +222,24 @@ def test_a_workitem_has_the_wire_protocols_shape() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("attributes", "kind", "queue"),
+    [
+        ("", None, None),
+        (' kind="celery" queue="fast"', "celery", "fast"),
+        (' kind="taskqueue"', "taskqueue", None),
+    ],
+)
+def test_a_workitem_is_sent_the_way_its_action_says(
+    attributes: str, kind: str | None, queue: str | None
+) -> None:
+    """An action's ``kind`` and ``queue`` go with its workitem; without them the configuration
+    decides (None)."""
+    instance = Instance(f'<process><action participant="clerk"{attributes}/></process>')
+    workitem: cmd.DispatchWorkitem = instance.one(cmd.DispatchWorkitem)
+    assert (workitem.participant, workitem.kind, workitem.queue) == ("clerk", kind, queue)
+
+
 # messages that change nothing ---------------------------------------------------------------------
 
 
