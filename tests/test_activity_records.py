@@ -291,7 +291,25 @@ def test_terminating_a_caller_terminates_the_subprocess_its_call_waits_for() -> 
     assert instance.one(cmd.TerminateChild) == cmd.TerminateChild(launch.process_id, "pid_0")
 
 
+def test_a_call_launches_its_subprocess_as_its_own_with_its_context() -> None:
+    instance = Instance(
+        '<process><sequence><call process="$sub"/></sequence></process>', {"sub": CHILD}
+    )
+    launch: cmd.LaunchChild = instance.one(cmd.LaunchChild)
+    assert launch == cmd.LaunchChild(launch.process_id, "pid_0_0", CHILD, {"sub": CHILD})
+
+
 # timeouts ----------------------------------------------------------------------------------------
+
+
+def test_an_await_timeout_starts_a_timeout_timer_then_faults_timeout_error() -> None:
+    instance = Instance('<process><await event="signed" timeout="2.5"/></process>')
+    timer: cmd.StartTimer = instance.one(cmd.StartTimer)
+    assert timer == cmd.StartTimer(timer.timer_id, "pid_0", 2.5, cmd.TimerKind.TIMEOUT)
+    instance.apply(ev.TimerFired(timer.timer_id), now=2.5)
+    message = "event signed did not arrive within 2.5 s"
+    assert ("fault", "pid_0", {"code": "TimeoutError", "message": message}) in instance.journal()
+    assert instance.current["awaits"] == {}
 
 
 def test_an_action_timeout_cancels_its_workitem_then_faults_timeout_error() -> None:

@@ -803,6 +803,13 @@ def test_a_state_measured_anew_bounds_its_deep_nodes() -> None:
     assert Sizes(state, DEFAULT_LIMITS).estimate() >= stored_size(state)
 
 
+def test_the_kept_size_counts_every_node_when_an_await_starts_after_them() -> None:
+    instance = Instance(
+        "<process><all>" + '<action participant="p"/>' * 50 + '<await event="e"/></all></process>'
+    )
+    assert Sizes(instance.current, DEFAULT_LIMITS).estimate() >= stored_size(instance.current)
+
+
 def test_a_wide_all_of_small_workitems_passes() -> None:
     instance = Instance("<process><all>" + '<action participant="p"/>' * 3_000 + "</all></process>")
     assert instance.current["status"] == "running"
