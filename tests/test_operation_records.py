@@ -471,6 +471,28 @@ def test_rerun_in_a_running_sequence_goes_on_with_the_activities_after_it() -> N
     assert state["status"] == "completed"
 
 
+def test_rerun_in_an_all_that_ended_waits_for_that_branch_only_then_goes_on() -> None:
+    definition, state = started(
+        '<process><all><action participant="a"/><action participant="b"/></all>'
+        '<action participant="c"/></process>'
+    )
+
+    def answer(path: str) -> State:
+        [workitem] = [w for w, p in state["workitems"].items() if p == path]
+        done = {"workitem_id": workitem, "payload": {"status": "done"}}
+        return step(definition, state, ev.ParticipantResponse(done), 0).state
+
+    state = answer("0_0")
+    state = answer("0_1")
+    assert list(state["workitems"].values()) == ["1"]  # the all ended: c waits
+    state = step(definition, state, ev.Rerun("p_0_1"), 0).state
+    assert list(state["workitems"].values()) == ["0_1"]
+    state = answer("0_1")
+    assert list(state["workitems"].values()) == ["1"]
+    state = answer("1")
+    assert state["status"] == "completed"
+
+
 def test_rerun_in_a_block_running_its_fault_handler_leaves_the_handler() -> None:
     definition, state = started(
         """<process><sequence><context><faults><default><await event="fixed"/></default>

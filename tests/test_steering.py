@@ -357,6 +357,26 @@ def test_a_paused_instance_holds_what_it_waits_for_and_ignores_the_rest(kind: st
     assert [r.kind for r in records(ignored)] == ["ignored"]
 
 
+@pytest.mark.parametrize(
+    ("kind", "path"), [("answer", "0_0"), ("timer", "0_1"), ("event", "0_2"), ("child", "0_3")]
+)
+def test_what_a_paused_instance_held_is_applied_on_resume(kind: str, path: str) -> None:
+    """Nothing is lost: the answer, timer, event or subprocess result that came while the
+    instance was paused ends its activity once it resumes, and only that one."""
+    definition, paused = _paused_waiting_on_everything()
+    awaited, _ = _messages(paused)[kind]
+    if kind == "answer":  # as a participant sends it
+        [workitem] = paused["workitems"]
+        answer = {"workitem_id": workitem, "target": "p_0_0", "payload": {"status": "done"}}
+        awaited = ev.ParticipantResponse({**answer, "name": "response", "process_id": "p"})
+    held = step(definition, paused, awaited, 0).state
+    assert set(held["nodes"]) == set(paused["nodes"])  # held: nothing applied yet
+    resumed = step(definition, held, ev.Resume(), 0)
+    assert resumed.state["status"] == "running" and not resumed.state.get("held")
+    assert set(paused["nodes"]) - set(resumed.state["nodes"]) == {path}
+    assert "ignored" not in [r.kind for r in records(resumed)]
+
+
 @pytest.mark.parametrize("activity", [None, "p_0_0"])
 def test_a_paused_instance_holds_an_operators_retry(activity: str | None) -> None:
     definition, paused = _paused_waiting_on_everything()
