@@ -58,6 +58,8 @@ class Installation:
         self.daemon: subprocess.Popen[bytes] | None = None
         self.workers: list[subprocess.Popen[bytes]] = []
         self.logs: list[Path] = []
+        self.worker_queues: list[str] = []
+        """Workers' queues a test declared itself, deleted with the installation."""
         self._store: Store | None = None
 
     def _declare(self) -> None:
@@ -232,6 +234,8 @@ class Installation:
                 channel.queue_delete(queue)
             for participant in _participants_in(self.logs):
                 channel.queue_delete(config.worker_queue(participant))
+            for queue in self.worker_queues:
+                channel.queue_delete(queue)
             channel.exchange_delete(config.exchange)
             channel.exchange_delete(config.notifications_exchange)
             connection.close()

@@ -125,6 +125,7 @@ def waiting(install: Installation, participant: str) -> str:
     queue = install.config.worker_queue(participant)
     with channel() as chan:
         QueueArguments.from_config(install.config).declare(chan, queue)
+    install.worker_queues.append(queue)
     return queue
 
 
@@ -422,7 +423,8 @@ def test_the_publisher_reports_each_message_it_cannot_send_and_sends_the_rest(
 ) -> None:
     install = sqlite_installation
     config = install.config
-    quorum = config.worker_queue("quorum")
+    quorum, unknown = config.worker_queue("quorum"), f"nowhere-{install.tag}"
+    install.worker_queues += [quorum, unknown]
     with channel() as chan:  # a worker queue of another type than the daemon declares
         chan.queue_declare(quorum, durable=True, arguments={"x-queue-type": "quorum"})
     plain = waiting(install, "plain")
@@ -435,14 +437,11 @@ def test_the_publisher_reports_each_message_it_cannot_send_and_sends_the_rest(
                 Outgoing("2", "", plain, b"b", {"colour": "red"}),  # not a property at all
                 Outgoing("5", "", plain, b"e", {"priority": "high"}),  # pika cannot encode it
                 Outgoing("3", "", plain, b"c", {"delivery_mode": 2}),
-                Outgoing("4", "", "nowhere-" + install.tag, b"d", {}),
+                Outgoing("4", "", unknown, b"d", {}),
             ]
         )
     finally:
         broker.close()
-        with channel() as chan:
-            chan.queue_delete(quorum)
-            chan.queue_delete("nowhere-" + install.tag)
     assert outcomes[0] is not None and quorum in outcomes[0]
     assert outcomes[1] is not None and outcomes[1].startswith("TypeError: ")
     assert outcomes[2] is not None and outcomes[2].startswith("error: ")
@@ -480,6 +479,7 @@ def test_a_worker_queue_deleted_after_its_first_message_fails_the_next_instead_o
     install = sqlite_installation
     config = install.config
     queue = config.worker_queue("gone")
+    install.worker_queues.append(queue)  # made by the publisher
     broker = Broker(config.amqp_url, queues=QueueArguments.from_config(config))
     try:
         publisher = BrokerPublisher(broker, config)
