@@ -180,6 +180,59 @@ def test_all_expressions_of_a_step_share_one_budget() -> None:
     assert not budget.spent  # one evaluation fits: fifty of them together do not
 
 
+class Watched(Budget):
+    """A budget that remembers the least it had left."""
+
+    __slots__ = ("_left", "lowest")
+
+    def __init__(self, units: int) -> None:
+        self.lowest = units
+        super().__init__(units)
+
+    @property
+    def left(self) -> int:
+        return self._left
+
+    @left.setter
+    def left(self, units: int) -> None:
+        self._left = units
+        self.lowest = min(self.lowest, units)
+
+
+@pytest.mark.parametrize(
+    "last",
+    ['<assign property="x">[1, 2, 3]</assign>', "<sequence/>"],
+    ids=["a value measured", "an activity started"],
+)
+def test_a_step_may_spend_its_budget_to_the_last_unit(
+    last: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What one step needs is found with a budget that remembers; with exactly that budget
+    the step runs to its end, with one unit less it faults. The step's last spending is
+    ``last``: a value measured (``Runtime.charge``) or an activity started (the agenda)."""
+    source = f"""<process>
+      <context><property name="i" type="int">0</property></context>
+      <while><condition>context["i"] &lt; 5</condition>
+        <assign property="i">context["i"] + 1</assign>
+      </while>
+      {last}
+    </process>"""
+    budgets: list[Watched] = []
+
+    def watched(units: int) -> Watched:
+        budgets.append(Watched(units))
+        return budgets[-1]
+
+    with monkeypatch.context() as patch:
+        patch.setattr("bureaucrat.engine.runtime.Budget", watched)
+        assert run_process(source).status == "completed"
+    (budget,) = budgets
+    needed = DEFAULT_LIMITS.step_budget - budget.lowest
+    assert run_process(source, limits=Limits(step_budget=needed)).status == "completed"
+    fault = fault_of(run_process(source, limits=Limits(step_budget=needed - 1)))
+    assert fault["code"] == LIMIT_EXCEEDED and "step_budget" in fault["message"]
+
+
 # handlers ----------------------------------------------------------------------------------------
 
 
