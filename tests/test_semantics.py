@@ -545,10 +545,38 @@ def test_call_with_invalid_child_definition_faults_at_the_call() -> None:
     assert result.fault is not None and result.fault["code"] == "DefinitionError"
 
 
-def test_expression_error_is_a_fault_not_a_crash() -> None:
-    result = run_process('<process><assign property="x">context["missing"] + 1</assign></process>')
+@pytest.mark.parametrize(
+    ("body", "source", "key"),
+    [
+        (
+            '<assign property="x">context["missing"] + 1</assign>',
+            'context["missing"] + 1',
+            "missing",
+        ),
+        (
+            '<while><condition>context["gone"]</condition><assign property="x">1</assign></while>',
+            'context["gone"]',
+            "gone",
+        ),
+        (
+            '<switch><case><condition>context["lost"] &gt; 1</condition><assign property="x">1'
+            "</assign></case></switch>",
+            'context["lost"] > 1',
+            "lost",
+        ),
+    ],
+    ids=["assign", "while", "switch"],
+)
+def test_expression_error_is_a_fault_that_says_why_at_its_activity(
+    body: str, source: str, key: str
+) -> None:
+    result = run_process(f"<process>{body}</process>")
     assert result.status == "faulted"
-    assert result.fault is not None and result.fault["code"] == "ExpressionError"
+    assert result.fault == {
+        "code": "ExpressionError",
+        "message": f"expression {source!r} failed: key {key!r} not found",
+    }
+    assert result.state["fault"]["activity"] == "process_0"
 
 
 def test_eleventh_child_is_reachable_by_its_exact_id() -> None:
