@@ -871,6 +871,27 @@ def test_a_wide_all_of_small_workitems_passes() -> None:
 
 
 @pytest.mark.parametrize("size", [19_150, 19_300])
+def test_an_incident_that_carries_the_state_past_its_limit_empties_its_contexts(
+    size: int,
+) -> None:
+    """As a fault's, an incident's own bytes count: suspended over the limit, the instance
+    keeps its incident and loses its contexts."""
+    limits = Limits(max_state_size=20_000)
+    message = "m" * 600
+    instance = Instance(
+        f'<process on-fault="suspend"><action participant="p"/>'
+        f'<fault code="Stop" message="{message}"/></process>',
+        limits=limits,
+    )
+    instance.answer(instance.dispatched()[0], big="x" * size)
+    assert instance.current["status"] == "suspended"
+    assert stored_size(instance.current) <= limits.max_state_size
+    assert instance.current["incident"]["message"] == message
+    assert instance.current["scopes"] == {"": {}}
+    assert [record.kind for record in instance.records("emptied")] == ["emptied"]
+
+
+@pytest.mark.parametrize("size", [19_150, 19_300])
 def test_a_fault_that_carries_the_state_past_its_limit_empties_its_contexts(size: int) -> None:
     """The answer fits; the fault raised after it in the same step, whose 600 characters are
     kept in the state, would carry the state over max_state_size: its contexts are emptied,
