@@ -863,6 +863,17 @@ def test_the_kept_size_counts_every_node_when_an_await_starts_after_them() -> No
     assert Sizes(instance.current, DEFAULT_LIMITS).estimate() >= stored_size(instance.current)
 
 
+def test_the_kept_size_follows_a_step_that_only_adds_nodes() -> None:
+    """A timer starts a hundred awaits: only the nodes grow, and the size kept for the next
+    step grows with them."""
+    awaits = "".join(f'<await event="{"e" * 40}{n}"/>' for n in range(100))
+    instance = Instance(f'<process><delay duration="1"/><all>{awaits}</all></process>')
+    (timer,) = [c for c in instance.commands if isinstance(c, cmd.StartTimer)]
+    instance.apply(ev.TimerFired(timer.timer_id), now=1)
+    assert len(instance.current["awaits"]) == 100
+    assert Sizes(instance.current, DEFAULT_LIMITS).estimate() >= stored_size(instance.current)
+
+
 def test_a_wide_all_of_small_workitems_passes() -> None:
     instance = Instance("<process><all>" + '<action participant="p"/>' * 3_000 + "</all></process>")
     assert instance.current["status"] == "running"
