@@ -579,6 +579,11 @@ def test_terminating_an_action_waiting_out_its_retry_delay_cancels_the_retry_tim
     instance.apply(ev.Terminate("enough"))
     assert instance.one(cmd.CancelTimer) == cmd.CancelTimer(timer.timer_id, "pid_0")
     assert instance.current["timers"] == {}
+    assert instance.journal() == [
+        ("terminating", "pid", {"reason": "enough"}),
+        ("cancelled", "pid_0", {}),  # it waited, on its retry timer
+        ("terminated", "pid", {}),
+    ]
 
 
 def test_spent_retries_journal_the_failure_and_an_operators_retry_starts_again() -> None:
