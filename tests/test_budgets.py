@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -872,6 +873,27 @@ def test_the_kept_size_follows_a_step_that_only_adds_nodes() -> None:
     instance.apply(ev.TimerFired(timer.timer_id), now=1)
     assert len(instance.current["awaits"]) == 100
     assert Sizes(instance.current, DEFAULT_LIMITS).estimate() >= stored_size(instance.current)
+
+
+def test_a_budget_spent_measuring_the_whole_state_faults_at_the_activity_that_writes() -> None:
+    """Near its limit the state is measured whole before a write: when that measure spends
+    the rest of the budget, the writing activity faults, and nothing is written."""
+    xml = (
+        '<process><await event="go"/><assign property="y">1</assign><await event="end"/></process>'
+    )
+    fields = {"big": ["abcdefgh"] * 20_000}
+    instance = Instance(xml, fields)
+    near = Limits(max_state_size=stored_size(instance.current) + 400)  # the estimate says no
+    instance.limits = near
+    instance.apply(ev.EventReceived("go", {}))
+    assert instance.current["status"] == "running" and instance.current["scopes"][""]["y"] == 1
+    instance = Instance(xml, fields)
+    instance.limits = replace(near, step_budget=50_000)
+    instance.apply(ev.EventReceived("go", {}))
+    fault = instance.current["fault"]
+    assert (fault["code"], fault["activity"]) == (LIMIT_EXCEEDED, "pid_1")
+    assert fault["message"] == over_budget(instance.limits)
+    assert "y" not in instance.current["scopes"][""]
 
 
 def test_a_wide_all_of_small_workitems_passes() -> None:
