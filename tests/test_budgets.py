@@ -620,6 +620,33 @@ def test_a_workitem_is_sent_exactly_while_it_fits_in_the_output() -> None:
     assert cut.current["fault"] == {"code": LIMIT_EXCEEDED, "message": message, "activity": "pid_0"}
 
 
+@pytest.mark.parametrize(
+    ("output", "limit", "count", "at"),
+    [(5_000, "max_step_output", 3, "pid_0_4"), (10_000_000, "max_state_size", 10, "pid_0_11")],
+)
+def test_workitems_measured_one_by_one_add_up_against_both_limits(
+    output: int, limit: str, count: int, at: str
+) -> None:
+    """Near the state's limit each workitem's context is measured (a sibling's large context,
+    which the actions do not see, keeps the quick bound from deciding): what they send and what
+    their nodes keep add up, and the action that would pass a limit faults."""
+    local = "l" * 8_000
+    xml = (
+        f'<process><all><sequence><context><property name="local" type="str">{local}</property>'
+        '</context><await event="x"/></sequence>'
+        + '<action participant="b"/>' * 20
+        + "</all></process>"
+    )
+    limits = Limits(max_state_size=15_000, max_step_output=output)
+    instance = Instance(xml, {"t": "t" * 500}, limits=limits)
+    sent = instance.dispatched()
+    assert len(sent) == count
+    assert sum(len(json.dumps(w.message)) + ENVELOPE for w in sent) <= output
+    fault = instance.current["fault"]
+    assert (fault["code"], fault["activity"]) == (LIMIT_EXCEEDED, at)
+    assert fault["message"].startswith(f"{limit} exceeded: the workitem would")
+
+
 def test_the_state_stays_within_its_size_when_the_estimate_is_checked_exactly() -> None:
     # Many small answers: the running estimate grows with every copy sent, the exact measure
     # brings it back, and nothing legitimate is refused.
