@@ -240,6 +240,22 @@ def test_a_workitem_is_sent_the_way_its_action_says(
     assert (workitem.participant, workitem.kind, workitem.queue) == ("clerk", kind, queue)
 
 
+def test_an_answer_naming_only_its_target_reaches_its_action_as_the_originals_do() -> None:
+    """The original's workers answer with the workitem as they got it, without our
+    ``workitem_id``: the target names the action, whose workitem it answers."""
+    instance = Instance('<process><sequence><action participant="clerk"/></sequence></process>')
+    workitem: cmd.DispatchWorkitem = instance.one(cmd.DispatchWorkitem)
+    answer = {"name": "response", "target": "pid_0_0", "origin": "pid_0_0"}
+    instance.apply(ev.ParticipantResponse({**answer, "payload": {"status": "done", "x": 1}}))
+    assert instance.journal()[0] == (
+        "answered",
+        "pid_0_0",
+        {"status": "done", "workitem": workitem.workitem_id},
+    )
+    assert instance.current["status"] == "completed"
+    assert instance.current["scopes"][""] == {"x": 1}
+
+
 # messages that change nothing ---------------------------------------------------------------------
 
 
