@@ -560,6 +560,20 @@ def test_the_final_context_is_sent_while_it_fits_in_the_output_and_else_faults()
         assert finished(cut.commands) == [("faulted", {}, public)] * copies
 
 
+@pytest.mark.parametrize(("output", "sent"), [(9_000, False), (10_500, True)])
+def test_the_final_context_fits_in_what_the_step_has_not_sent_already(
+    output: int, sent: bool
+) -> None:
+    """A workitem sent in the step that ends the instance counts: the final context (4 kB)
+    goes only in what is left of the output after it (about 5 kB)."""
+    xml = '<process><all><action participant="p"/><fault code="Stop"/></all></process>'
+    instance = Instance(xml, {"t": "t" * 4_000}, limits=Limits(max_step_output=output))
+    assert len(instance.dispatched()) == 1
+    (finished,) = [c for c in instance.commands if isinstance(c, cmd.ProcessFinished)]
+    assert finished.context == ({"t": "t" * 4_000} if sent else {})
+    assert [r.kind for r in instance.records("emptied")] == ([] if sent else ["emptied"])
+
+
 def test_a_terminated_instance_whose_context_would_pass_the_output_is_sent_without_it() -> None:
     fields = {"big": "z" * 15_000, "u": "ü"}
     need = ENVELOPE + json_size(fields, 10**9)[0]
