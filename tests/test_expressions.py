@@ -544,3 +544,13 @@ def test_an_evaluator_built_afresh_applies_every_rule_and_charge(
             expression.evaluate(FRESH_NAMES, budget)
         assert str(raised.value) == f"expression {source!r} failed: {failure}"
     assert 100_000 - budget.left == cost
+
+
+def test_an_expression_may_be_exactly_as_long_as_the_limit() -> None:
+    from bureaucrat.definition.expressions import MAX_SOURCE_LENGTH
+
+    longest = "[" + "1," * 4_998 + "11]"
+    assert len(longest) == MAX_SOURCE_LENGTH == 10_000
+    assert len(compile_expression(longest, 1).evaluate({})) == 4_999
+    with pytest.raises(DefinitionError, match="longer than 10000 characters"):
+        compile_expression(longest.replace("11]", "111]"), 1)
