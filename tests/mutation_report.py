@@ -172,6 +172,7 @@ def recheck(
     ]
     setup_source_paths()  # the mutated package first on the path, the original not at all
     os.chdir("mutants")
+    os.environ.setdefault("BUREAUCRAT_TEST_WAIT", "10")  # the daemon loop's tests' deadlines
     import pytest
 
     runner = _Runner(queue, jobs, timeout)

@@ -35,6 +35,10 @@ from tests.brokers import AMQP_URL
 from tests.harness import Installation, dumps
 from tests.test_metrics import free_port, scrape, value
 
+WAIT = float(os.environ.get("BUREAUCRAT_TEST_WAIT", "30"))
+"""Seconds a test waits for what it expects (the mutation re-checks shorten it: a mutant that
+breaks the loop makes each test wait its deadline out)."""
+
 WAITS = """<process>
   <sequence>
     <action participant="p"/>
@@ -65,7 +69,7 @@ class Running:
         self.thread.start()
         return self
 
-    def wait_for(self, condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    def wait_for(self, condition: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if condition():
@@ -116,7 +120,7 @@ def take(install: Installation, queue: str, what: str) -> tuple[Any, bytes]:
                 found.append((props, body))
             return bool(found)
 
-        install.wait_for(got_one, what=what)
+        install.wait_for(got_one, WAIT, what)
     return found[0]
 
 
