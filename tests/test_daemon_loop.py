@@ -343,13 +343,25 @@ def test_processed_message_ids_past_the_dedupe_window_are_pruned(
 
 
 class Tracked(Broker):
-    """The daemon's broker, kept where the test can reach it."""
+    """The daemon's broker, kept where the test can reach it, with the options it was given."""
 
     made: ClassVar[list[Broker]] = []
+    options: ClassVar[list[dict[str, Any]]] = []
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         Tracked.made.append(self)
+        Tracked.options.append(kwargs)
+
+
+class TrackedStore(Store):
+    """The daemon's stores, with the options each was opened with."""
+
+    options: ClassVar[list[dict[str, Any]]] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        TrackedStore.options.append(kwargs)
 
 
 def test_the_loop_counts_its_messages_dead_letters_and_reconnections(
@@ -359,8 +371,17 @@ def test_the_loop_counts_its_messages_dead_letters_and_reconnections(
     config = install.config
     port = free_port()
     Tracked.made.clear()
+    Tracked.options.clear()
+    TrackedStore.options.clear()
     monkeypatch.setattr("bureaucrat.daemon.Broker", Tracked)
-    metered = replace(config, metrics_port=port)
+    monkeypatch.setattr("bureaucrat.daemon.Store", TrackedStore)
+    metered = replace(
+        config,
+        metrics_port=port,
+        heartbeat=17,
+        sqlite_synchronous="normal",
+        definition_cache_size=1_000_000,
+    )
     with running(install, metered) as daemon, install.launcher() as launcher:
         launcher.launch('<process><assign property="x">1</assign></process>', {}, "counted")
         install.publish_raw(config.launch_queue, b"{not json", message_id="bad")
@@ -373,6 +394,7 @@ def test_the_loop_counts_its_messages_dead_letters_and_reconnections(
             samples, "bureaucrat_messages_total", queue=config.launch_queue, outcome="handled"
         )
         assert handled == 1
+        assert value(samples, "bureaucrat_instances", status="completed") == 1  # from its store
         first = Tracked.made[0]  # the network drops its connection: the loop connects again
         first.connection._impl._transport._sock.shutdown(socket.SHUT_RDWR)
         daemon.wait_for(lambda: len(Tracked.made) == 2, "a second connection")
@@ -381,6 +403,22 @@ def test_the_loop_counts_its_messages_dead_letters_and_reconnections(
         )
         assert daemon.stop() == 0
     assert scrape(port) == {}  # the metrics stop with the daemon
+    assert [options["heartbeat"] for options in Tracked.options] == [17, 17]
+    serving, scraping = TrackedStore.options  # the loop's store, then the scrape's
+    assert serving == {"definition_cache_size": 1_000_000, "sqlite_synchronous": "normal"}
+    assert scraping == {"sqlite_synchronous": "normal"}
+
+
+def test_the_metrics_listen_on_the_configured_host_only(
+    sqlite_installation: Installation,
+) -> None:
+    install = sqlite_installation
+    port = free_port()
+    config = replace(install.config, metrics_port=port, metrics_host="127.0.0.2")
+    with running(install, config) as daemon:
+        daemon.wait_for(lambda: bool(scrape(port, "127.0.0.2")), "the metrics")
+        assert scrape(port) == {}  # 127.0.0.1: nothing listens there
+        assert daemon.stop() == 0
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
