@@ -395,6 +395,8 @@ def test_the_loop_counts_its_messages_dead_letters_and_reconnections(
         )
         assert handled == 1
         assert value(samples, "bureaucrat_instances", status="completed") == 1  # from its store
+        steps = [v for (name, _), v in samples.items() if name == "bureaucrat_steps_total"]
+        assert sum(steps) >= 1  # the service's steps are metered
         first = Tracked.made[0]  # the network drops its connection: the loop connects again
         first.connection._impl._transport._sock.shutdown(socket.SHUT_RDWR)
         daemon.wait_for(lambda: len(Tracked.made) == 2, "a second connection")
