@@ -311,6 +311,30 @@ def test_a_retry_naming_an_activity_dispatches_only_that_failed_action(store: St
     assert ("terminating", "rt", {"reason": ""}) in journal
 
 
+@pytest.mark.parametrize("target", ["my_proc_0_1", "my_proc_0", "my_proc"])
+def test_the_originals_terminate_naming_an_activity_ends_its_process(
+    store: Store, target: str
+) -> None:
+    """The original's terminate names an activity, not a process; process ids may hold ``_``,
+    so the longest prefix that is a stored instance is the one. A launch is named after its
+    definition."""
+    service = Service(store, CONFIG, Recorder())
+    named = (
+        '<process name="waiter"><sequence><await event="a"/><await event="b"/></sequence></process>'
+    )
+    service.handle(launch(named, {}, "my_proc"))
+    service.handle(launch(named, {}, "my"))  # a shorter prefix that is a process too
+    body = json.dumps({"name": "terminate", "target": target}).encode()
+    assert service.handle(Message(CONFIG.message_queue, body, f"t-{target}")).outcome.value == "ack"
+    statuses = {pid: store.instance(pid) for pid in ("my_proc", "my")}
+    assert {pid: r.status for pid, r in statuses.items() if r} == {
+        "my_proc": "terminated",
+        "my": "running",
+    }
+    record = statuses["my_proc"]
+    assert record is not None and record.name == "waiter"
+
+
 def test_a_batch_that_fails_outside_its_messages_is_handled_one_message_at_a_time(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
