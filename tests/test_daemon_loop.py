@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -226,6 +226,35 @@ def test_a_bad_message_is_dead_lettered_with_its_reason_queue_and_properties(
     assert props.headers["origin"] == "test"
     assert set(props.headers) == {"x-bureaucrat-error", "x-bureaucrat-queue", "origin"}
     assert f"dead-lettered a message from {config.launch_queue}: {reason}" in logged(caplog)
+    assert messages_in(config.launch_queue) == 0
+
+
+def test_a_dead_letter_queue_deleted_under_the_loop_loses_no_dead_letter(
+    sqlite_installation: Installation,
+) -> None:
+    """Dead letters are published ``mandatory``: with their queue gone, the publish fails, the
+    loop connects again (declaring its queues) and the message, not acknowledged, comes back
+    and is dead-lettered then, instead of vanishing."""
+    install = sqlite_installation
+    config = install.config
+    with running(install) as daemon, install.launcher() as launcher:
+        launcher.launch('<process><assign property="x">1</assign></process>', {}, "up")
+        daemon.wait_for(lambda: install.status("up") == "completed", "the loop to serve")
+        with channel() as chan:
+            chan.queue_delete(config.dead_letter_queue)
+        install.publish_raw(config.launch_queue, b"{not json", message_id="lost?")
+        found: list[bytes] = []
+
+        def dead_lettered() -> bool:
+            with suppress(pika.exceptions.ChannelClosedByBroker), channel() as chan:
+                method, _, body = chan.basic_get(config.dead_letter_queue, auto_ack=True)
+                if method is not None:
+                    found.append(body)
+            return bool(found)
+
+        daemon.wait_for(dead_lettered, "the dead letter, once the queue is declared again")
+        assert daemon.stop() == 0
+    assert found == [b"{not json"]
     assert messages_in(config.launch_queue) == 0
 
 
@@ -592,6 +621,8 @@ def test_logging_in_the_foreground_goes_to_stderr_and_to_syslog_when_asked(
     streams = setup_logging(replace(config, syslog=True), foreground=True)
     (syslog,) = added(root_logger, before)
     assert isinstance(syslog, logging.handlers.SysLogHandler)  # syslog alone: no stderr
+    local = "/dev/log" if Path("/dev/log").exists() else ("localhost", 514)
+    assert syslog.address == local
     assert streams == [syslog.socket]  # type: ignore[attr-defined]
 
 
