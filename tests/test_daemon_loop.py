@@ -527,21 +527,23 @@ def test_the_publisher_reports_each_message_it_cannot_send_and_sends_the_rest(
 def test_the_publisher_declares_no_queue_for_what_goes_through_an_exchange(
     sqlite_installation: Installation,
 ) -> None:
-    """A message to an exchange is published as it is; unroutable, it is refused (mandatory)."""
+    """A message to an exchange is published as it is (no queue is made for its routing key);
+    unroutable, it is refused (mandatory), not dropped."""
     install = sqlite_installation
     config = install.config
+    key = f"no-binding-{install.tag}"
+    install.worker_queues.append(key)  # deleted afterwards, should it be made after all
     broker = Broker(config.amqp_url, queues=QueueArguments.from_config(config))
     try:
         publisher = BrokerPublisher(broker, config)
         (outcome,) = publisher.publish_many(
-            [Outgoing("1", config.exchange, "no-binding-" + install.tag, b"x", {"message_id": "1"})]
+            [Outgoing("1", config.exchange, key, b"x", {"message_id": "1"})]
         )
     finally:
         broker.close()
-    assert outcome == (
-        f"RabbitMQ could not route a message for {config.exchange}/no-binding-{install.tag}: "
-        "no queue"
-    )
+    assert outcome == f"RabbitMQ could not route a message for {config.exchange}/{key}: no queue"
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker, match="NOT_FOUND"):
+        messages_in(key)
 
 
 def test_a_worker_queue_deleted_after_its_first_message_fails_the_next_instead_of_losing_it(

@@ -297,7 +297,8 @@ def test_a_retry_naming_an_activity_dispatches_only_that_failed_action(store: St
         body = {"name": name, "process_id": "rt", **extra}
         message = Message(CONFIG.message_queue, json.dumps(body).encode(), message_id)
         assert service.handle(message).outcome.value == "ack"
-        return [m.routing_key for m in publisher.sent[sent:] if m.routing_key.startswith("w")]
+        workers = CONFIG.worker_queue_prefix
+        return [m.routing_key for m in publisher.sent[sent:] if m.routing_key.startswith(workers)]
 
     assert operate("r1", "retry", activity="rt_0_1") == ["worker_q"]
     assert operate("r2", "retry") == ["worker_p"]  # the only action still failed
