@@ -117,6 +117,36 @@ def test_a_subprocess_starts_while_its_caller_waits(store: Store) -> None:
     assert child is not None and child.parent_id == "caller" and child.status == "running"
 
 
+def set_values(process_id: str, values: dict[str, Any]) -> Message:
+    body = json.dumps({"name": "set", "process_id": process_id, "values": values}).encode()
+    return Message(CONFIG.message_queue, body, f"set-{process_id}")
+
+
+@pytest.mark.parametrize(
+    ("before", "started"),
+    [
+        (lambda: set_values("caller", {"n": 1}), True),
+        (lambda: control("terminate", "caller"), False),
+    ],
+    ids=["caller-still-waits", "caller-terminated"],
+)
+def test_a_subprocess_launch_in_the_batch_of_a_step_of_its_caller_sees_the_callers_new_status(
+    store: Store, before: Callable[[], Message], started: bool
+) -> None:
+    """A batch writes its states at its end; its later messages read the status its earlier
+    ones left (here, the caller's, which a subprocess's launch checks)."""
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher)
+    service.handle(launch(CALLER, {"child": CHILD}, "caller"))
+    child_launch = publisher.take(CONFIG.launch_queue)
+    verdicts = service.handle_batch([before(), child_launch])
+    assert [v.outcome.value for v in verdicts] == ["ack", "ack"]
+    child = store.instance(child_launch.message_id or "")
+    assert (child is not None) is started
+    caller = store.instance("caller")
+    assert caller is not None and caller.status == ("running" if started else "terminated")
+
+
 def break_step(
     monkeypatch: pytest.MonkeyPatch, error: Exception, fails: Callable[[str, int], bool]
 ) -> list[str]:
