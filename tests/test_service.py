@@ -7,7 +7,7 @@ import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -912,3 +912,40 @@ def test_what_was_published_is_marked_sent_when_the_daemon_is_idle(store: Store)
     service.handle(launch(acts("p"), {}, "next"))
     service.handle(launch(acts("p"), {}, "last"))  # its transaction marks what "next" sent
     assert [row.instance_id for row in store.unsent()] == ["last"]
+
+
+# messages refused before they are applied ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("message_id", "reason"),
+    [
+        (b"\xff\xfe", "message_id is not UTF-8 text"),  # pika leaves invalid UTF-8 as bytes
+        ("a\x00b", "message_id contains a NUL character"),
+        ("a\ud800b", "message_id contains a lone surrogate (U+D800)"),
+    ],
+)
+def test_a_message_id_that_cannot_be_stored_dead_letters_its_message_with_the_reason(
+    store: Store, message_id: Any, reason: str
+) -> None:
+    service = Service(store, CONFIG, Recorder())
+    verdict = service.handle(Message(CONFIG.launch_queue, b"<process/>", message_id))
+    assert (verdict.outcome.value, verdict.reason) == ("dead", reason)
+    assert store.list_instances() == []
+
+
+def test_a_celery_action_that_cannot_be_routed_dead_letters_its_message_as_a_configuration_error(
+    store: Store,
+) -> None:
+    """With the original's routing, a task's queue is the first part of its name: one that is
+    empty reaches no worker, and nothing of the launch is kept."""
+    config = replace(CONFIG, taskqueue_type="celery", celery_routing="original")
+    service = Service(store, config, Recorder())
+    source = '<process><action participant=".tasks.hook"/></process>'
+    verdict = service.handle(launch(source, {}, "unroutable"))
+    assert verdict.outcome.value == "dead"
+    assert verdict.reason.startswith(
+        "configuration error: Celery participant .tasks.hook: the first part of its name, '', "
+        "is empty"
+    )
+    assert store.instance("unroutable") is None
