@@ -949,3 +949,27 @@ def test_a_celery_action_that_cannot_be_routed_dead_letters_its_message_as_a_con
         "is empty"
     )
     assert store.instance("unroutable") is None
+
+
+def test_a_defect_outside_any_step_dead_letters_only_its_message_with_its_type_and_text(
+    store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher)
+    service.handle(launch(acts("p"), {}, "asks"))
+    answer = reply(workitem_of(publisher, "asks"), "workitem_id")
+
+    def defect(*_: Any) -> None:
+        raise LookupError("a defect")
+
+    with monkeypatch.context() as patched, caplog.at_level(logging.ERROR, logger="bureaucrat"):
+        patched.setattr("bureaucrat.service._route", defect)
+        verdicts = service.handle_batch([answer, launch(acts("p"), {}, "next")])
+    assert [(v.outcome.value, v.reason) for v in verdicts] == [
+        ("dead", "internal error: LookupError: a defect"),
+        ("ack", ""),
+    ]
+    assert f"internal error on a message from {CONFIG.message_queue}" in caplog.messages
+    assert store.instance("next") is not None
+    assert service.handle(answer).outcome.value == "ack"  # the defect gone, the answer is taken
+    assert store.instance("asks").status == "completed"  # type: ignore[union-attr]
