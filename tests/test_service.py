@@ -973,3 +973,14 @@ def test_a_defect_outside_any_step_dead_letters_only_its_message_with_its_type_a
     assert store.instance("next") is not None
     assert service.handle(answer).outcome.value == "ack"  # the defect gone, the answer is taken
     assert store.instance("asks").status == "completed"  # type: ignore[union-attr]
+
+
+def test_each_launch_is_logged_with_its_process_id_and_its_definitions_name(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    service = Service(store, CONFIG, Recorder())
+    with caplog.at_level(logging.INFO, logger="bureaucrat"):
+        service.handle(launch('<process name="waiter"><await event="a"/></process>', {}, "named"))
+        service.handle(launch('<process><await event="a"/></process>', {}, "anonymous"))
+    launched = [m for m in caplog.messages if m.startswith("launched")]
+    assert launched == ["launched named (waiter)", "launched anonymous (unnamed)"]
