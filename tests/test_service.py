@@ -984,3 +984,17 @@ def test_each_launch_is_logged_with_its_process_id_and_its_definitions_name(
         service.handle(launch('<process><await event="a"/></process>', {}, "anonymous"))
     launched = [m for m in caplog.messages if m.startswith("launched")]
     assert launched == ["launched named (waiter)", "launched anonymous (unnamed)"]
+
+
+def test_an_operators_control_message_is_logged_with_its_process_or_as_ignored(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    service = Service(store, CONFIG, Recorder())
+    service.handle(launch('<process><await event="a"/></process>', {}, "known"))
+    with caplog.at_level(logging.INFO, logger="bureaucrat"):
+        for name, process_id in [("pause", "known"), ("retry", "known"), ("pause", "nobody")]:
+            assert service.handle(control(name, process_id)).outcome.value == "ack"
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("INFO", "pause known"),  # a retry is journalled, not logged
+        ("WARNING", "pause for unknown process nobody: ignored"),
+    ]
