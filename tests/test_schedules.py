@@ -328,6 +328,16 @@ def test_an_interval_fires_each_occurrence_once(store: Store) -> None:
     assert record.definition_name == "quick" and store.instance(record.last_instance_id)
 
 
+def test_one_firing_takes_at_most_the_limit_of_due_schedules(store: Store) -> None:
+    service, clock = service_on(store)
+    for name in ("a", "b", "c"):
+        add(service, name, every="10s")
+    clock.now += 10
+    assert service.fire_due_schedules(limit=2) == 2
+    assert service.fire_due_schedules(limit=2) == 1  # the one left over, at the next firing
+    assert [launched(store, name) for name in ("a", "b", "c")] == [seconds(10)] * 3
+
+
 def test_a_cron_schedule_in_a_time_zone_fires_on_the_wall_clock(store: Store) -> None:
     service, clock = service_on(store, utc(2026, 10, 24, 22))
     add(service, "berlin", cron="30 2 * * *", tz="Europe/Berlin", catch_up="all")
