@@ -99,12 +99,16 @@ def test_a_subprocess_launch_that_arrives_after_its_caller_ended_starts_nothing(
     assert [r.id for r in store.list_instances()] == ["caller"]
 
 
-def test_a_launch_naming_a_caller_that_does_not_wait_for_it_starts_nothing(store: Store) -> None:
+def test_a_launch_naming_a_caller_that_does_not_wait_for_it_starts_nothing(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
     service = Service(store, CONFIG, Recorder())
     service.handle(launch(CALLER, {"child": CHILD}, "caller"))
     body = {"definition": CHILD, "parent": {"process_id": "caller", "activity": "caller_0"}}
-    service.handle(Message(CONFIG.launch_queue, json.dumps(body).encode(), "impostor"))
+    with caplog.at_level(logging.INFO, logger="bureaucrat"):
+        service.handle(Message(CONFIG.launch_queue, json.dumps(body).encode(), "impostor"))
     assert store.instance("impostor") is None
+    assert caplog.messages == ["subprocess impostor not started: its caller does not wait for it"]
 
 
 def test_a_subprocess_starts_while_its_caller_waits(store: Store) -> None:
@@ -975,15 +979,30 @@ def test_a_defect_outside_any_step_dead_letters_only_its_message_with_its_type_a
     assert store.instance("asks").status == "completed"  # type: ignore[union-attr]
 
 
-def test_each_launch_is_logged_with_its_process_id_and_its_definitions_name(
+def test_each_launch_is_logged_with_its_process_id_and_its_definitions_name_or_as_ignored(
     store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """And each launch that starts nothing, with why; every duplicate is one."""
     service = Service(store, CONFIG, Recorder())
+    source = '<process name="waiter"><await event="a"/></process>'
+    again = {"definition": source, "process_id": "named"}
     with caplog.at_level(logging.INFO, logger="bureaucrat"):
-        service.handle(launch('<process name="waiter"><await event="a"/></process>', {}, "named"))
-        service.handle(launch('<process><await event="a"/></process>', {}, "anonymous"))
-    launched = [m for m in caplog.messages if m.startswith("launched")]
-    assert launched == ["launched named (waiter)", "launched anonymous (unnamed)"]
+        verdicts = [
+            service.handle(launch(source, {}, "named")),
+            service.handle(launch('<process><await event="a"/></process>', {}, "anonymous")),
+            service.handle(launch(source, {}, "named")),  # the same message again
+            service.handle(launch(source, {}, "named")),
+            service.handle(Message(CONFIG.launch_queue, json.dumps(again).encode(), "other")),
+        ]
+    assert caplog.messages == [
+        "launched named (waiter)",
+        "launched anonymous (unnamed)",
+        f"message {CONFIG.launch_queue}:named was processed already: dropped",  # queue:message id
+        f"message {CONFIG.launch_queue}:named was processed already: dropped",
+        "process named exists already: launch ignored",
+    ]
+    dispositions = [v.disposition.value for v in verdicts]
+    assert dispositions == ["handled", "handled", "duplicate", "duplicate", "duplicate"]
 
 
 def test_an_operators_control_message_is_logged_with_its_process_or_as_ignored(
