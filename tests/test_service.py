@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -118,7 +119,8 @@ def test_a_subprocess_starts_while_its_caller_waits(store: Store) -> None:
     child_launch = publisher.take(CONFIG.launch_queue)
     service.handle(child_launch)
     child = store.instance(child_launch.message_id or "")
-    assert child is not None and child.parent_id == "caller" and child.status == "running"
+    assert child is not None and child.status == "running"
+    assert (child.parent_id, child.parent_activity) == ("caller", "caller_0")
 
 
 def set_values(process_id: str, values: dict[str, Any]) -> Message:
@@ -194,18 +196,23 @@ def test_a_defect_on_a_response_sets_only_that_instance_aside(
 ) -> None:
     publisher = Recorder()
     service = Service(store, CONFIG, publisher)
-    for pid in ("victim", "bystander"):
+    pids = ("victim", "victim2", "bystander")
+    for pid in pids:
         service.handle(launch('<process><action participant="p"/></process>', {}, pid))
-    sent = [publisher.take("worker_p"), publisher.take("worker_p")]
+    sent = [publisher.take("worker_p") for _ in pids]
     workitems = {json.loads(message.body)["process_id"]: message for message in sent}
 
-    break_step(monkeypatch, KeyError("a defect"), lambda pid, _: pid == "victim")
-    for pid in ("victim", "bystander"):
-        answer = workitems[pid]
-        assert service.handle(Message(CONFIG.message_queue, answer.body)).outcome.value == "ack"
-    victim = store.instance("victim")
-    assert victim is not None and victim.status == "broken"
-    assert victim.error == "internal error on ParticipantResponse: KeyError: 'a defect'"
+    break_step(monkeypatch, KeyError("a defect"), lambda pid, _: pid.startswith("victim"))
+    verdicts = [service.handle(Message(CONFIG.message_queue, workitems[pid].body)) for pid in pids]
+    assert [(v.outcome.value, v.disposition.value) for v in verdicts] == [
+        ("ack", "set_aside"),
+        ("ack", "set_aside"),  # each one of the service's life
+        ("ack", "handled"),
+    ]
+    for pid in ("victim", "victim2"):
+        victim = store.instance(pid)
+        assert victim is not None and victim.status == "broken"
+        assert victim.error == "internal error on ParticipantResponse: KeyError: 'a defect'"
     assert store.instance("bystander").status == "completed"  # type: ignore[union-attr]
 
 
@@ -1016,4 +1023,33 @@ def test_an_operators_control_message_is_logged_with_its_process_or_as_ignored(
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
         ("INFO", "pause known"),  # a retry is journalled, not logged
         ("WARNING", "pause for unknown process nobody: ignored"),
+    ]
+
+
+class Durations:
+    def __init__(self) -> None:
+        self.steps: list[tuple[str, float]] = []
+
+    def step(self, event: str, seconds: float) -> None:
+        self.steps.append((event, seconds))
+
+
+def test_each_step_is_metered_with_its_event_and_how_long_it_took(store: Store) -> None:
+    meter = Durations()
+    service = Service(store, CONFIG, Recorder(), meter=meter)
+    started = time.perf_counter()
+    service.handle(launch('<process><await event="a"/></process>', {}, "metered"))
+    service.handle(Message(CONFIG.event_queue, json.dumps({"event": "a"}).encode()))
+    elapsed = time.perf_counter() - started
+    assert [event for event, _ in meter.steps] == ["Start", "EventReceived"]
+    assert all(0 <= seconds <= elapsed for _, seconds in meter.steps)
+
+
+def test_a_launched_definition_is_stored_with_its_process_name(store: Store) -> None:
+    service = Service(store, CONFIG, Recorder())
+    service.handle(launch('<process name="waiter"><await event="a"/></process>', {}, "named"))
+    service.handle(launch('<process><await event="a"/></process>', {}, "anonymous"))
+    assert sorted((d.name or "", d.instances) for d in store.list_definitions()) == [
+        ("", 1),
+        ("waiter", 1),
     ]
