@@ -900,6 +900,7 @@ def test_what_rabbitmq_took_is_marked_sent_and_not_relayed_again(store: Store) -
     batch = [launch(acts("p"), {}, "first"), launch(acts("p"), {}, "second")]
     service.handle_batch([*batch, launch(acts("nobody"), {}, "refused")])
     assert service.publish_committed() == 2
+    assert service.publish_committed() == 0  # nothing more to publish
     service.mark_published()  # no next transaction soon: marked in one of its own
     assert outbox_rows(store) == {
         "first": (now[0], None),
