@@ -182,6 +182,19 @@ def test_an_event_redelivered_without_message_id_is_taken_once(store: Store) -> 
     assert counter(store, "e") == 1
 
 
+def test_a_redelivered_event_without_message_id_is_told_apart_from_another_by_its_body(
+    store: Store,
+) -> None:
+    """Without a message id, a redelivery is recognised by its body: a different event that
+    comes back is taken once, not dropped as the first one's duplicate."""
+    service = Service(store, CONFIG, Recorder())
+    service.handle(launch(TICKS, {}, "e"))
+    service.handle(tick())
+    other = json.dumps({"event": "tick", "data": {"from": "elsewhere"}}).encode()
+    service.handle(Message(CONFIG.event_queue, other, None, redelivered=True))
+    assert counter(store, "e") == 2
+
+
 def test_two_identical_events_without_message_id_are_two_events(store: Store) -> None:
     service = Service(store, CONFIG, Recorder())
     service.handle(launch(TICKS, {}, "e"))

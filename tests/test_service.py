@@ -608,7 +608,7 @@ class Refusing(Recorder):
 
 
 def test_a_row_rabbitmq_refuses_on_the_relay_is_kept_with_the_reason_and_its_instance_set_aside(
-    store: Store,
+    store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
     now = [1_000_000.0]
     publisher = Refusing("worker_nobody")
@@ -617,14 +617,17 @@ def test_a_row_rabbitmq_refuses_on_the_relay_is_kept_with_the_reason_and_its_ins
     crash_before_publishing(service, victim, bystander)
     [refused] = [m for m in store.unsent() if m.instance_id == "victim"]
     now[0] += 60
-    assert service.relay_outbox() == 1
+    with caplog.at_level(logging.ERROR, logger="bureaucrat"):
+        assert service.relay_outbox() == 1
+    reason = f"message {refused.message.message_id} not sent: NOT_FOUND - no queue"
+    assert caplog.messages == [reason]
     assert outbox_rows(store) == {
         "victim": (None, "NOT_FOUND - no queue"),
         "bystander": (now[0], None),
     }
     record = store.instance("victim")
     assert record is not None and record.status == "broken"
-    assert record.error == f"message {refused.message.message_id} not sent: NOT_FOUND - no queue"
+    assert record.error == reason
     assert record.updated_at == now[0]
     assert store.instance("bystander").status == "running"  # type: ignore[union-attr]
     assert service.relay_outbox(everything=True) == 0  # kept for the operator, not sent again
