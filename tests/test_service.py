@@ -718,8 +718,11 @@ def test_an_answer_for_an_unknown_workitem_or_activity_is_ignored(store: Store) 
     assert store.instance("asks").status == "running"  # type: ignore[union-attr]
 
 
-def test_an_answer_by_target_that_two_instances_wait_at_is_ignored(store: Store) -> None:
+def test_an_answer_by_target_that_two_instances_wait_at_is_ignored(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
     """P_0's activity 0 and P's activity 0_0 are both P_0_0: the target names neither."""
+    caplog.set_level(logging.WARNING, logger="bureaucrat")
     publisher = Recorder()
     service = Service(store, CONFIG, publisher)
     service.handle(
@@ -736,6 +739,9 @@ def test_an_answer_by_target_that_two_instances_wait_at_is_ignored(store: Store)
     # amb's workitem is answered: only amb_0 waits at the target now
     assert service.handle(reply(second, "target")).outcome.value == "ack"
     assert store.instance("amb_0").status == "completed"  # type: ignore[union-attr]
+    assert [m for m in caplog.messages if m.startswith("answer for")] == [
+        "answer for amb_0_0: amb_0, amb all wait there"  # the first answer only
+    ]
 
 
 WAITS_FOR_GO = '<process><await event="go"><condition>event["ok"]</condition></await></process>'
