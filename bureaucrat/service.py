@@ -710,6 +710,10 @@ def _set_aside(
         tx.delete_timer(timer)
 
 
+_WAITING = frozenset({Status.RUNNING.value, Status.PAUSED.value, Status.SUSPENDED.value})
+"""The statuses of a caller that still waits for its subprocesses."""
+
+
 def _parent_waits(
     tx: Tx, parent: dict[str, str] | None, child_id: str, definition_hash: str
 ) -> bool:
@@ -717,12 +721,14 @@ def _parent_waits(
     activity the launch names and with this very definition: a launch that merely claims a
     parent cannot start a definition of its own choosing as that parent's subprocess.
 
-    The caller's row stays locked until the child exists, so a terminate of the caller that
-    comes meanwhile is applied after it and reaches the child."""
+    A caller paused or suspended meanwhile still waits: its child starts, and what it sends
+    back is held until the caller resumes. The caller's row stays locked until the child
+    exists, so a terminate of the caller that comes meanwhile is applied after it and reaches
+    the child."""
     if parent is None:
         return True
     record = tx.lock_instance(parent["process_id"])
-    if record is None or record.state is None or record.status != Status.RUNNING:
+    if record is None or record.state is None or record.status not in _WAITING:
         return False
     path = record.state.get("children", {}).get(child_id)
     if not isinstance(path, str) or activity_id(record.id, path) != parent["activity"]:

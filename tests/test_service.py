@@ -123,6 +123,47 @@ def test_a_subprocess_starts_while_its_caller_waits(store: Store) -> None:
     assert (child.parent_id, child.parent_activity) == ("caller", "caller_0")
 
 
+# a call beside a branch whose expression fails: the caller is suspended at that incident
+SUSPENDS = """<process on-fault="suspend"><all>
+  <call process="$child"/>
+  <sequence><await event="fail"/><assign property="x">context["d"]["k"]</assign></sequence>
+</all></process>"""
+
+
+@pytest.mark.parametrize(
+    ("source", "stop"),
+    [
+        (CALLER, lambda: control("pause", "caller")),
+        (SUSPENDS, lambda: Message(CONFIG.event_queue, json.dumps({"event": "fail"}).encode())),
+    ],
+    ids=["paused", "suspended"],
+)
+def test_a_subprocess_starts_while_its_caller_is_held_and_its_end_reaches_the_resumed_caller(
+    store: Store, source: str, stop: Callable[[], Message]
+) -> None:
+    """The caller paused or suspended between sending its subprocess's launch and that
+    launch's arrival still waits for it: refusing the child would leave the caller waiting
+    for ever once resumed."""
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher)
+    service.handle(launch(source, {"child": DONE_AT_ONCE, "d": {}}, "caller"))
+    child_launch = publisher.take(CONFIG.launch_queue)
+    service.handle(stop())
+    held = store.instance("caller")
+    assert held is not None and held.status in ("paused", "suspended")
+    service.handle(child_launch)
+    child = store.instance(child_launch.message_id or "")
+    assert child is not None and child.status == "completed"
+    service.handle(publisher.take(CONFIG.message_queue))  # the child's end: held
+    assert store.instance("caller").status == held.status  # type: ignore[union-attr]
+    service.handle(set_values("caller", {"d": {"k": 1}}))  # the incident's cause, mended
+    service.handle(control("resume", "caller"))
+    assert store.instance("caller").status == "completed"  # type: ignore[union-attr]
+    assert ("child", {"child": child.id, "status": "completed"}) in [
+        (e.kind, e.details) for e in store.journal("caller")
+    ]
+
+
 def set_values(process_id: str, values: dict[str, Any]) -> Message:
     body = json.dumps({"name": "set", "process_id": process_id, "values": values}).encode()
     return Message(CONFIG.message_queue, body, f"set-{process_id}")
