@@ -103,13 +103,21 @@ def test_a_subprocess_launch_that_arrives_after_its_caller_ended_starts_nothing(
 def test_a_launch_naming_a_caller_that_does_not_wait_for_it_starts_nothing(
     store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
-    service = Service(store, CONFIG, Recorder())
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher)
     service.handle(launch(CALLER, {"child": CHILD}, "caller"))
     body = {"definition": CHILD, "parent": {"process_id": "caller", "activity": "caller_0"}}
     with caplog.at_level(logging.INFO, logger="bureaucrat"):
         service.handle(Message(CONFIG.launch_queue, json.dumps(body).encode(), "impostor"))
     assert store.instance("impostor") is None
     assert caplog.messages == ["subprocess impostor not started: its caller does not wait for it"]
+    # the very child the caller waits for, but at another of its activities
+    real = publisher.take(CONFIG.launch_queue)
+    elsewhere = {**json.loads(real.body), "parent": {"process_id": "caller", "activity": "caller"}}
+    service.handle(Message(CONFIG.launch_queue, json.dumps(elsewhere).encode(), real.message_id))
+    assert store.instance(real.message_id or "") is None
+    service.handle(real)  # its own launch still starts it
+    assert store.instance(real.message_id or "") is not None
 
 
 def test_a_subprocess_starts_while_its_caller_waits(store: Store) -> None:
@@ -545,7 +553,7 @@ def test_a_restart_whose_launch_fields_cannot_be_read_starts_from_the_definition
     assert journal_kinds(store, "unreadable").count("restarted") == 1
     assert store.instance("unreadable").status == "running"  # type: ignore[union-attr]
     assert [r.levelno for r in caplog.records] == [logging.ERROR]
-    assert "unreadable" in caplog.records[0].getMessage()
+    assert caplog.messages == ["restart unreadable: its launch's fields cannot be read: none given"]
 
 
 def test_a_restart_of_an_unknown_process_is_ignored(store: Store) -> None:
@@ -1075,6 +1083,7 @@ def test_an_operators_control_message_is_logged_with_its_process_or_as_ignored(
         ("INFO", "pause known"),  # a retry is journalled, not logged
         ("WARNING", "pause for unknown process nobody: ignored"),
     ]
+    assert ("paused", {"reason": ""}) in [(e.kind, e.details) for e in store.journal("known")]
 
 
 class Durations:
