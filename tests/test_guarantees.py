@@ -14,6 +14,7 @@ and RabbitMQ. Outcomes are read from the journal and the context, never from cal
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -310,6 +311,41 @@ def test_an_answer_and_a_terminate_each_twice_in_one_batch_are_applied_once(
     journal = [kind for kind, _ in trail(store, "b")]
     assert journal.count("answered") == journal.count("terminating") == 1
     assert "ignored" not in journal
+
+
+@pytest.mark.parametrize("with_ids", [True, False], ids=["message-ids", "no-message-ids"])
+def test_a_whole_batch_delivered_again_applies_none_of_its_messages_twice(
+    store: Store, with_ids: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A crash after the commit and before the acknowledgement: every message of the batch
+    (a launch, an answer, an event, a control message) comes back, in a batch again. Each
+    batch is handled as one (not again message by message after a failure)."""
+    caplog.set_level(logging.INFO, logger="bureaucrat")
+    publisher = Recorder()
+    service = Service(store, CONFIG, publisher)
+    service.handle(launch(TWO_ACTIONS, {}, "answered"))
+    service.handle(launch(TICKS, {}, "ticking"))
+    service.handle(launch(TICKS, {}, "paused"))
+
+    def named(message_id: str) -> str | None:
+        return message_id if with_ids else None
+
+    batch = [
+        launch(TICKS, {}, "new") if with_ids else launch(TICKS, {"n": 5}, ""),
+        answer(publisher.take("worker_p"), message_id=named("answer-1")),
+        tick(named("tick-1")),
+        control("pause", "paused", named("pause-1")),
+    ]
+    assert service.handle_batch(batch) == [ACK] * 4
+    service.publish_committed()
+    assert service.handle_batch([again(message) for message in batch]) == [ACK] * 4
+    service.publish_committed()
+    assert len(store.list_instances()) == 4
+    assert kinds(store, "answered", "answered") == 1
+    assert workitems(publisher) == 1  # the second action, dispatched once
+    assert counter(store, "ticking") == counter(store, "paused") == 1  # the pause came after
+    assert kinds(store, "paused", "paused") == 1
+    assert not [r for r in caplog.records if "batch" in r.getMessage()]
 
 
 # the operator's retry renews the attempts -------------------------------------------------------
