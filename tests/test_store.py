@@ -506,7 +506,9 @@ def test_an_undecodable_state_marks_the_instance_broken(
     assert record is not None and record.state is None
     assert record.status == "broken" and record.error is not None
     assert "cannot be decoded" in record.error
-    assert any("bad" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.ERROR, f"instance bad is broken: {record.error}")
+    ]
     stored = store.instance("bad")
     assert stored is not None
     assert (stored.status, stored.state, stored.error) == ("broken", None, record.error)
