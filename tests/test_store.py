@@ -512,6 +512,7 @@ def test_an_undecodable_state_marks_the_instance_broken(
     stored = store.instance("bad")
     assert stored is not None
     assert (stored.status, stored.state, stored.error) == ("broken", None, record.error)
+    assert stored.updated_at == record.updated_at  # when it was found broken
     assert store.counts_by_status() == {"broken": 1, "running": 1}
     result = advance(store, "good", ev.EventReceived("tick"))
     assert result.state["scopes"][""]["n"] == 1
