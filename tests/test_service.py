@@ -984,7 +984,7 @@ def test_what_was_published_is_marked_sent_when_the_daemon_is_idle(store: Store)
     assert [row.instance_id for row in store.unsent()] == ["last"]
 
 
-# messages refused before they are applied ----------------------------------------------------
+# messages refused, or failing, before or outside their step ---------------------------------
 
 
 @pytest.mark.parametrize(
@@ -1043,6 +1043,9 @@ def test_a_defect_outside_any_step_dead_letters_only_its_message_with_its_type_a
     assert store.instance("next") is not None
     assert service.handle(answer).outcome.value == "ack"  # the defect gone, the answer is taken
     assert store.instance("asks").status == "completed"  # type: ignore[union-attr]
+
+
+# what the service logs, meters and stores for operators ---------------------------------------
 
 
 def test_each_launch_is_logged_with_its_process_id_and_its_definitions_name_or_as_ignored(
