@@ -684,6 +684,37 @@ def test_a_row_rabbitmq_refuses_on_the_relay_is_kept_with_the_reason_and_its_ins
     assert publisher.refused == [refused.message.message_id]
 
 
+def test_a_batch_whose_message_the_database_refuses_is_handled_again_a_savepoint_each(
+    store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only the refused message is dead-lettered; the others, two of them for one instance,
+    are applied in the same transaction (not each in a transaction of its own)."""
+    service = Service(store, CONFIG, Recorder())
+    for pid in ("refused", "twice"):
+        service.handle(launch('<process><await event="never"/></process>', {}, pid))
+    break_step(monkeypatch, StoreDataError("a value it cannot store"), lambda p, _: p == "refused")
+
+    def setting(pid: str, n: int) -> Message:
+        body = {"name": "set", "process_id": pid, "values": {f"v{n}": n}}
+        return Message(CONFIG.message_queue, json.dumps(body).encode(), f"set-{pid}-{n}")
+
+    with caplog.at_level(logging.INFO, logger="bureaucrat"):
+        verdicts = service.handle_batch(
+            [setting("refused", 1), setting("twice", 2), setting("twice", 3)]
+        )
+    assert [v.outcome.value for v in verdicts] == ["dead", "ack", "ack"]
+    assert verdicts[0].reason == "the database refused this message: a value it cannot store"
+    assert [m for m in caplog.messages if "batch" in m] == [
+        "a message of a batch failed: the batch is handled again, one by one"
+    ]
+    record = store.instance("twice")
+    assert record is not None and record.state is not None
+    assert {k: v for k, v in root_context(record.state).items() if k.startswith("v")} == {
+        "v2": 2,
+        "v3": 3,
+    }
+
+
 # instances set aside within a batch ---------------------------------------------------------------
 
 
