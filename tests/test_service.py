@@ -100,6 +100,14 @@ def test_a_subprocess_launch_that_arrives_after_its_caller_ended_starts_nothing(
     assert [r.id for r in store.list_instances()] == ["caller"]
 
 
+def test_a_launch_naming_a_caller_that_does_not_exist_starts_nothing(store: Store) -> None:
+    service = Service(store, CONFIG, Recorder())
+    body = {"definition": CHILD, "parent": {"process_id": "ghost", "activity": "ghost_0"}}
+    verdict = service.handle(Message(CONFIG.launch_queue, json.dumps(body).encode(), "orphan"))
+    assert verdict.outcome.value == "ack"  # ignored, as for a caller that ended
+    assert store.list_instances() == []
+
+
 def test_a_launch_naming_a_caller_that_does_not_wait_for_it_starts_nothing(
     store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -1013,6 +1021,23 @@ def test_what_was_published_is_marked_sent_when_the_daemon_is_idle(store: Store)
     service.handle(launch(acts("p"), {}, "next"))
     service.handle(launch(acts("p"), {}, "last"))  # its transaction marks what "next" sent
     assert [row.instance_id for row in store.unsent()] == ["last"]
+
+
+def test_what_was_published_is_marked_sent_even_by_a_batch_that_failed_first(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The marks ride on the next transaction; when that one is rolled back (a message of its
+    batch refused), they are kept for the one that handles the batch again."""
+    now = [1_000_000.0]
+    service = Service(store, CONFIG, Recorder(), clock=lambda: now[0])
+    for pid in ("refused", "other"):
+        service.handle(launch('<process><await event="never"/></process>', {}, pid))
+    service.handle(launch(acts("p"), {}, "asks"))  # published: to be marked
+    break_step(monkeypatch, StoreDataError("a value it cannot store"), lambda p, _: p == "refused")
+    now[0] += 1
+    batch = [control("pause", "refused"), control("pause", "other")]
+    assert [v.outcome.value for v in service.handle_batch(batch)] == ["dead", "ack"]
+    assert outbox_rows(store)["asks"] == (now[0], None)
 
 
 # messages refused, or failing, before or outside their step ---------------------------------
