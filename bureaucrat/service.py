@@ -37,7 +37,7 @@ from bureaucrat.config import Config
 from bureaucrat.encoding import encode, too_long
 from bureaucrat.engine import Limits
 from bureaucrat.engine import events as ev
-from bureaucrat.engine.state import TERMINAL, Status, activity_id, root_context
+from bureaucrat.engine.state import LIVE, TERMINAL, Status, activity_id, root_context
 from bureaucrat.engine.step import step
 from bureaucrat.errors import (
     BrokerError,
@@ -710,10 +710,6 @@ def _set_aside(
         tx.delete_timer(timer)
 
 
-_WAITING = frozenset({Status.RUNNING.value, Status.PAUSED.value, Status.SUSPENDED.value})
-"""The statuses of a caller that still waits for its subprocesses."""
-
-
 def _parent_waits(
     tx: Tx, parent: dict[str, str] | None, child_id: str, definition_hash: str
 ) -> bool:
@@ -728,7 +724,7 @@ def _parent_waits(
     if parent is None:
         return True
     record = tx.lock_instance(parent["process_id"])
-    if record is None or record.state is None or record.status not in _WAITING:
+    if record is None or record.state is None or record.status not in LIVE:
         return False
     path = record.state.get("children", {}).get(child_id)
     if not isinstance(path, str) or activity_id(record.id, path) != parent["activity"]:

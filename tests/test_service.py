@@ -139,6 +139,11 @@ def test_a_subprocess_starts_while_its_caller_waits(store: Store) -> None:
     assert (child.parent_id, child.parent_activity) == ("caller", "caller_0")
 
 
+def set_values(process_id: str, values: dict[str, Any]) -> Message:
+    body = json.dumps({"name": "set", "process_id": process_id, "values": values}).encode()
+    return Message(CONFIG.message_queue, body, f"set-{process_id}")
+
+
 # a call beside a branch whose expression fails: the caller is suspended at that incident
 SUSPENDS = """<process on-fault="suspend"><all>
   <call process="$child"/>
@@ -178,11 +183,6 @@ def test_a_subprocess_starts_while_its_caller_is_held_and_its_end_reaches_the_re
     assert ("child", {"child": child.id, "status": "completed"}) in [
         (e.kind, e.details) for e in store.journal("caller")
     ]
-
-
-def set_values(process_id: str, values: dict[str, Any]) -> Message:
-    body = json.dumps({"name": "set", "process_id": process_id, "values": values}).encode()
-    return Message(CONFIG.message_queue, body, f"set-{process_id}")
 
 
 @pytest.mark.parametrize(

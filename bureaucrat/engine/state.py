@@ -52,6 +52,8 @@ class Status(enum.StrEnum):
 
 
 TERMINAL = frozenset({Status.COMPLETED.value, Status.FAULTED.value, Status.TERMINATED.value})
+LIVE = frozenset({Status.RUNNING.value, Status.PAUSED.value, Status.SUSPENDED.value})
+"""An instance that is neither ended nor set aside: it still waits for what it started."""
 
 
 def new_state(process_id: str, parent: dict[str, str] | None = None) -> State:
