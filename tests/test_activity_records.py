@@ -183,6 +183,21 @@ def test_the_cap_on_starts_counts_every_activity_the_root_included(
     assert instance.current["status"] == status
 
 
+@pytest.mark.parametrize(
+    ("limits", "first"),
+    [(Limits(max_starts=4), "pid_0_2"), (Limits(step_budget=350), "pid_0_1")],
+    ids=["starts", "budget"],
+)
+def test_a_limit_met_inside_an_all_journals_the_branches_it_left_unstarted(
+    limits: Limits, first: str
+) -> None:
+    body = '<assign property="x">1</assign>' * 6
+    instance = Instance(f"<process><all>{body}</all></process>", limits=limits)
+    assert instance.current["status"] == "faulted"
+    skipped = [a for k, a, _ in instance.journal() if k == "skipped"]
+    assert skipped == [f"pid_0_{n}" for n in range(int(first[-1]), 6)]  # none lost, none twice
+
+
 def test_a_subprocess_that_ends_tells_its_caller_which_call_it_answers() -> None:
     definition = parse_definition('<process><assign property="r">1</assign></process>')
     start = ev.Start("child", {"n": 2}, ev.ParentLink("caller", "caller_0"))
@@ -683,6 +698,7 @@ def test_resuming_goes_on_with_what_the_step_had_left_and_skips_what_that_cancel
         ("resumed", "pid"),
         ("fault", "pid_0_0_1"),
         ("handled", "pid_0"),
+        ("skipped", "pid_0_0_0"),  # its start again, on the agenda since the incident
         ("completed", "pid"),
     ]
     assert instance.current["scopes"] == {"": {"b": 1}}

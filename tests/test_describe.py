@@ -620,6 +620,96 @@ def test_an_all_that_caught_a_fault_has_the_children_that_finished_at_once_done(
     }
 
 
+def test_the_branches_of_an_all_after_one_that_faults_as_it_starts_never_started() -> None:
+    run = Run(
+        """<process><all>
+             <action participant="a"/><assign property="x">1</assign>
+             <fault code="A"/><action participant="b"/><assign property="y">1</assign>
+           </all></process>"""
+    )
+    assert run.state is not None and run.state["status"] == "faulted"
+    skipped = [
+        c.activity for c in run.commands if isinstance(c, cmd.Record) and c.kind == "skipped"
+    ]
+    assert skipped == ["p_0_3", "p_0_4"]
+    assert states(run.tree()) == {
+        "": "faulted",
+        "0": "faulted",
+        "0_0": "cancelled",
+        "0_1": "done",  # it started (and finished) before the fault
+        "0_2": "faulted",
+        "0_3": "not_started",
+        "0_4": "not_started",
+    }
+
+
+def test_an_all_that_caught_a_fault_as_a_branch_started_has_the_later_branches_not_started() -> (
+    None
+):
+    run = Run(
+        """<process><all>
+             <context><faults><default><action participant="cure"/></default></faults></context>
+             <assign property="x">1</assign><fault code="A"/><assign property="y">1</assign>
+           </all></process>"""
+    )
+    running = states(run.tree())  # the handler runs
+    assert (running["0_0"], running["0_1"], running["0_2"], running["0_f0"]) == (
+        "done",
+        "faulted",
+        "not_started",
+        "active",
+    )
+    run.answer("cure")
+    assert run.state is not None and run.state["status"] == "completed"
+    done = states(run.tree())
+    assert (done["0"], done["0_0"], done["0_2"], done["0_f0"]) == (
+        "done",
+        "done",
+        "not_started",
+        "done",
+    )
+
+
+def test_a_branch_skipped_in_one_round_of_a_loop_is_done_when_a_later_round_runs_it() -> None:
+    run = Run(
+        """<process><foreach select="rounds"><all>
+             <context><faults><default><assign property="c">1</assign></default></faults>
+             </context>
+             <action participant="a"/><foreach select="inst:current"><assign property="z">1
+             </assign></foreach><sequence><assign property="x">1</assign></sequence>
+           </all></foreach></process>""",
+        {"rounds": ["not a list", [1]]},
+    )
+    # round 1: the inner foreach faulted as it started, the all's handler ran; round 2 runs
+    assert ("p_0_0_2", "skipped") in run.journal
+    second = states(run.tree())
+    assert (second["0_0_0"], second["0_0_1"], second["0_0_2"]) == ("waiting", "done", "done")
+    run.answer("a")
+    assert run.state is not None and run.state["status"] == "completed"
+    assert states(run.tree())["0_0_2"] == "done"
+
+
+def test_a_suspended_instance_shows_the_branches_it_has_still_to_start_not_started() -> None:
+    run = Run(
+        """<process on-fault="suspend"><all>
+             <action participant="a"/><call process="$sub"/><action participant="b"/>
+           </all></process>"""
+    )
+    assert run.state is not None and run.state["status"] == "suspended"
+    assert [e[0] for e in run.state["incident"]["agenda"]] == ["0_2"]
+    suspended = states(run.tree())
+    assert (suspended["0_0"], suspended["0_1"], suspended["0_2"]) == (
+        "waiting",
+        "faulted",
+        "not_started",
+    )
+    assert not any(kind == "skipped" for _, kind in run.journal)  # they start on resume
+    run.apply(ev.SetContext({"sub": "<process><assign property='s'>1</assign></process>"}))
+    run.apply(ev.Resume())
+    resumed = states(run.tree())
+    assert (resumed["0_1"], resumed["0_2"]) == ("waiting", "waiting")
+
+
 def test_a_block_that_caught_a_fault_in_one_round_is_faulted_by_one_it_lets_through() -> None:
     run = Run(
         """<process><context><property name="i" type="int">0</property></context>

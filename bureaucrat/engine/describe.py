@@ -8,7 +8,8 @@ The state keeps a node only for the activities in progress, so the rest is infer
 
 - in a sequence-like block (process, sequence, case, while, foreach, a handler) whose node runs
   child ``i``, the children before it are done and those after it not started;
-- in an ``all`` in progress, a child without a node is done;
+- in an ``all`` in progress, a child without a node is done, unless the journal says it was
+  ``skipped`` (a sibling faulted as it started) or a suspended instance has it still to start;
 - in a switch in progress, the case with a node runs and the others are skipped;
 - a block running a fault handler was cut short: its other children were cancelled (or done
   before the fault, which only the journal tells), its other handlers are skipped;
@@ -166,10 +167,13 @@ class _Describer:
         self.awaits = _dict(state.get("awaits"))
         self.fault_path, self.fault_text = self._fault(state)
         self.incident_path, self.incident_text = self._incident(state)
+        self.pending = self._agenda(state)
         self.has_journal = journal is not None
         self.last: dict[str, str] = {}
         self.ran: set[str] = set()
         self.handled: set[str] = set()
+        self.skipped: dict[str, set[str]] = {}
+        """The branches of each ``all`` that its last run did not start."""
         for record in journal or ():
             self._learn(record[0], record[1], record[2] if len(record) > 2 else {})
 
@@ -187,6 +191,16 @@ class _Describer:
             return None, None
         return self._path(incident.get("activity")), _fault_text(incident)
 
+    def _agenda(self, state: State) -> set[str]:
+        """What a suspended instance's incident has still to start when it resumes."""
+        incident = state.get("incident")
+        agenda = incident.get("agenda") if isinstance(incident, dict) else None
+        if self.status != "suspended":
+            return set()
+        if not isinstance(agenda, list):
+            return set()
+        return {e[0] for e in agenda if isinstance(e, list) and e and isinstance(e[0], str)}
+
     def _path(self, activity: Any) -> str | None:
         return path_of(self.pid, activity) if isinstance(activity, str) else None
 
@@ -201,8 +215,15 @@ class _Describer:
             self.last[path] = kind  # what faults is then cancelled, or an incident: it faulted
         if kind == "handled":
             self.handled.add(path)
-        if kind != "ignored":
+        if kind == "skipped":
+            self.skipped.setdefault(path.rpartition("_")[0], set()).add(path)
+        elif kind != "ignored":
             self.ran.update(_prefixes(path))
+            if self.skipped:  # a record in one of its branches: a later run of the all
+                for prefix in _prefixes(path):
+                    block, _, index = prefix.rpartition("_")
+                    if index.isdigit():
+                        self.skipped.pop(block, None)
 
     def _faulted_through(self, path: str, child: ActivityView) -> bool:
         """Whether a fault of ``child`` went up through the block at ``path``: a fault in a
@@ -342,7 +363,7 @@ class _Describer:
         if node is not None and running is not None:
             implied = self._after_end(spec, children)  # cut short by the handler now running
         elif node is not None:
-            implied = _in_progress(spec, node, len(children))
+            implied = self._in_progress(spec, node, len(children))
         elif state is ActivityState.DONE and spec.path in self.handled and self.has_journal:
             implied = self._after_end(spec, children)  # it caught a fault: how far had it come?
         elif state is ActivityState.DONE:
@@ -371,10 +392,38 @@ class _Describer:
         started (one the journal does not show finished at once); in a sequence, those before
         the last one the journal shows running are done; the journal tells the others' fate."""
         if isinstance(block, All) and self._evidence(block.path) and children is block.children:
-            return [_ENDED if self._evidence(c.path) else ActivityState.DONE for c in children]
+            return [
+                ActivityState.NOT_STARTED
+                if self._unstarted(block, k)
+                else _ENDED
+                if self._evidence(c.path)
+                else ActivityState.DONE
+                for k, c in enumerate(children)
+            ]
         shown = [k for k, child in enumerate(children) if self._evidence(child.path)]
         last = max(shown, default=-1)
         return [ActivityState.DONE if k < last else _ENDED for k in range(len(children))]
+
+    def _in_progress(self, block: Block, node: dict[str, Any], count: int) -> list[Implied]:
+        """What the children of a block in progress imply: in an ``all``, a child without a
+        node is done, unless it is still to start; in a sequence-like block, those before
+        ``i`` are done, the others not started."""
+        if isinstance(block, All) and "h" not in node:
+            return [
+                ActivityState.NOT_STARTED if self._unstarted(block, k) else ActivityState.DONE
+                for k in range(count)
+            ]
+        index = node.get("i")
+        index = index if isinstance(index, int) else 0
+        return [
+            ActivityState.DONE if k < index else ActivityState.NOT_STARTED for k in range(count)
+        ]
+
+    def _unstarted(self, block: All, k: int) -> bool:
+        """Whether branch ``k`` of ``block`` never started: the journal says the all's last
+        run skipped it, or it is on a suspended instance's agenda, to start on resume."""
+        path = block.children[k].path
+        return path in self.skipped.get(block.path, ()) or path in self.pending
 
     def _cases(
         self, spec: Switch, node: dict[str, Any] | None, state: Implied
@@ -425,7 +474,7 @@ class _Describer:
         activities = handler.activities
         fates: list[Implied]
         if node is not None:
-            fates = _in_progress(block, node, len(activities))
+            fates = self._in_progress(block, node, len(activities))
         elif implied is _ENDED:
             fates = self._after_end(block, activities)
         else:
@@ -460,16 +509,6 @@ def _handler_state(
     if ActivityState.FAULTED in states:
         return ActivityState.FAULTED
     return ActivityState.CANCELLED if ActivityState.CANCELLED in states else ActivityState.DONE
-
-
-def _in_progress(block: Block, node: dict[str, Any], count: int) -> list[Implied]:
-    """What the children of a block in progress imply: in an ``all``, a child without a node
-    is done; in a sequence-like block, those before ``i`` are done, the others not started."""
-    if isinstance(block, All) and "h" not in node:
-        return [ActivityState.DONE] * count
-    index = node.get("i")
-    index = index if isinstance(index, int) else 0
-    return [ActivityState.DONE if k < index else ActivityState.NOT_STARTED for k in range(count)]
 
 
 def _records(spec: Activity) -> bool:

@@ -17,7 +17,7 @@ from typing import Any
 
 from bureaucrat.definition.expressions import Expression
 from bureaucrat.definition.limits import Budget, json_size
-from bureaucrat.definition.model import Activity, Block, Definition, Foreach, While
+from bureaucrat.definition.model import Activity, All, Block, Definition, Foreach, While
 from bureaucrat.engine import commands as cmd
 from bureaucrat.engine.activities import child_done, discard, start
 from bureaucrat.engine.activities.blocks import catch
@@ -134,7 +134,9 @@ class Runtime:
         while self._agenda and self.running:
             path, parent, token = self._agenda.popleft()
             if parent is not None and _token(self.nodes.get(parent, {})) != token:
-                continue  # the parent was cancelled, restarted or caught a fault meanwhile
+                # the parent was cancelled, restarted or caught a fault meanwhile
+                self._unstarted(path, parent)
+                continue
             self._starts += 1
             origin = parent if parent is not None else path
             if token is not None:
@@ -142,15 +144,32 @@ class Runtime:
                 key = (origin, token[0])
                 rounds[key] = rounds.get(key, 0) + 1
             if self._starts > self._start_limit:
+                self._put_back(path, parent, token)
                 self._too_many_starts(self._culprit(origin))
                 continue
             budget = self.budget
             budget.left -= START_UNITS
             if budget.left < 0:
+                self._put_back(path, parent, token)
                 self.budget_spent(origin)
                 continue
             self.add_node(path)
             start(self, self.spec(path))
+
+    def _put_back(self, path: str, parent: str | None, token: Token | None) -> None:
+        """A start that met a limit goes back on the agenda, for the fault the limit raises (at
+        its parent, or a loop above) to decide its fate, as it does for the rest: whatever
+        catches the fault cancels or restarts that parent, so the start is dropped."""
+        if parent is not None:
+            self._agenda.appendleft((path, parent, token))
+
+    def _unstarted(self, path: str, parent: str | None) -> None:
+        """A start scheduled in this step that will not happen. For a branch of an ``all`` the
+        journal says so (``skipped``): its siblings started, and a branch that finished at once
+        leaves no record, so nothing else would tell the two apart."""
+        block = None if parent is None else self.definition.activities.get(parent)
+        if isinstance(block, All) and any(child.path == path for child in block.children):
+            self.record("skipped", path)
 
     def _culprit(self, origin: str) -> str:
         """The activity to blame for too many starts: of the loops in progress around
@@ -433,6 +452,8 @@ class Runtime:
             self.state.pop(key, None)
         self.nodes.clear()
         self.sizes.structure = self.sizes.held = 0
+        for path, parent, _ in self._agenda:
+            self._unstarted(path, parent)
         self._agenda.clear()
         copies = 1 if self.state["parent"] is None else 2
         status, fault, context = final_context(self, status, fault, copies)
