@@ -363,10 +363,15 @@ class Service:
             candidates = wire.target_process_ids(control.target)
             process_id = next((c for c in candidates if tx.instance(c) is not None), process_id)
         event = _operation(control.name, process_id, body)
-        if not self.advance(tx, process_id, event, key):
-            LOG.warning("%s for unknown process %s: ignored", control.name, process_id)
-        elif control.name not in ("child_finished", "retry"):
-            LOG.info("%s %s", control.name, process_id)
+        duplicates = self.duplicates
+        if self.advance(tx, process_id, event, key):
+            if control.name not in ("child_finished", "retry"):
+                LOG.info("%s %s", control.name, process_id)
+        elif self.duplicates == duplicates:  # a duplicate is logged as such
+            if tx.instance(process_id) is None:
+                LOG.warning("%s for unknown process %s: ignored", control.name, process_id)
+            else:  # set aside, or a subprocess's end that the child's record does not bear out
+                LOG.warning("%s for process %s: not applicable, ignored", control.name, process_id)
         return ACK
 
     def _event(self, tx: Tx, event: wire.Event, key: Key) -> Verdict:

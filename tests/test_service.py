@@ -435,12 +435,16 @@ def test_the_originals_terminate_naming_an_activity_ends_its_process(
 
 
 def test_a_batch_that_fails_outside_its_messages_is_handled_one_message_at_a_time(
-    store: Store, monkeypatch: pytest.MonkeyPatch
+    store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The batch's commit is refused twice (all at once, then a savepoint a message): each
     message is then handled in a transaction of its own, and only the one whose commit is
-    refused again is dead-lettered, with the reason."""
-    service = Service(store, CONFIG, Recorder())
+    refused again is dead-lettered, with the reason. What was published before is still
+    marked sent, by the first transaction that commits."""
+    now = [1_000_000.0]
+    service = Service(store, CONFIG, Recorder(), clock=lambda: now[0])
+    service.handle(launch(acts("p"), {}, "asks"))  # published: to be marked
+    now[0] += 1
     real = store.transaction
     commits = [0]
 
@@ -453,10 +457,16 @@ def test_a_batch_that_fails_outside_its_messages_is_handled_one_message_at_a_tim
                 raise StoreDataError("refused at commit")
 
     monkeypatch.setattr(store, "transaction", refusing)
-    verdicts = service.handle_batch([launch(acts("p"), {}, pid) for pid in ("a", "b", "c")])
+    with caplog.at_level(logging.INFO, logger="bureaucrat"):
+        verdicts = service.handle_batch([launch(acts("p"), {}, pid) for pid in ("a", "b", "c")])
     assert [v.outcome.value for v in verdicts] == ["ack", "dead", "ack"]
     assert "refused at commit" in verdicts[1].reason
-    assert sorted(r.id for r in store.list_instances()) == ["a", "c"]
+    assert sorted(r.id for r in store.list_instances()) == ["a", "asks", "c"]
+    assert outbox_rows(store)["asks"] == (now[0], None)  # not to be relayed a second time
+    assert [(r.levelname, r.getMessage()) for r in caplog.records if "batch" in r.getMessage()] == [
+        ("INFO", "a message of a batch failed: the batch is handled again, one by one"),
+        ("WARNING", "a batch failed outside its messages: each is handled alone"),
+    ]
 
 
 # timers -----------------------------------------------------------------------------------------
@@ -851,7 +861,7 @@ DONE_AT_ONCE = '<process><context><property name="r" type="int">4</property></co
 
 
 def test_a_finished_subprocess_resumes_its_caller_from_the_childs_own_record(
-    store: Store,
+    store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
     publisher = Recorder()
     service = Service(store, CONFIG, publisher)
@@ -861,7 +871,9 @@ def test_a_finished_subprocess_resumes_its_caller_from_the_childs_own_record(
     service.handle(child_launch)
     finished = publisher.take(CONFIG.message_queue)
     assert json.loads(finished.body)["name"] == "child_finished"
-    assert service.handle(finished).outcome.value == "ack"
+    with caplog.at_level(logging.INFO, logger="bureaucrat"):
+        assert service.handle(finished).outcome.value == "ack"
+    assert caplog.messages == []  # journalled, not logged: it is no operator's doing
     # journal records are documented: `bureaucratctl show` prints them
     assert [(e.kind, e.activity, e.details) for e in store.journal("caller")] == [
         ("launched", "caller", {"name": None, "fields": ["child"]}),
@@ -894,7 +906,7 @@ def test_a_faulted_subprocess_faults_its_call_with_the_childs_code_and_message(
 
 @pytest.mark.parametrize("child_id", ["ghost", "broken-child"])
 def test_a_subprocess_end_naming_a_child_unknown_or_set_aside_is_ignored(
-    store: Store, child_id: str
+    store: Store, child_id: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     publisher = Recorder()
     service = Service(store, CONFIG, publisher)
@@ -914,7 +926,9 @@ def test_a_subprocess_end_naming_a_child_unknown_or_set_aside_is_ignored(
     }
     forged |= {"child_id": child_id, "status": "completed", "context": {}, "fault": None}
     message = Message(CONFIG.message_queue, json.dumps(forged).encode(), f"end-{child_id}")
-    assert service.handle(message).outcome.value == "ack"
+    with caplog.at_level(logging.INFO, logger="bureaucrat"):
+        assert service.handle(message).outcome.value == "ack"
+    assert caplog.messages == ["child_finished for process caller: not applicable, ignored"]
     assert journal_kinds(store, "caller") == before
     assert store.instance("caller").status == "running"  # type: ignore[union-attr]
 
@@ -1043,6 +1057,16 @@ def test_what_was_published_is_marked_sent_even_by_a_batch_that_failed_first(
 # messages refused, or failing, before or outside their step ---------------------------------
 
 
+def test_a_launch_sent_as_json_that_is_not_json_is_dead_lettered_as_such(store: Store) -> None:
+    """The content type decides: the body is not taken for the original's bare XML."""
+    service = Service(store, CONFIG, Recorder())
+    message = Message(CONFIG.launch_queue, b"<process/>", "typed")  # application/json
+    verdict = service.handle(message)
+    assert verdict.outcome.value == "dead"
+    assert verdict.reason.startswith("launch message is not valid JSON")
+    assert store.list_instances() == []
+
+
 @pytest.mark.parametrize(
     ("message_id", "reason"),
     [
@@ -1118,6 +1142,7 @@ def test_each_launch_is_logged_with_its_process_id_and_its_definitions_name_or_a
             service.handle(launch(source, {}, "named")),  # the same message again
             service.handle(launch(source, {}, "named")),
             service.handle(Message(CONFIG.launch_queue, json.dumps(again).encode(), "other")),
+            service.handle(launch(source, {}, "fresh")),  # after duplicates, a new one
         ]
     assert caplog.messages == [
         "launched named (waiter)",
@@ -1125,9 +1150,10 @@ def test_each_launch_is_logged_with_its_process_id_and_its_definitions_name_or_a
         f"message {CONFIG.launch_queue}:named was processed already: dropped",  # queue:message id
         f"message {CONFIG.launch_queue}:named was processed already: dropped",
         "process named exists already: launch ignored",
+        "launched fresh (waiter)",
     ]
     dispositions = [v.disposition.value for v in verdicts]
-    assert dispositions == ["handled", "handled", "duplicate", "duplicate", "duplicate"]
+    assert dispositions == ["handled", "handled", "duplicate", "duplicate", "duplicate", "handled"]
 
 
 def test_an_operators_control_message_is_logged_with_its_process_or_as_ignored(
@@ -1138,9 +1164,15 @@ def test_an_operators_control_message_is_logged_with_its_process_or_as_ignored(
     with caplog.at_level(logging.INFO, logger="bureaucrat"):
         for name, process_id in [("pause", "known"), ("retry", "known"), ("pause", "nobody")]:
             assert service.handle(control(name, process_id)).outcome.value == "ack"
+        service.handle(control("pause", "known"))  # the same message again
+        # the original's terminate names an activity: the process is the longest candidate
+        body = json.dumps({"name": "terminate", "target": "ghost_0_1"}).encode()
+        assert service.handle(Message(CONFIG.message_queue, body, "t")).outcome.value == "ack"
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
         ("INFO", "pause known"),  # a retry is journalled, not logged
         ("WARNING", "pause for unknown process nobody: ignored"),
+        ("INFO", f"message {CONFIG.message_queue}:pause-known was processed already: dropped"),
+        ("WARNING", "terminate for unknown process ghost_0_1: ignored"),
     ]
     assert ("paused", {"reason": ""}) in [(e.kind, e.details) for e in store.journal("known")]
 
