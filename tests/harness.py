@@ -31,6 +31,15 @@ ROOT = Path(__file__).resolve().parent.parent
 TERMINAL = ("completed", "faulted", "terminated")
 
 
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    """Poll ``condition`` until it holds, else fail saying ``what`` was awaited (with no daemon
+    running: ``Installation.wait_for`` would take that as a failure)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
 class Installation:
     def __init__(self, tmp: Path, database_url: str, **options: Any) -> None:
         self.tmp = tmp

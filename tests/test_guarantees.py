@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pika
 import pytest
+import sqlalchemy as sa
 
 from bureaucrat.amqp import QueueArguments
 from bureaucrat.config import Config
@@ -29,7 +31,7 @@ from bureaucrat.engine.state import root_context
 from bureaucrat.service import ACK, Service
 from bureaucrat.store import Store, TimerRecord
 from tests.brokers import AMQP_URL
-from tests.harness import Installation, dumps
+from tests.harness import Installation, dumps, wait_until
 from tests.store_fixtures import postgres_url, store, store_url
 from tests.test_service import Message, Recorder, launch
 
@@ -379,12 +381,16 @@ def test_an_operators_retry_lets_a_failed_action_complete(store: Store) -> None:
 # timers -----------------------------------------------------------------------------------------
 
 
-def _fire_late(service: Service, timer: TimerRecord) -> None:
-    """A daemon that claimed ``timer`` and fires it after its lease ran out."""
+def _fire_late(service: Service, timer: TimerRecord) -> bool:
+    """A daemon that claimed ``timer`` and fires it after its lease ran out; whether it was
+    applied (what ``fire_due_timers`` counts)."""
     with service.store.transaction() as tx:
         tx.lock_instances([timer.instance_id])
-        service.advance(tx, timer.instance_id, ev.TimerFired(timer.id), None, timer=timer.id)
+        applied = service.advance(
+            tx, timer.instance_id, ev.TimerFired(timer.id), None, timer=timer.id
+        )
     service.publish_committed()
+    return applied
 
 
 def test_a_timer_fired_by_two_daemons_is_applied_once(store: Store) -> None:
@@ -398,7 +404,7 @@ def test_a_timer_fired_by_two_daemons_is_applied_once(store: Store) -> None:
     now[0] += 31
     assert other.fire_due_timers() == 1  # the lease ran out: the other daemon fires it
     before = trail(store, "s")
-    _fire_late(slow, claimed)  # the slow daemon wakes up and fires it too
+    assert not _fire_late(slow, claimed)  # the slow daemon wakes up and fires it too
     assert trail(store, "s") == before
     assert counter(store, "s") == 1
 
@@ -409,12 +415,63 @@ def test_a_timer_fired_twice_by_one_daemon_is_applied_once(store: Store) -> None
     service.handle(launch(SLEEPS, {}, "s"))
     now[0] += 2
     [claimed] = store.claim_due_timers(now[0], 10, lease=30)
-    _fire_late(service, claimed)
+    assert _fire_late(service, claimed)
     before = trail(store, "s")
-    _fire_late(service, claimed)
+    assert not _fire_late(service, claimed)
     assert trail(store, "s") == before
     assert counter(store, "s") == 1
     assert kinds(store, "s", "timer") == 1
+
+
+WAITS = '<process><await event="go"/></process>'
+
+
+def _touching_a(service: Service, publisher: Recorder, kind: str) -> Message:
+    """Start instance ``a`` and make a message of ``kind`` that changes it."""
+    if kind == "subprocess":  # the launch of a's subprocess changes a, its caller
+        service.handle(launch('<process><call process="$child"/></process>', {"child": WAITS}, "a"))
+        return publisher.take(CONFIG.launch_queue)
+    service.handle(launch(WAITS, {}, "a"))
+    if kind == "event":
+        return Message(CONFIG.event_queue, json.dumps({"event": "go", "process_id": "a"}).encode())
+    return control("pause", "a", "pause-a")
+
+
+def _blocked_by(admin: sa.Engine, pid: int) -> bool:
+    with admin.connect() as connection:
+        query = "SELECT count(*) FROM pg_stat_activity WHERE :me = ANY(pg_blocking_pids(pid))"
+        return bool(connection.execute(sa.text(query), {"me": pid}).scalar())
+
+
+@pytest.mark.parametrize("kind", ["control", "event", "subprocess"])
+def test_a_batch_locks_its_instances_in_the_order_of_their_ids_so_daemons_cannot_deadlock(
+    postgres_url: str, kind: str
+) -> None:
+    """Another daemon holds instance ``a`` and is about to take ``b``. A batch that changes
+    ``b``, then ``a``, locks both at its start, in the order of their ids: it waits for ``a``
+    without holding ``b``, instead of both waiting for each other (PostgreSQL would abort one
+    of them, the batch coming back as lost work)."""
+    publisher = Recorder()
+    with Store(postgres_url) as store:
+        service = Service(store, CONFIG, publisher)
+        service.handle(launch(WAITS, {}, "b"))
+        batch = [control("pause", "b", "pause-b"), _touching_a(service, publisher, kind)]
+        admin = sa.create_engine(postgres_url)
+        verdicts: list[Any] = []
+        with admin.connect() as other:  # the other daemon
+            other.execute(sa.text("SET lock_timeout = '20s'"))
+            me = other.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+            lock = "SELECT id FROM instances WHERE id = :id FOR UPDATE"
+            other.execute(sa.text(lock), {"id": "a"})
+            worker = threading.Thread(target=lambda: verdicts.extend(service.handle_batch(batch)))
+            worker.start()
+            wait_until(lambda: _blocked_by(admin, me), "the batch to wait for a")
+            other.execute(sa.text(lock), {"id": "b"})  # a deadlock here, were b held
+            other.commit()
+            worker.join(timeout=30)
+        admin.dispose()
+        assert [v.outcome.value for v in verdicts] == ["ack", "ack"]
+        assert store.instance("b").status == "paused"  # type: ignore[union-attr]
 
 
 # end to end -------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from bureaucrat.service import Outcome, Service, Verdict
 from bureaucrat.store import Store
 from bureaucrat.store import schedules as rows
 from bureaucrat.store.tables import definitions
-from tests.harness import Installation
+from tests.harness import Installation, wait_until
 from tests.store_fixtures import postgres_url, store, store_url
 
 __all__ = ["postgres_url", "store", "store_url"]  # fixtures, imported for pytest
@@ -649,15 +649,6 @@ def overdue(store: Store, seconds: float) -> Callable[[], bool]:
         return all(r.next_due is not None and time.time() - r.next_due >= seconds for r in records)
 
     return condition
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    """Poll ``condition`` until it holds (with no daemon running: ``Installation.wait_for``
-    would take that as a failure)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def occurrence(name: str, due: float) -> str:
