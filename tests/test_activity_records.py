@@ -21,6 +21,7 @@ from bureaucrat.engine import DEFAULT_LIMITS, Limits, step
 from bureaucrat.engine import commands as cmd
 from bureaucrat.engine import events as ev
 from bureaucrat.engine.activities.waiting import child_id
+from bureaucrat.engine.describe import describe
 from bureaucrat.engine.sizes import Sizes
 from bureaucrat.engine.state import activity_id, is_finished, path_of
 from tests.test_budgets import Instance as Stepped
@@ -196,6 +197,28 @@ def test_a_limit_met_inside_an_all_journals_the_branches_it_left_unstarted(
     assert instance.current["status"] == "faulted"
     skipped = [a for k, a, _ in instance.journal() if k == "skipped"]
     assert skipped == [f"pid_0_{n}" for n in range(int(first[-1]), 6)]  # none lost, none twice
+
+
+def test_only_the_branches_of_an_all_are_journalled_as_skipped_not_its_handlers_activities() -> (
+    None
+):
+    # the inner all catches A and schedules its handler; before the handler starts, B (from
+    # the outer all's other branch) ends the instance: the handler's activity is not a branch
+    instance = Instance(
+        """<process><all>
+             <all><context><faults><case code="A"><assign property="a">1</assign></case>
+                  </faults></context>
+               <fault code="A"/><assign property="x">1</assign></all>
+             <sequence><fault code="B"/></sequence>
+           </all></process>"""
+    )
+    assert instance.current["status"] == "faulted"
+    assert [a for k, a, _ in instance.journal() if k == "skipped"] == ["pid_0_0_1"]
+    tree = describe(
+        instance.definition, instance.current, [(a, k) for k, a, _ in instance.journal()]
+    )
+    assert tree.find("0_0_1").state.value == "not_started"  # type: ignore[union-attr]
+    assert tree.find("0_0_0").state.value == "faulted"  # type: ignore[union-attr]
 
 
 def test_a_subprocess_that_ends_tells_its_caller_which_call_it_answers() -> None:

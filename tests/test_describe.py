@@ -885,6 +885,7 @@ def test_a_suspended_instance_has_its_incident_faulted_and_the_rest_as_it_stands
         {"status": "suspended", "incident": {"activity": "q_0"}},
         {"status": "faulted", "fault": "x"},
         {"status": "suspended", "incident": ["x"]},
+        {"status": "suspended", "incident": {"activity": "p_0", "agenda": [[], [5], "x", None]}},
     ],
 )
 def test_a_damaged_state_is_described_without_raising(damage: dict[str, Any]) -> None:
