@@ -101,6 +101,17 @@ def test_terminate_ends_a_paused_instance_and_drops_what_it_held() -> None:
     assert any('terminating process held=1 reason="stop"' in line for line in result.trace)
 
 
+def test_terminate_ends_a_suspended_instance_and_keeps_no_incident() -> None:
+    """What ``show`` and the console print as the incident of a suspended instance is gone
+    once it ends: the journal keeps it."""
+    definition = parse_definition('<process on-fault="suspend"><fault code="A"/></process>')
+    state = step(definition, None, ev.Start("p"), 0).state
+    assert state["status"] == "suspended" and state["incident"]["code"] == "A"
+    ended = step(definition, state, ev.Terminate("stop"), 1).state
+    assert ended["status"] == "terminated"
+    assert "incident" not in ended and "held" not in ended
+
+
 @pytest.mark.parametrize(
     ("operation", "status"),
     [

@@ -195,9 +195,7 @@ class _Describer:
         """What a suspended instance's incident has still to start when it resumes."""
         incident = state.get("incident")
         agenda = incident.get("agenda") if isinstance(incident, dict) else None
-        if self.status != "suspended":
-            return set()
-        if not isinstance(agenda, list):
+        if self.status != "suspended" or not isinstance(agenda, list):
             return set()
         return {e[0] for e in agenda if isinstance(e, list) and e and isinstance(e[0], str)}
 
