@@ -173,6 +173,19 @@ def test_too_many_starts_again_in_its_handler_fault_where_the_loop_ran_away(on_f
         assert result.state["fault"] == where
 
 
+def test_a_handler_that_catches_a_budget_spent_on_starts_runs_in_the_same_step() -> None:
+    """Empty sequences cost only their starts: the budget runs out on one of them, in the
+    middle of the agenda; the handler that catches the fault gets a budget again and runs."""
+    body = "<sequence/>" * 40
+    source = f"""<process><sequence>
+        <context><faults><case code="LimitExceeded"><assign property="caught">1</assign></case>
+        </faults></context>{body}</sequence></process>"""
+    result = run_process(source, limits=Limits(step_budget=2_000))
+    assert result.status == "completed"
+    assert result.context["caught"] == 1
+    assert any('fault process_0 code="LimitExceeded"' in line for line in result.trace)
+
+
 def test_too_many_starts_in_a_long_sequence_are_blamed_on_the_loop_around_it() -> None:
     """Of the loops around the block that was starting, the one that started the most in its
     current run is blamed, even for a single start; the sequence itself is no loop."""
