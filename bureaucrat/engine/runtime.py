@@ -167,8 +167,9 @@ class Runtime:
         """A start scheduled in this step that will not happen. For a branch of an ``all`` the
         journal says so (``skipped``): its siblings started, and a branch that finished at once
         leaves no record, so nothing else would tell the two apart."""
-        block = None if parent is None else self.definition.activities.get(parent)
-        if isinstance(block, All) and any(child.path == path for child in block.children):
+        if parent is None or path.rpartition("_")[0] != parent:
+            return  # the root, or a handler's activity (``<block>_f<n>_<k>``): no branch
+        if isinstance(self.definition.activities.get(parent), All):
             self.record("skipped", path)
 
     def _culprit(self, origin: str) -> str:
